@@ -1,0 +1,95 @@
+"""What a care plugin is: its declaration, the occasions it yields, and the context it plans in."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, ClassVar
+from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import ColumnElement
+from sqlalchemy.orm import InstrumentedAttribute, Session
+
+from careflow.models import Customer, Purpose
+
+# Offsets of the earliest and latest time zones on Earth: at any instant, local dates
+# span at most these hours either side of UTC.
+_EARLIEST_OFFSET = timedelta(hours=-12)
+_LATEST_OFFSET = timedelta(hours=14)
+
+
+class PluginSettings(BaseModel):
+    """Settings every care plugin has; subclass it to declare a plugin's own keys."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+
+
+@dataclass(frozen=True)
+class Occasion:
+    """One due occasion for one customer, as a plugin reports it.
+
+    ``key`` and ``period`` make the idempotency key ``plugin:key:period:customer``: the
+    same occasion reported on a later run is recognised and never sent twice.
+    ``context`` must be plain JSON data (str, numbers, bools, lists, dicts); dates as ISO strings.
+    """
+
+    customer: Customer
+    key: str
+    period: str
+    due_date: date
+    context: Mapping[str, Any] = field(default_factory=dict)
+    template: str | None = None  # defaults to the plugin's name
+
+
+class CarePlugin:
+    """Base class for care plugins. Override ``occasions``; set the class attributes."""
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    priority: ClassVar[int] = 50  # higher wins when a frequency cap allows fewer messages than are due
+    purpose: ClassVar[Purpose] = Purpose.MARKETING
+    settings_model: ClassVar[type[PluginSettings]] = PluginSettings
+    # Template variables this plugin provides, name -> description (listed to marketers).
+    variables: ClassVar[Mapping[str, str]] = {}
+
+    def occasions(self, ctx: PlanContext) -> Iterable[Occasion]:
+        """Yield the occasions due in ``ctx``'s batch of customers; narrow candidates in SQL."""
+        raise NotImplementedError
+
+
+@dataclass
+class PlanContext:
+    """What a plugin sees while planning one batch of customers."""
+
+    session: Session
+    now: datetime  # aware, the instant the run pretends it is
+    day: date | None  # an explicit local day to plan (backfill), or None for "today, locally"
+    id_range: tuple[int, int]  # inclusive customer id range of this batch
+    settings: PluginSettings
+    default_timezone: Mapping[int, str]  # center id -> the center's time zone
+
+    def in_batch(self, column: InstrumentedAttribute[int] = Customer.id) -> ColumnElement[bool]:
+        """The SQL condition that keeps a query inside this batch of customers."""
+        lo, hi = self.id_range
+        return column.between(lo, hi)
+
+    def timezone_of(self, customer: Customer) -> ZoneInfo:
+        return ZoneInfo(customer.timezone or self.default_timezone.get(customer.center_id, "UTC"))
+
+    def local_today(self, customer: Customer) -> date:
+        """The day being planned in this customer's own time zone."""
+        if self.day is not None:
+            return self.day
+        return self.now.astimezone(self.timezone_of(customer)).date()
+
+    def candidate_days(self) -> list[date]:
+        """Every local date some customer may be living in right now (for SQL narrowing)."""
+        if self.day is not None:
+            return [self.day]
+        utc = self.now.astimezone(UTC)
+        first, last = (utc + _EARLIEST_OFFSET).date(), (utc + _LATEST_OFFSET).date()
+        return [first + timedelta(days=i) for i in range((last - first).days + 1)]

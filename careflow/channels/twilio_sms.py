@@ -1,0 +1,109 @@
+"""SMS (and WhatsApp) through the official Twilio SDK, against any Twilio-compatible base URL."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime
+from typing import Any
+
+from twilio.base.exceptions import TwilioException, TwilioRestException
+from twilio.http.http_client import TwilioHttpClient
+from twilio.rest import Client
+
+from careflow.channels.base import Channel, OutgoingMessage, SendResult
+from careflow.channels.twilio_errors import KNOWN_ERRORS, ErrorClass, classify
+from careflow.config import Settings, TwilioSettings
+from careflow.errors import SendError
+from careflow.hookspecs import hookimpl
+
+_clients: dict[tuple[str, str, str], Client] = {}
+_clients_lock = threading.Lock()
+
+
+def twilio_client(settings: TwilioSettings) -> Client:
+    """One client per process and account: it pools its HTTP connections."""
+    assert settings.account_sid and settings.auth_token
+    token = settings.auth_token.get_secret_value()
+    key = (settings.account_sid, token, settings.base_url)
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            http = TwilioHttpClient(timeout=settings.timeout_seconds, pool_connections=True)
+            client = Client(settings.account_sid, token, http_client=http)
+            client.api.base_url = settings.base_url.rstrip("/")
+            _clients[key] = client
+    return client
+
+
+class TwilioChannel:
+    """Creates messages with the Twilio REST API; errors become classified ``SendError``s."""
+
+    def __init__(self, settings: TwilioSettings, channel: str) -> None:
+        self._settings = settings
+        self._channel = channel
+        self._client = twilio_client(settings)
+
+    def _address(self, number: str) -> str:
+        return f"whatsapp:{number}" if self._channel == "whatsapp" else number
+
+    def _sender(self) -> dict[str, Any]:
+        if self._settings.messaging_service_sid:
+            return {"messaging_service_sid": self._settings.messaging_service_sid}
+        return {"from_": self._address(self._settings.from_number or "")}
+
+    def send(self, message: OutgoingMessage) -> SendResult:
+        kwargs: dict[str, Any] = {"to": self._address(message.to), "body": message.body, **self._sender()}
+        if self._settings.status_callback_url:
+            kwargs["status_callback"] = self._settings.status_callback_url
+        try:
+            created = self._client.messages.create(**kwargs)
+        except TwilioRestException as exc:
+            raise _send_error(exc) from None
+        except TwilioException as exc:  # e.g. an unparsable answer from a misbehaving endpoint
+            raise SendError(f"Twilio answered unexpectedly: {exc}", permanent=False, ambiguous=True) from None
+        except OSError as exc:
+            # Timeouts and dropped connections: the request may have reached Twilio, and
+            # Twilio has no idempotency key, so the next attempt asks before resending.
+            raise SendError(f"no answer from Twilio: {type(exc).__name__}", permanent=False, ambiguous=True) from None
+        return SendResult(provider_message_id=created.sid)
+
+    def lookup(self, message: OutgoingMessage, since: datetime) -> SendResult | None:
+        sender = self._sender()
+        found = self._client.messages.list(
+            to=self._address(message.to),
+            from_=sender.get("from_"),
+            date_sent_after=since,
+            limit=200,
+        )
+        for candidate in found:
+            if (candidate.body or "") == message.body:
+                return SendResult(provider_message_id=candidate.sid)
+        return None
+
+
+def _send_error(exc: TwilioRestException) -> SendError:
+    code = exc.code if isinstance(exc.code, int) else None
+    cls = classify(exc.status, code)
+    known = KNOWN_ERRORS.get(code) if code is not None else None
+    meaning = known.meaning if known else (exc.msg or "error")
+    label = f"Twilio error {code}" if code is not None else f"Twilio HTTP {exc.status}"
+    return SendError(
+        f"{label}: {meaning}",
+        code=str(code) if code is not None else f"http-{exc.status}",
+        permanent=cls is not ErrorClass.TRANSIENT,
+        # A 5xx may come after Twilio accepted the message; a 429 or 4xx never does.
+        ambiguous=cls is ErrorClass.TRANSIENT and exc.status >= 500,
+    )
+
+
+class TwilioProvider:
+    name = "twilio"
+    channels = frozenset({"sms", "whatsapp"})
+
+    def create(self, settings: Settings, channel: str) -> Channel:
+        return TwilioChannel(settings.twilio, channel)
+
+
+@hookimpl(trylast=True)
+def careflow_channel_providers() -> list[TwilioProvider]:
+    return [TwilioProvider()]

@@ -1,0 +1,437 @@
+"""The ``careflow`` command."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from sqlalchemy import select
+
+from careflow import __version__
+from careflow.config import DEFAULT_FILE, Settings, load_settings
+from careflow.errors import CareflowError, ImportDataError
+from careflow.models import CareEvent, Center, Customer, EventStatus, utcnow
+from careflow.runtime import Runtime
+
+out = Console()
+err = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _friendly_errors(fn: F) -> F:
+    """careflow's own errors are printed as a clear message and exit status 1, without a traceback."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except CareflowError as exc:
+            err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+            sys.exit(1)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@contextmanager
+def opened_runtime(*, migrate_schema: bool = False) -> Iterator[Runtime]:
+    runtime = Runtime.build(load_settings(), migrate_schema=migrate_schema)
+    try:
+        yield runtime
+    finally:
+        runtime.close()
+
+
+def _parse_now(value: str | None) -> datetime:
+    if value is None:
+        return utcnow()
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not ISO-8601, e.g. 2026-03-01T09:00:00+08:00") from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="careflow")
+@click.option("-v", "--verbose", is_flag=True, help="Log what careflow does (to stderr).")
+def main(verbose: bool) -> None:
+    """careflow: caring for service-center customers between visits.
+
+    Configuration comes from ./careflow.toml (or the file named by CAREFLOW_CONFIG) and
+    CAREFLOW_<SECTION>__<KEY> environment variables.
+    """
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+INIT_TEMPLATE = """\
+# careflow configuration. Environment variables override single keys:
+# CAREFLOW_<SECTION>__<KEY>, e.g. CAREFLOW_TWILIO__AUTH_TOKEN. Keep secrets there.
+
+[database]
+url = "sqlite:///careflow.db"          # or postgresql+psycopg://user@host/dbname
+
+[broker]
+url = "local"                          # in-process; or redis://127.0.0.1:6379/0, amqp://guest:guest@127.0.0.1:5672/
+queue = "careflow"
+worker_threads = 4
+
+[channels.sms]
+provider = "console"                   # prints messages; "twilio" sends them
+
+[twilio]
+# account_sid = "AC..."                # or CAREFLOW_TWILIO__ACCOUNT_SID
+# auth_token = "..."                   # or CAREFLOW_TWILIO__AUTH_TOKEN (never commit it)
+# from_number = "+8613800000000"       # or messaging_service_sid = "MG..."
+# base_url = "https://api.twilio.com"  # any Twilio-compatible API
+
+[centers.main]
+name = "{center_name}"
+timezone = "{timezone}"
+locale = "{locale}"
+help_text = "Reply STOP to opt out. Call us on 400-000-0000."
+
+[delivery]
+max_attempts = 5
+min_backoff_ms = 1000
+max_backoff_ms = 300000
+
+[plugins.birthday]
+enabled = true
+"""
+
+
+@main.command()
+@click.option("--center-name", default="Main Service Center", show_default=True)
+@click.option("--timezone", default="Asia/Shanghai", show_default=True)
+@click.option("--locale", default="zh_CN", show_default=True)
+@click.option("--force", is_flag=True, help="Overwrite an existing careflow.toml.")
+@_friendly_errors
+def init(center_name: str, timezone: str, locale: str, force: bool) -> None:
+    """Write a commented careflow.toml here and create the migrated database."""
+    path = Path.cwd() / DEFAULT_FILE
+    if path.exists() and not force:
+        err.print(f"{path} exists; keeping it (use --force to overwrite). Migrating its database.")
+    else:
+        path.write_text(INIT_TEMPLATE.format(center_name=center_name, timezone=timezone, locale=locale), "utf-8")
+        out.print(f"wrote {path}")
+    with opened_runtime(migrate_schema=True) as runtime:
+        url = runtime.engine.url.render_as_string(hide_password=True)
+        out.print(f"database ready: {url}")
+
+
+@main.group(name="import")
+def import_() -> None:
+    """Import records from CSV files."""
+
+
+@import_.command(name="customers")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--center", "center_code", help="Center code from careflow.toml (default: the first one).")
+@click.option("--skip-invalid", is_flag=True, help="Import the valid rows and report the invalid ones.")
+@_friendly_errors
+def import_customers(file: Path, center_code: str | None, skip_invalid: bool) -> None:
+    """Import or update customers from FILE.csv (matched by external_id).
+
+    Columns: external_id,name,phone,email,birthday,locale,timezone,city,sms_consent,email_consent.
+    Only external_id and name are required; a column left out leaves that field unchanged.
+    """
+    from careflow.importing import CustomerImporter
+
+    with opened_runtime() as runtime, runtime.sessions() as session:
+        center = _center(session, runtime.settings, center_code)
+        try:
+            report = CustomerImporter(session, center, skip_invalid=skip_invalid).run(file)
+        except ImportDataError as exc:
+            session.rollback()
+            for problem in exc.problems:
+                err.print(problem, highlight=False, markup=False)
+            err.print(f"[red]nothing imported:[/] {len(exc.problems)} problem(s); fix them or use --skip-invalid")
+            sys.exit(1)
+        session.commit()
+    for problem in report.problems:
+        err.print(problem, highlight=False, markup=False)
+    out.print(f"created {report.created}, updated {report.updated}, skipped {len(report.skipped_rows)} invalid row(s)")
+    if report.problems:
+        sys.exit(1)
+
+
+def _center(session: Any, settings: Settings, code: str | None) -> Center:
+    code = code or settings.default_center
+    center = session.scalar(select(Center).where(Center.code == code))
+    if center is None:
+        known = ", ".join(settings.centers)
+        raise CareflowError(f"unknown center {code!r}; configured centers: {known}")
+    return center  # type: ignore[no-any-return]
+
+
+@main.command()
+@click.option("--date", "day", type=click.DateTime(["%Y-%m-%d"]), help="Plan this local day (backfill).")
+@click.option("--now", "now_text", help="Pretend it is this instant (ISO-8601; naive means UTC).")
+@click.option("--dry-run", is_flag=True, help="Show what would be sent; write and send nothing.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per care event per line.")
+@_friendly_errors
+def run(day: datetime | None, now_text: str | None, dry_run: bool, as_json: bool) -> None:
+    """Plan today's care and deliver it (local broker) or queue it (Redis/RabbitMQ)."""
+    from careflow.daily import run_day
+
+    now = _parse_now(now_text)
+    plan_day = day.date() if day else None
+    with opened_runtime() as runtime:
+        with _progress(enabled=not as_json) as on_batch:
+            result = run_day(runtime, now=now, day=plan_day, dry_run=dry_run, on_batch=on_batch)
+        report = result.report
+        if as_json:
+            rows = report.preview if dry_run else None
+            for line in _event_json(runtime, report.keys, preview=rows):
+                click.echo(json.dumps(line, ensure_ascii=False, default=str))
+        else:
+            _print_summary(runtime, report.keys, result.report.per_plugin, dry_run=dry_run)
+            if result.requeued:
+                out.print(f"re-queued {result.requeued} unsent event(s) from earlier runs")
+            if not result.delivered_locally and not dry_run:
+                out.print("queued for delivery: run 'careflow worker' to send")
+        for failure in report.failures:
+            who = f", customer {failure.customer}" if failure.customer else ""
+            err.print(f"[red]plugin {failure.plugin} failed[/] (customers {failure.batch[0]}-{failure.batch[1]}{who}): "
+                      f"{failure.error}", highlight=False)
+
+
+@contextmanager
+def _progress(*, enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
+    if not enabled:
+        yield None
+        return
+    with Progress(TextColumn("planning"), BarColumn(), MofNCompleteColumn(), TextColumn("batches"),
+                  TimeElapsedColumn(), console=err, transient=True) as progress:
+        task = progress.add_task("plan", total=None)
+
+        def on_batch(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        yield on_batch
+
+
+def _events_by_keys(runtime: Runtime, keys: Sequence[str]) -> list[tuple[CareEvent, Customer]]:
+    found: list[tuple[CareEvent, Customer]] = []
+    with runtime.sessions() as session:
+        for start in range(0, len(keys), 1_000):
+            chunk = keys[start : start + 1_000]
+            rows = session.execute(
+                select(CareEvent, Customer).join(Customer, Customer.id == CareEvent.customer_id)
+                .where(CareEvent.idempotency_key.in_(chunk)).order_by(CareEvent.id)
+            ).tuples()
+            found.extend(rows)
+    return found
+
+
+def event_record(event: CareEvent, customer: Customer) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "key": event.idempotency_key,
+        "plugin": event.plugin,
+        "customer": customer.external_id,
+        "name": customer.name,
+        "due_date": event.due_date.isoformat(),
+        "channel": event.channel,
+        "to": event.recipient,
+        "body": event.body,
+        "status": event.status,
+        "reason": event.status_reason,
+        "error_code": event.error_code,
+        "attempts": event.attempts,
+        "provider_message_id": event.provider_message_id,
+    }
+
+
+def _event_json(runtime: Runtime, keys: Sequence[str], preview: list[dict[str, Any]] | None) -> Iterator[dict[str, Any]]:
+    if preview is not None:
+        yield from _preview_json(runtime, preview)
+        return
+    for event, customer in _events_by_keys(runtime, keys):
+        yield event_record(event, customer)
+
+
+def _preview_json(runtime: Runtime, rows: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Dry run: render what would be sent, without writing anything."""
+    from careflow.delivery import render_event
+    from careflow.errors import TemplateError
+
+    with runtime.sessions() as session:
+        for row in rows:
+            event = CareEvent(**row)
+            customer = session.get(Customer, row["customer_id"])
+            assert customer is not None
+            body: str | None = None
+            status, reason = row["status"], row["status_reason"]
+            if event.channel:
+                try:
+                    body, _ = render_event(runtime, event, customer, customer.center)
+                except TemplateError as exc:
+                    status, reason = "failed", str(exc)
+            yield {
+                "key": row["idempotency_key"], "plugin": row["plugin"], "customer": customer.external_id,
+                "name": customer.name, "due_date": row["due_date"].isoformat(), "channel": row["channel"],
+                "to": row["recipient"], "body": body, "status": f"would be {status}", "reason": reason,
+            }
+
+
+def _print_summary(
+    runtime: Runtime, keys: Sequence[str], per_plugin: dict[str, Counter[str]], *, dry_run: bool
+) -> None:
+    table = Table(title="care run" + (" (dry run: nothing written or sent)" if dry_run else ""))
+    table.add_column("plugin")
+    statuses = Counter[tuple[str, str]]()
+    if not dry_run:
+        for event, _ in _events_by_keys(runtime, keys):
+            statuses[(event.plugin, event.status)] += 1
+    columns = ["planned", "suppressed", "already recorded"] if dry_run else [s.value for s in EventStatus]
+    for col in columns:
+        table.add_column(col, justify="right")
+    plugins = sorted(set(per_plugin) | {p for p, _ in statuses})
+    for plugin in plugins:
+        if dry_run:
+            counts = [per_plugin.get(plugin, Counter())[c] for c in columns]
+        else:
+            counts = [statuses[(plugin, c)] for c in columns]
+        table.add_row(plugin, *[str(c) for c in counts])
+    if not plugins:
+        table.add_row("(nothing due)", *["" for _ in columns])
+    out.print(table)
+
+
+@main.command()
+@click.option("--date", "day", type=click.DateTime(["%Y-%m-%d"]), help="Only events due on this day.")
+@click.option("--status", type=click.Choice([s.value for s in EventStatus]), help="Only events in this status.")
+@click.option("--plugin", help="Only events of this care plugin.")
+@click.option("--limit", default=200, show_default=True, help="Show at most this many (0: all).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per event per line.")
+@_friendly_errors
+def events(day: datetime | None, status: str | None, plugin: str | None, limit: int, as_json: bool) -> None:
+    """List recorded care events, newest first, with why each failed or was suppressed."""
+    with opened_runtime() as runtime, runtime.sessions() as session:
+        query = select(CareEvent, Customer).join(Customer, Customer.id == CareEvent.customer_id)
+        if day:
+            query = query.where(CareEvent.due_date == day.date())
+        if status:
+            query = query.where(CareEvent.status == status)
+        if plugin:
+            query = query.where(CareEvent.plugin == plugin)
+        query = query.order_by(CareEvent.id.desc())
+        if limit:
+            query = query.limit(limit)
+        rows = session.execute(query).tuples().all()
+        if as_json:
+            for event, customer in rows:
+                click.echo(json.dumps(event_record(event, customer), ensure_ascii=False))
+            return
+        table = Table(title=f"{len(rows)} care event(s)")
+        for col in ("id", "due", "plugin", "customer", "channel", "to", "status", "why"):
+            table.add_column(col, overflow="fold")
+        for event, customer in rows:
+            why = event.status_reason or ""
+            if event.error_code and event.error_code not in why:
+                why = f"[{event.error_code}] {why}"
+            table.add_row(str(event.id), event.due_date.isoformat(), event.plugin, customer.external_id,
+                          event.channel or "-", event.recipient or "-", event.status, why)
+        out.print(table)
+
+
+@main.command()
+@click.option("--threads", type=int, help="Worker threads (default: [broker] worker_threads).")
+@_friendly_errors
+def worker(threads: int | None) -> None:
+    """Deliver queued care events from the Redis or RabbitMQ broker until stopped (SIGTERM/Ctrl-C)."""
+    from dramatiq import Worker
+
+    from careflow.broker import LOCAL, make_broker
+    from careflow.tasks import build_actors
+
+    with opened_runtime() as runtime:
+        if runtime.settings.broker.url == LOCAL:
+            raise CareflowError("[broker] url is 'local': 'careflow run' delivers in-process; "
+                                "set a redis:// or amqp:// URL to run separate workers")
+        broker = make_broker(runtime.settings.broker.url)
+        build_actors(broker, runtime)
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        worker_ = Worker(broker, worker_threads=threads or runtime.settings.broker.worker_threads)
+        worker_.start()
+        err.print(f"careflow worker: {worker_.workers.__len__() if hasattr(worker_, 'workers') else ''} "
+                  f"threads consuming {runtime.settings.broker.queue!r}", highlight=False)
+        try:
+            stop.wait()
+        finally:
+            err.print("careflow worker: stopping (finishing the messages in hand)")
+            worker_.stop()
+            broker.close()
+
+
+@main.command()
+@_friendly_errors
+def plugins() -> None:
+    """List care plugins and channel providers, where they come from, and whether each is enabled."""
+    from careflow.plugins import load_plugins
+
+    settings = load_settings()
+    registry = load_plugins()
+    checked = registry.plugin_settings(settings)
+    table = Table(title="care plugins")
+    for col in ("name", "enabled", "priority", "purpose", "package", "hooks", "description"):
+        table.add_column(col, overflow="fold")
+    for name, plugin in sorted(registry.care_plugins.items(), key=lambda kv: -kv[1].priority):
+        source = registry.sources[name]
+        impl = registry.pm.get_plugin(source)
+        hooks = sorted(h.name for h in registry.pm.get_hookcallers(impl) or []) if impl is not None else []
+        table.add_row(name, "yes" if checked[name].enabled else "no", str(plugin.priority), str(plugin.purpose),
+                      source, ", ".join(hooks), plugin.description)
+    out.print(table)
+    providers = Table(title="channel providers")
+    providers.add_column("provider")
+    providers.add_column("channels")
+    providers.add_column("used for")
+    for name, provider in sorted(registry.providers.items()):
+        used = [ch for ch, cfg in settings.channels.items() if cfg.provider == name]
+        providers.add_row(name, ", ".join(sorted(provider.channels)), ", ".join(used) or "-")
+    out.print(providers)
+    for failure in registry.failures:
+        err.print(f"[red]plugin {failure.name} failed to load:[/] {failure.error}", highlight=False)
+
+
+@main.command()
+@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path), default="careflow-demo",
+              show_default=True, help="Workspace to create (reused if it exists).")
+@click.option("--customers", default=300, show_default=True, help="How many sample customers.")
+@click.option("--now", "now_text", help="Pretend it is this instant (ISO-8601).")
+@_friendly_errors
+def demo(directory: Path, customers: int, now_text: str | None) -> None:
+    """Create a demo workspace with sample customers and run today's care on the embedded default."""
+    from careflow.demo import run_demo
+
+    run_demo(directory, customers=customers, now=_parse_now(now_text), out=out, err=err)
+
+
+def parse_day(value: str) -> date:
+    return date.fromisoformat(value)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

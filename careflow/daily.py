@@ -1,0 +1,91 @@
+"""One care run: recover what an earlier run left, plan the day, and deliver (or queue) it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+from dramatiq import Worker
+from sqlalchemy import select, update
+
+from careflow.broker import LOCAL, make_broker
+from careflow.delivery import stale_event_ids
+from careflow.models import CareEvent, EventStatus
+from careflow.runtime import Runtime
+from careflow.scheduler import PlanReport, plan
+from careflow.tasks import build_actors
+
+log = logging.getLogger(__name__)
+
+# A planned event untouched this long on a remote broker has probably lost its message.
+REMOTE_REQUEUE_AFTER = timedelta(minutes=15)
+
+
+@dataclass
+class RunResult:
+    report: PlanReport
+    requeued: int  # planned-but-unsent events from earlier runs put back on the queue
+    delivered_locally: bool
+
+
+def run_day(
+    runtime: Runtime,
+    *,
+    now: datetime,
+    day: date | None = None,
+    dry_run: bool = False,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> RunResult:
+    """Plan (and with the ``local`` broker, deliver) one day of care."""
+    if dry_run:
+        return RunResult(plan(runtime, now=now, day=day, dry_run=True, on_batch=on_batch), 0, False)
+    url = runtime.settings.broker.url
+    broker = make_broker(url)
+    actors = build_actors(broker, runtime)
+    stuck_after = timedelta(milliseconds=runtime.settings.delivery.time_limit_ms) * 2
+    if url != LOCAL:
+        stale = _stale_remote(runtime, now, stuck_after)
+        actors.enqueue_deliveries(stale)
+        report = plan(runtime, now=now, day=day, enqueue=actors.enqueue_deliveries, on_batch=on_batch)
+        broker.close()
+        return RunResult(report, len(stale), False)
+    worker = Worker(broker, worker_threads=runtime.settings.broker.worker_threads, worker_timeout=100)
+    worker.start()
+    try:
+        # The in-process queue died with the last process: the outbox says what is unsent.
+        stale = stale_event_ids(runtime, now=now, stuck_after=stuck_after)
+        actors.enqueue_deliveries(stale)
+        report = plan(runtime, now=now, day=day, enqueue=actors.enqueue_deliveries, on_batch=on_batch)
+        broker.join(actors.queue, fail_fast=False)
+    finally:
+        worker.stop()
+        broker.close()
+    return RunResult(report, len(stale), True)
+
+
+def _stale_remote(runtime: Runtime, now: datetime, stuck_after: timedelta) -> list[int]:
+    ids = stale_event_ids(runtime, now=now, stuck_after=stuck_after)
+    if not ids:
+        return []
+    with runtime.sessions() as session:
+        old = session.scalars(
+            select(CareEvent.id).where(
+                CareEvent.id.in_(ids),
+                CareEvent.updated_at < now - REMOTE_REQUEUE_AFTER,
+            )
+        )
+        return list(old)
+
+
+def retry_events(runtime: Runtime, event_ids: list[int]) -> int:
+    """Put failed events back to planned (after a fix); returns how many were reset."""
+    with runtime.sessions.begin() as session:
+        result = session.execute(
+            update(CareEvent)
+            .where(CareEvent.id.in_(event_ids), CareEvent.status == EventStatus.FAILED)
+            .values(status=EventStatus.PLANNED, attempts=0, status_reason="retried by an operator", body=None)
+            .execution_options(synchronize_session=False)
+        )
+        return int(getattr(result, "rowcount", 0))

@@ -1,0 +1,68 @@
+"""Every extension point careflow offers. The docstring of each hook is its contract.
+
+Implementations may accept any subset of the documented arguments, so adding an argument
+never breaks a plugin; renaming or removing one does (and bumps ``HOOKSPEC_VERSION``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from careflow.care import CarePlugin
+    from careflow.channels.base import ChannelProvider
+    from careflow.models import CareEvent, Customer
+
+HOOKSPEC_VERSION = 1
+
+hookspec = pluggy.HookspecMarker("careflow")
+hookimpl = pluggy.HookimplMarker("careflow")
+
+
+@hookspec
+def careflow_care_plugins() -> list[CarePlugin]:
+    """Return the care plugins this package provides.
+
+    Called once when careflow starts. Each ``CarePlugin`` has a unique ``name``, a
+    ``priority``, a ``purpose`` (service or marketing), a ``settings_model`` validated
+    against ``[plugins.<name>]`` in careflow.toml, and ``occasions(ctx)``, which yields the
+    occasions due in one batch of customers. Results of all implementations are combined.
+    """
+
+
+@hookspec
+def careflow_channel_providers() -> list[ChannelProvider]:
+    """Return channel providers (``console``, ``twilio``, ...), each serving named channels.
+
+    Called once when careflow starts; ``[channels.<channel>] provider = "<name>"`` picks
+    the provider for a channel. Results of all implementations are combined.
+    """
+
+
+@hookspec
+def careflow_template_dirs() -> list[Path]:
+    """Return directories holding this package's templates as ``<template>/<channel>.<locale>.j2``.
+
+    Searched after the operator's override directory and before careflow's shipped
+    templates, so a plugin package can bring its own default texts.
+    """
+
+
+@hookspec
+def careflow_template_context(event: CareEvent, customer: Customer) -> dict[str, Any] | None:
+    """Return extra template variables for one event about to be rendered, or None.
+
+    Called at send time for every event; keep it cheap. Values must be plain data
+    (str, numbers, bools, dates, lists, dicts). Later results override earlier keys.
+    """
+
+
+@hookspec
+def careflow_event_delivered(event: CareEvent) -> None:
+    """React to an event the provider accepted (status ``sent``); called after the commit.
+
+    Exceptions are logged and otherwise ignored: a reaction never undoes a send.
+    """

@@ -1,0 +1,276 @@
+"""Customer CSV import: every field validated, every problem reported by row and column, all or nothing."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import phonenumbers
+from babel import Locale, UnknownLocaleError
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from careflow.errors import ImportDataError
+from careflow.models import Center, Consent, Customer, Purpose
+
+CUSTOMER_COLUMNS = (
+    "external_id",
+    "name",
+    "phone",
+    "email",
+    "birthday",
+    "locale",
+    "timezone",
+    "city",
+    "sms_consent",
+    "email_consent",
+)
+REQUIRED_COLUMNS = ("external_id", "name")
+_TRUE = {"yes", "true", "1", "y"}
+_FALSE = {"no", "false", "0", "n", ""}
+
+
+class FieldProblem(ValueError):
+    """A value that cannot be accepted; the message says what was expected."""
+
+
+@dataclass
+class ImportReport:
+    created: int = 0
+    updated: int = 0
+    skipped_rows: list[int] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def parse_phone(value: str, region: str) -> str:
+    """A phone number in E.164, or FieldProblem saying why not."""
+    try:
+        number = phonenumbers.parse(value, region)
+    except phonenumbers.NumberParseException as exc:
+        raise FieldProblem(f"not a phone number ({exc})") from None
+    if not phonenumbers.is_valid_number(number):
+        if value.strip().startswith("+"):
+            raise FieldProblem("not a valid phone number (wrong length or no such number range)")
+        raise FieldProblem(f"not a valid phone number for region {region}; write it as +<country code><number>")
+    return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+
+
+def parse_email(value: str) -> str:
+    try:
+        return str(validate_email(value, check_deliverability=False).normalized)
+    except EmailNotValidError as exc:
+        raise FieldProblem(f"not a valid e-mail address ({exc})") from None
+
+
+def parse_birthday(value: str) -> tuple[int | None, int, int]:
+    """``YYYY-MM-DD`` or ``MM-DD`` (Feb 29 allowed without a year)."""
+    parts = value.split("-")
+    try:
+        if len(parts) == 3 and len(parts[0]) == 4:
+            d = date(int(parts[0]), int(parts[1]), int(parts[2]))
+            if d > date.today():
+                raise FieldProblem("birthday is in the future")
+            return d.year, d.month, d.day
+        if len(parts) == 2:
+            month, day = int(parts[0]), int(parts[1])
+            date(2000, month, day)  # a leap year, so 02-29 is accepted
+            return None, month, day
+    except ValueError:
+        raise FieldProblem("not a real date; expected YYYY-MM-DD or MM-DD") from None
+    raise FieldProblem("expected YYYY-MM-DD or MM-DD")
+
+
+def parse_locale(value: str) -> str:
+    normalized = value.replace("-", "_")
+    try:
+        Locale.parse(normalized)
+    except (UnknownLocaleError, ValueError):
+        raise FieldProblem("unknown locale; expected e.g. zh_CN or en") from None
+    return normalized
+
+
+def parse_timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise FieldProblem("unknown time zone; expected an IANA name such as Asia/Shanghai") from None
+    return value
+
+
+def parse_bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise FieldProblem("expected yes/no, true/false or 1/0")
+
+
+def region_for(locale: str) -> str:
+    """The phone region implied by a center's locale (zh_CN -> CN), for numbers written without +."""
+    try:
+        return Locale.parse(locale).territory or "CN"
+    except (UnknownLocaleError, ValueError):
+        return "CN"
+
+
+def read_rows(text: str, expected: Iterable[str], required: Iterable[str]) -> tuple[list[str], list[dict[str, str]]]:
+    """Parse the header and rows; an unknown or missing column is an error naming it."""
+    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    expected_list = list(expected)
+    problems = []
+    if not header:
+        raise ImportDataError(["row 1: the file is empty; expected a header row: " + ",".join(expected_list)])
+    for col in header:
+        if col not in expected_list:
+            problems.append(f"row 1, column {col}: unknown column; expected only: {','.join(expected_list)}")
+    seen = set()
+    for col in header:
+        if col in seen:
+            problems.append(f"row 1, column {col}: the column appears twice")
+        seen.add(col)
+    for col in required:
+        if col not in header:
+            problems.append(f"row 1: required column {col!r} is missing")
+    if problems:
+        raise ImportDataError(problems)
+    reader.fieldnames = header
+    rows = []
+    for row in reader:
+        if None in row:  # more cells than header columns
+            row.pop(None)  # type: ignore[call-overload]
+            row["__extra__"] = "1"
+        rows.append({k: (v or "").strip() for k, v in row.items()})
+    return header, rows
+
+
+Parser = Callable[[str], Any]
+
+
+@dataclass
+class CustomerImporter:
+    session: Session
+    center: Center
+    skip_invalid: bool = False
+
+    def parsers(self) -> dict[str, Parser]:
+        region = region_for(self.center.locale)
+        return {
+            "phone": lambda v: parse_phone(v, region),
+            "email": parse_email,
+            "birthday": parse_birthday,
+            "locale": parse_locale,
+            "timezone": parse_timezone,
+            "sms_consent": parse_bool,
+            "email_consent": parse_bool,
+        }
+
+    def run(self, path: Path) -> ImportReport:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ImportDataError([f"{path}: not UTF-8 text; save the CSV as UTF-8"]) from None
+        return self.run_text(text)
+
+    def run_text(self, text: str) -> ImportReport:
+        header, rows = read_rows(text, CUSTOMER_COLUMNS, REQUIRED_COLUMNS)
+        report = ImportReport()
+        parsed: list[tuple[int, dict[str, Any]]] = []
+        first_row_of: dict[str, int] = {}
+        parsers = self.parsers()
+        for number, raw in enumerate(rows, start=2):  # row 1 is the header
+            row_problems, values = self._parse_row(number, raw, header, parsers)
+            ext = values.get("external_id")
+            if ext and ext in first_row_of:
+                row_problems.append(
+                    f"row {number}, column external_id: value {ext!r}: duplicate of row {first_row_of[ext]}"
+                )
+            elif ext:
+                first_row_of[ext] = number
+            if row_problems:
+                report.problems.extend(row_problems)
+                report.skipped_rows.append(number)
+                continue
+            parsed.append((number, values))
+        if report.problems and not self.skip_invalid:
+            raise ImportDataError(report.problems)
+        self._upsert([v for _, v in parsed], header, report)
+        return report
+
+    def _parse_row(
+        self, number: int, raw: dict[str, str], header: list[str], parsers: dict[str, Parser]
+    ) -> tuple[list[str], dict[str, Any]]:
+        problems = []
+        values: dict[str, Any] = {}
+        if raw.pop("__extra__", None):
+            problems.append(f"row {number}: more cells than the header has columns (a stray comma?)")
+        for col in header:
+            value = raw.get(col, "")
+            if col in REQUIRED_COLUMNS and not value:
+                problems.append(f"row {number}, column {col}: value '': required, must not be empty")
+                continue
+            parser = parsers.get(col)
+            if parser is None or (value == "" and col not in ("sms_consent", "email_consent")):
+                values[col] = value or None
+                continue
+            try:
+                values[col] = parser(value)
+            except FieldProblem as exc:
+                problems.append(f"row {number}, column {col}: value {value!r}: {exc}")
+        return problems, values
+
+    def _upsert(self, rows: list[dict[str, Any]], header: list[str], report: ImportReport) -> None:
+        ids = [r["external_id"] for r in rows]
+        existing: dict[str, Customer] = {}
+        for start in range(0, len(ids), 5_000):
+            chunk = ids[start : start + 5_000]
+            for customer in self.session.scalars(
+                select(Customer).where(Customer.center_id == self.center.id, Customer.external_id.in_(chunk))
+            ):
+                existing[customer.external_id] = customer
+        for values in rows:
+            customer = existing.get(values["external_id"])
+            if customer is None:
+                customer = Customer(center_id=self.center.id, external_id=values["external_id"], name=values["name"])
+                self.session.add(customer)
+                report.created += 1
+            else:
+                report.updated += 1
+            # Columns absent from the file leave the card as it was.
+            for col in ("name", "phone", "email", "locale", "timezone", "city"):
+                if col in header:
+                    setattr(customer, col, values[col])
+            if "birthday" in header:
+                bday = values["birthday"]
+                customer.birth_year, customer.birth_month, customer.birth_day = bday or (None, None, None)
+            self.session.flush()
+            for col, channel in (("sms_consent", "sms"), ("email_consent", "email")):
+                if col in header:
+                    set_consent(self.session, customer, channel, values[col], source="import")
+
+
+def set_consent(
+    session: Session, customer: Customer, channel: str, granted: bool, *, source: str,
+    purposes: Iterable[Purpose] = (Purpose.SERVICE, Purpose.MARKETING),
+) -> None:
+    """Record consent for a channel; the import's yes/no covers both purposes."""
+    current = {
+        (c.channel, c.purpose): c
+        for c in session.scalars(select(Consent).where(Consent.customer_id == customer.id, Consent.channel == channel))
+    }
+    for purpose in purposes:
+        row = current.get((channel, str(purpose)))
+        if row is None:
+            session.add(
+                Consent(customer_id=customer.id, channel=channel, purpose=str(purpose), granted=granted, source=source)
+            )
+        elif row.granted != granted:
+            row.granted, row.source = granted, source

@@ -1,0 +1,86 @@
+"""Everything a process needs, built once from the settings: database, plugins, templates, channels."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine, inspect, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from careflow.channels.base import Channel
+from careflow.config import Settings
+from careflow.db import make_engine, make_session_factory, migrate
+from careflow.errors import ConfigError
+from careflow.models import Center
+from careflow.plugins import PluginRegistry, load_plugins
+from careflow.templates import TemplateStore
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    registry: PluginRegistry
+    templates: TemplateStore
+    _channels: dict[str, Channel] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def build(cls, settings: Settings, *, registry: PluginRegistry | None = None, migrate_schema: bool = False) -> Runtime:
+        """Validate plugins' settings against their schemas and connect; fails fast with clear errors."""
+        registry = registry or load_plugins()
+        registry.plugin_settings(settings)  # raises ConfigError naming the key
+        for channel, chosen in settings.channels.items():
+            provider = registry.providers.get(chosen.provider)
+            if provider is None:
+                known = ", ".join(sorted(registry.providers))
+                raise ConfigError(f"channels.{channel}.provider: unknown provider {chosen.provider!r} (known: {known})")
+            if channel not in provider.channels:
+                raise ConfigError(f"channels.{channel}.provider: {chosen.provider!r} cannot send {channel}")
+        engine = make_engine(settings.database.url, echo=settings.database.echo)
+        if migrate_schema:
+            migrate(engine)
+        elif not inspect(engine).has_table("alembic_version"):
+            raise ConfigError(
+                f"database {engine.url.render_as_string(hide_password=True)} is not initialised: run 'careflow init'"
+            )
+        runtime = cls(
+            settings=settings,
+            engine=engine,
+            sessions=make_session_factory(engine),
+            registry=registry,
+            templates=TemplateStore(settings.templates.dir, registry.template_dirs),
+        )
+        runtime.sync_centers()
+        return runtime
+
+    def sync_centers(self) -> None:
+        """Centers are configured in careflow.toml; the database mirrors them by code."""
+        with self.sessions.begin() as session:
+            existing = {c.code: c for c in session.scalars(select(Center))}
+            for code, cfg in self.settings.centers.items():
+                center = existing.get(code)
+                if center is None:
+                    session.add(Center(code=code, name=cfg.name, timezone=cfg.timezone, locale=cfg.locale))
+                else:
+                    center.name, center.timezone, center.locale = cfg.name, cfg.timezone, cfg.locale
+
+    def channel(self, name: str) -> Channel:
+        """The configured sender for a channel, created once per process (clients pool connections)."""
+        with self._lock:
+            if name not in self._channels:
+                chosen = self.settings.channels.get(name)
+                if chosen is None:
+                    raise ConfigError(f"channel {name!r} is not configured: add [channels.{name}] to careflow.toml")
+                provider = self.registry.providers[chosen.provider]
+                self._channels[name] = provider.create(self.settings, name)
+            return self._channels[name]
+
+    def channel_order(self) -> list[str]:
+        """Channels in the order events fall back through them."""
+        return list(self.settings.channels)
+
+    def close(self) -> None:
+        self.engine.dispose()

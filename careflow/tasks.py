@@ -1,0 +1,60 @@
+"""Dramatiq actors, built for an explicit broker and runtime.
+
+Dramatiq's ``@actor`` binds to the *global* broker when the decorator runs, so a module of
+decorated functions silently talks to a default RabbitMQ broker unless the broker was set
+first. careflow builds its actors here, on the broker built from the configuration.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import dramatiq
+from dramatiq import Broker
+
+from careflow.delivery import Outcome, deliver
+from careflow.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Actors:
+    broker: Broker
+    queue: str
+    deliver: Any  # dramatiq.Actor[[int], None]
+
+    def enqueue_deliveries(self, event_ids: Sequence[int]) -> None:
+        """One message per event; the outbox row, not the message, decides whether it is sent."""
+        for event_id in event_ids:
+            self.deliver.send(event_id)
+
+
+def build_actors(broker: Broker, runtime: Runtime) -> Actors:
+    settings = runtime.settings
+    delivery = settings.delivery
+
+    def deliver_event(event_id: int) -> None:
+        outcome = deliver(runtime, event_id)
+        if outcome is Outcome.RETRY:
+            # Retry is not logged as an error by Dramatiq; the backoff comes from the actor options.
+            raise dramatiq.Retry(f"event {event_id}: transient failure, will retry")
+
+    actor = dramatiq.actor(
+        deliver_event,
+        broker=broker,
+        actor_name="careflow_deliver",
+        queue_name=settings.broker.queue,
+        # The database counts attempts and fails the event after the last one; the broker's
+        # own limit is a little higher so it never drops a message the database still wants.
+        max_retries=delivery.max_attempts + 2,
+        min_backoff=delivery.min_backoff_ms,
+        max_backoff=delivery.max_backoff_ms,
+        time_limit=delivery.time_limit_ms,
+        max_age=None,
+    )
+    broker.declare_queue(settings.broker.queue)
+    return Actors(broker=broker, queue=settings.broker.queue, deliver=actor)

@@ -1,0 +1,215 @@
+"""Marketer-edited message templates: sandboxed, strict, locale-aware, with clear errors."""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from babel import Locale, UnknownLocaleError
+from babel.dates import format_date, format_datetime
+from babel.numbers import format_currency, format_decimal
+from jinja2 import (
+    ChoiceLoader,
+    FileSystemLoader,
+    StrictUndefined,
+    TemplateNotFound,
+    TemplateSyntaxError,
+    UndefinedError,
+    pass_context,
+)
+from jinja2.runtime import Context
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+
+from careflow.errors import TemplateError
+
+MAX_OUTPUT_CHARS = 5_000
+
+# The opt-out instruction each language requires on marketing SMS.
+OPT_OUT_FOOTERS: dict[str, str] = {
+    "zh": "回T退订",
+    "en": "Reply STOP to opt out",
+}
+
+
+def builtin_template_dir() -> Path:
+    """careflow's shipped default templates (the repository's ``templates/``)."""
+    import careflow_templates
+
+    return Path(careflow_templates.__file__).parent
+
+
+def locale_chain(locale: str | None, center_locale: str) -> list[str]:
+    """Locales to try, most specific first: zh_CN, zh, the center's default, en."""
+    chain: list[str] = []
+    for loc in (locale, center_locale, "en"):
+        if not loc:
+            continue
+        for candidate in (loc, loc.split("_")[0]):
+            if candidate not in chain:
+                chain.append(candidate)
+    return chain
+
+
+def _babel_locale(ctx: Context) -> Locale:
+    try:
+        return Locale.parse(str(ctx.get("locale") or "en"))
+    except (UnknownLocaleError, ValueError):
+        return Locale.parse("en")
+
+
+def _as_date(value: Any) -> date:
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    return date.fromisoformat(str(value))
+
+
+@pass_context
+def _filter_date(ctx: Context, value: Any, fmt: str = "long") -> str:
+    """``{{ due_date | date }}`` or ``| date('short')``: a date in the customer's language."""
+    return str(format_date(_as_date(value), format=fmt, locale=_babel_locale(ctx)))
+
+
+@pass_context
+def _filter_datetime(ctx: Context, value: Any, fmt: str = "medium") -> str:
+    dt = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return str(format_datetime(dt, format=fmt, locale=_babel_locale(ctx)))
+
+
+@pass_context
+def _filter_money(ctx: Context, value: Any, currency: str = "CNY") -> str:
+    """``{{ amount | money }}``: an amount with the currency sign the locale expects."""
+    return str(format_currency(Decimal(str(value)), currency, locale=_babel_locale(ctx)))
+
+
+@pass_context
+def _filter_number(ctx: Context, value: Any) -> str:
+    return str(format_decimal(Decimal(str(value)), locale=_babel_locale(ctx)))
+
+
+# The only filters a template can call beyond Jinja's built-ins, declared as data so that
+# the docs and the console can list them.
+CAREFLOW_FILTERS: dict[str, Any] = {
+    "date": _filter_date,
+    "datetime": _filter_datetime,
+    "money": _filter_money,
+    "number": _filter_number,
+}
+
+
+@dataclass(frozen=True)
+class Rendered:
+    body: str
+    subject: str | None
+    template_name: str
+    locale: str
+
+
+class TemplateStore:
+    """Finds templates through the loader chain and renders them in the sandbox."""
+
+    def __init__(self, override_dir: Path | None = None, plugin_dirs: list[Path] | None = None) -> None:
+        dirs = [d for d in (override_dir,) if d is not None] + list(plugin_dirs or []) + [builtin_template_dir()]
+        self.search_path = dirs
+        self.env = ImmutableSandboxedEnvironment(
+            loader=ChoiceLoader([FileSystemLoader(str(d)) for d in dirs]),
+            undefined=StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=False,
+            autoescape=False,
+        )
+        self.env.filters.update(CAREFLOW_FILTERS)
+
+    def resolve(self, template: str, channel: str, locale: str | None, center_code: str, center_locale: str) -> str:
+        """The template file to use: center override, then global, per locale in fallback order."""
+        tried = []
+        for loc in locale_chain(locale, center_locale):
+            for prefix in (f"centers/{center_code}/", ""):
+                name = f"{prefix}{template}/{channel}.{loc}.j2"
+                tried.append(name)
+                try:
+                    self.env.get_template(name)
+                except TemplateNotFound:
+                    continue
+                except TemplateSyntaxError as exc:
+                    raise TemplateError(_describe(exc, name)) from None
+                return name
+        raise TemplateError(f"no template for {template!r} on {channel}; looked for: {', '.join(tried)}")
+
+    def render(
+        self,
+        template: str,
+        channel: str,
+        *,
+        locale: str | None,
+        center_code: str,
+        center_locale: str,
+        variables: Mapping[str, Any],
+        marketing: bool = False,
+    ) -> Rendered:
+        """Render one message; any failure is a ``TemplateError`` naming template, line and cause."""
+        name = self.resolve(template, channel, locale, center_code, center_locale)
+        used_locale = name.rsplit(".", 2)[-2]
+        try:
+            tpl = self.env.get_template(name)
+            context = tpl.new_context({**variables, "locale": used_locale})
+            subject = None
+            if "subject" in tpl.blocks:
+                subject = "".join(tpl.blocks["subject"](context)).strip()
+            if "body" in tpl.blocks:
+                body = "".join(tpl.blocks["body"](context))
+            else:
+                body = tpl.render({**variables, "locale": used_locale})
+        except TemplateError:
+            raise
+        except (TemplateSyntaxError, UndefinedError, SecurityError, TypeError, ValueError, ArithmeticError) as exc:
+            raise TemplateError(_describe(exc, name)) from None
+        body = body.strip()
+        if not body:
+            raise TemplateError(f"{name}: rendered an empty message")
+        if len(body) > MAX_OUTPUT_CHARS:
+            raise TemplateError(f"{name}: rendered {len(body)} characters, more than the limit of {MAX_OUTPUT_CHARS}")
+        if marketing and channel in ("sms", "whatsapp"):
+            body = with_opt_out_footer(body, used_locale)
+        return Rendered(body=body, subject=subject, template_name=name, locale=used_locale)
+
+
+def with_opt_out_footer(body: str, locale: str) -> str:
+    """Append the locale's opt-out instruction unless the template already carries it."""
+    footer = OPT_OUT_FOOTERS.get(locale) or OPT_OUT_FOOTERS.get(locale.split("_")[0]) or OPT_OUT_FOOTERS["en"]
+    if footer in body:
+        return body
+    separator = "" if locale.startswith("zh") else " "
+    return f"{body}{separator}{footer}"
+
+
+def _template_line(exc: BaseException, name: str) -> int | None:
+    if isinstance(exc, TemplateSyntaxError):
+        return exc.lineno
+    tb: types.TracebackType | None = exc.__traceback__
+    line = None
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if filename.endswith(name) or filename.endswith(".j2"):
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def _describe(exc: BaseException, name: str) -> str:
+    line = _template_line(exc, name)
+    where = f"{name} line {line}" if line else name
+    kind = {
+        TemplateSyntaxError: "syntax error",
+        UndefinedError: "undefined variable",
+        SecurityError: "not allowed in templates",
+    }.get(type(exc), type(exc).__name__)
+    message = exc.message if isinstance(exc, TemplateSyntaxError) and exc.message else str(exc)
+    return f"{where}: {kind}: {message}"

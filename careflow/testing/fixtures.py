@@ -1,0 +1,1 @@
+"""pytest fixtures for careflow and its plugins (registered as the ``careflow`` pytest plugin)."""
