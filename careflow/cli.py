@@ -130,7 +130,9 @@ def init(center_name: str, timezone: str, locale: str, force: bool) -> None:
     if path.exists() and not force:
         err.print(f"{path} exists; keeping it (use --force to overwrite). Migrating its database.")
     else:
-        path.write_text(INIT_TEMPLATE.format(center_name=center_name, timezone=timezone, locale=locale), "utf-8")
+        path.write_text(
+            INIT_TEMPLATE.format(center_name=center_name, timezone=timezone, locale=locale), "utf-8"
+        )
         out.print(f"wrote {path}")
     with opened_runtime(migrate_schema=True) as runtime:
         url = runtime.engine.url.render_as_string(hide_password=True)
@@ -163,12 +165,17 @@ def import_customers(file: Path, center_code: str | None, skip_invalid: bool) ->
             session.rollback()
             for problem in exc.problems:
                 err.print(problem, highlight=False, markup=False)
-            err.print(f"[red]nothing imported:[/] {len(exc.problems)} problem(s); fix them or use --skip-invalid")
+            err.print(
+                f"[red]nothing imported:[/] {len(exc.problems)} problem(s); fix them or use --skip-invalid"
+            )
             sys.exit(1)
         session.commit()
     for problem in report.problems:
         err.print(problem, highlight=False, markup=False)
-    out.print(f"created {report.created}, updated {report.updated}, skipped {len(report.skipped_rows)} invalid row(s)")
+    out.print(
+        f"created {report.created}, updated {report.updated}, "
+        f"skipped {len(report.skipped_rows)} invalid row(s)"
+    )
     if report.problems:
         sys.exit(1)
 
@@ -210,8 +217,12 @@ def run(day: datetime | None, now_text: str | None, dry_run: bool, as_json: bool
                 out.print("queued for delivery: run 'careflow worker' to send")
         for failure in report.failures:
             who = f", customer {failure.customer}" if failure.customer else ""
-            err.print(f"[red]plugin {failure.plugin} failed[/] (customers {failure.batch[0]}-{failure.batch[1]}{who}): "
-                      f"{failure.error}", highlight=False)
+            err.print(
+                f"[red]plugin {failure.plugin} failed[/] "
+                f"(customers {failure.batch[0]}-{failure.batch[1]}{who}): "
+                f"{failure.error}",
+                highlight=False,
+            )
 
 
 @contextmanager
@@ -219,8 +230,15 @@ def _progress(*, enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
     if not enabled:
         yield None
         return
-    with Progress(TextColumn("planning"), BarColumn(), MofNCompleteColumn(), TextColumn("batches"),
-                  TimeElapsedColumn(), console=err, transient=True) as progress:
+    with Progress(
+        TextColumn("planning"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("batches"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as progress:
         task = progress.add_task("plan", total=None)
 
         def on_batch(done: int, total: int) -> None:
@@ -235,8 +253,10 @@ def _events_by_keys(runtime: Runtime, keys: Sequence[str]) -> list[tuple[CareEve
         for start in range(0, len(keys), 1_000):
             chunk = keys[start : start + 1_000]
             rows = session.execute(
-                select(CareEvent, Customer).join(Customer, Customer.id == CareEvent.customer_id)
-                .where(CareEvent.idempotency_key.in_(chunk)).order_by(CareEvent.id)
+                select(CareEvent, Customer)
+                .join(Customer, Customer.id == CareEvent.customer_id)
+                .where(CareEvent.idempotency_key.in_(chunk))
+                .order_by(CareEvent.id)
             ).tuples()
             found.extend(rows)
     return found
@@ -261,7 +281,9 @@ def event_record(event: CareEvent, customer: Customer) -> dict[str, Any]:
     }
 
 
-def _event_json(runtime: Runtime, keys: Sequence[str], preview: list[dict[str, Any]] | None) -> Iterator[dict[str, Any]]:
+def _event_json(
+    runtime: Runtime, keys: Sequence[str], preview: list[dict[str, Any]] | None
+) -> Iterator[dict[str, Any]]:
     if preview is not None:
         yield from _preview_json(runtime, preview)
         return
@@ -287,9 +309,16 @@ def _preview_json(runtime: Runtime, rows: list[dict[str, Any]]) -> Iterator[dict
                 except TemplateError as exc:
                     status, reason = "failed", str(exc)
             yield {
-                "key": row["idempotency_key"], "plugin": row["plugin"], "customer": customer.external_id,
-                "name": customer.name, "due_date": row["due_date"].isoformat(), "channel": row["channel"],
-                "to": row["recipient"], "body": body, "status": f"would be {status}", "reason": reason,
+                "key": row["idempotency_key"],
+                "plugin": row["plugin"],
+                "customer": customer.external_id,
+                "name": customer.name,
+                "due_date": row["due_date"].isoformat(),
+                "channel": row["channel"],
+                "to": row["recipient"],
+                "body": body,
+                "status": f"would be {status}",
+                "reason": reason,
             }
 
 
@@ -319,7 +348,9 @@ def _print_summary(
 
 @main.command()
 @click.option("--date", "day", type=click.DateTime(["%Y-%m-%d"]), help="Only events due on this day.")
-@click.option("--status", type=click.Choice([s.value for s in EventStatus]), help="Only events in this status.")
+@click.option(
+    "--status", type=click.Choice([s.value for s in EventStatus]), help="Only events in this status."
+)
 @click.option("--plugin", help="Only events of this care plugin.")
 @click.option("--limit", default=200, show_default=True, help="Show at most this many (0: all).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per event per line.")
@@ -349,8 +380,16 @@ def events(day: datetime | None, status: str | None, plugin: str | None, limit: 
             why = event.status_reason or ""
             if event.error_code and event.error_code not in why:
                 why = f"[{event.error_code}] {why}"
-            table.add_row(str(event.id), event.due_date.isoformat(), event.plugin, customer.external_id,
-                          event.channel or "-", event.recipient or "-", event.status, why)
+            table.add_row(
+                str(event.id),
+                event.due_date.isoformat(),
+                event.plugin,
+                customer.external_id,
+                event.channel or "-",
+                event.recipient or "-",
+                event.status,
+                why,
+            )
         out.print(table)
 
 
@@ -366,8 +405,10 @@ def worker(threads: int | None) -> None:
 
     with opened_runtime() as runtime:
         if runtime.settings.broker.url == LOCAL:
-            raise CareflowError("[broker] url is 'local': 'careflow run' delivers in-process; "
-                                "set a redis:// or amqp:// URL to run separate workers")
+            raise CareflowError(
+                "[broker] url is 'local': 'careflow run' delivers in-process; "
+                "set a redis:// or amqp:// URL to run separate workers"
+            )
         broker = make_broker(runtime.settings.broker.url)
         build_actors(broker, runtime)
         stop = threading.Event()
@@ -375,8 +416,11 @@ def worker(threads: int | None) -> None:
             signal.signal(sig, lambda *_: stop.set())
         worker_ = Worker(broker, worker_threads=threads or runtime.settings.broker.worker_threads)
         worker_.start()
-        err.print(f"careflow worker: {worker_.workers.__len__() if hasattr(worker_, 'workers') else ''} "
-                  f"threads consuming {runtime.settings.broker.queue!r}", highlight=False)
+        err.print(
+            f"careflow worker: {worker_.workers.__len__() if hasattr(worker_, 'workers') else ''} "
+            f"threads consuming {runtime.settings.broker.queue!r}",
+            highlight=False,
+        )
         try:
             stop.wait()
         finally:
@@ -401,8 +445,15 @@ def plugins() -> None:
         source = registry.sources[name]
         impl = registry.pm.get_plugin(source)
         hooks = sorted(h.name for h in registry.pm.get_hookcallers(impl) or []) if impl is not None else []
-        table.add_row(name, "yes" if checked[name].enabled else "no", str(plugin.priority), str(plugin.purpose),
-                      source, ", ".join(hooks), plugin.description)
+        table.add_row(
+            name,
+            "yes" if checked[name].enabled else "no",
+            str(plugin.priority),
+            str(plugin.purpose),
+            source,
+            ", ".join(hooks),
+            plugin.description,
+        )
     out.print(table)
     providers = Table(title="channel providers")
     providers.add_column("provider")
@@ -417,8 +468,14 @@ def plugins() -> None:
 
 
 @main.command()
-@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path), default="careflow-demo",
-              show_default=True, help="Workspace to create (reused if it exists).")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default="careflow-demo",
+    show_default=True,
+    help="Workspace to create (reused if it exists).",
+)
 @click.option("--customers", default=300, show_default=True, help="How many sample customers.")
 @click.option("--now", "now_text", help="Pretend it is this instant (ISO-8601).")
 @_friendly_errors

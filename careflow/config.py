@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from careflow.errors import ConfigError
 
@@ -34,7 +42,9 @@ def _check_timezone(value: str) -> str:
     try:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {value!r}; expected an IANA name such as 'Asia/Shanghai'") from None
+        raise ValueError(
+            f"unknown time zone {value!r}; expected an IANA name such as 'Asia/Shanghai'"
+        ) from None
     return value
 
 
@@ -136,7 +146,7 @@ class Settings(_Section):
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
-    """Turn ``CAREFLOW_A__B__C=v`` into ``{"a": {"b": {"c": v}}}`` (values parsed as TOML when they can be)."""
+    """Turn ``CAREFLOW_A__B__C=v`` into ``{"a": {"b": {"c": v}}}``, parsing values as TOML."""
     tree: dict[str, Any] = {}
     for name, raw in environ.items():
         if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV or "__" not in name:

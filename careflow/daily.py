@@ -6,8 +6,10 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import cast
 
 from dramatiq import Worker
+from dramatiq.brokers.stub import StubBroker
 from sqlalchemy import select, update
 
 from careflow.broker import LOCAL, make_broker
@@ -58,7 +60,7 @@ def run_day(
         stale = stale_event_ids(runtime, now=now, stuck_after=stuck_after)
         actors.enqueue_deliveries(stale)
         report = plan(runtime, now=now, day=day, enqueue=actors.enqueue_deliveries, on_batch=on_batch)
-        broker.join(actors.queue, fail_fast=False)
+        cast(StubBroker, broker).join(actors.queue, fail_fast=False)
     finally:
         worker.stop()
         broker.close()

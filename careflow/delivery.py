@@ -54,7 +54,9 @@ def _finish(runtime: Runtime, event_id: int, status: EventStatus, **values: Any)
         return _set_status(session, event_id, status, **values)
 
 
-def template_variables(event: CareEvent, customer: Customer, center: Center, runtime: Runtime) -> dict[str, Any]:
+def template_variables(
+    event: CareEvent, customer: Customer, center: Center, runtime: Runtime
+) -> dict[str, Any]:
     """Plain data only: the sandbox never sees ORM objects or anything with behaviour."""
     birthday = None
     if customer.birth_month and customer.birth_day:
@@ -82,7 +84,9 @@ def template_variables(event: CareEvent, customer: Customer, center: Center, run
     return variables
 
 
-def render_event(runtime: Runtime, event: CareEvent, customer: Customer, center: Center) -> tuple[str, str | None]:
+def render_event(
+    runtime: Runtime, event: CareEvent, customer: Customer, center: Center
+) -> tuple[str, str | None]:
     rendered = runtime.templates.render(
         event.template,
         event.channel or "sms",
@@ -102,7 +106,9 @@ def deliver(runtime: Runtime, event_id: int, *, now: datetime | None = None) -> 
         return prepared
     message, attempts, needs_reconcile, created = prepared
     # No transaction is open while the provider is called: a slow send never holds a lock.
-    return _send(runtime, event_id, message, attempts=attempts, needs_reconcile=needs_reconcile, since=created)
+    return _send(
+        runtime, event_id, message, attempts=attempts, needs_reconcile=needs_reconcile, since=created
+    )
 
 
 def _prepare(
@@ -122,7 +128,9 @@ def _prepare(
         # An opt-out that arrived after planning still wins.
         if not consent_granted(session, customer.id, event.channel, event.purpose):
             _set_status(
-                session, event_id, EventStatus.SUPPRESSED,
+                session,
+                event_id,
+                EventStatus.SUPPRESSED,
                 status_reason=f"{event.purpose} consent on {event.channel} withdrawn before sending",
             )
             return Outcome.SUPPRESSED
@@ -130,20 +138,31 @@ def _prepare(
             try:
                 body, subject = render_event(runtime, event, customer, center)
             except TemplateError as exc:
-                _set_status(session, event_id, EventStatus.FAILED, status_reason=str(exc), error_code="template")
+                _set_status(
+                    session, event_id, EventStatus.FAILED, status_reason=str(exc), error_code="template"
+                )
                 return Outcome.FAILED
             # Stored before sending so that every retry and every reconciliation sends and
             # looks for exactly the same text, even if a marketer edits the template meanwhile.
             event.body, event.subject = body, subject
         message = OutgoingMessage(
-            event_id=event.id, channel=event.channel, to=event.recipient, body=event.body or "",
-            subject=event.subject, center_code=center.code,
+            event_id=event.id,
+            channel=event.channel,
+            to=event.recipient,
+            body=event.body or "",
+            subject=event.subject,
+            center_code=center.code,
         )
         return message, event.attempts, event.needs_reconcile, event.created_at
 
 
 def _send(
-    runtime: Runtime, event_id: int, message: OutgoingMessage, *, attempts: int, needs_reconcile: bool,
+    runtime: Runtime,
+    event_id: int,
+    message: OutgoingMessage,
+    *,
+    attempts: int,
+    needs_reconcile: bool,
     since: datetime,
 ) -> Outcome:
     channel = runtime.channel(message.channel)
@@ -168,20 +187,33 @@ def _send(
             _finish(runtime, event_id, EventStatus.FAILED, status_reason=reason, error_code=exc.code)
             return Outcome.FAILED
         _finish(
-            runtime, event_id, EventStatus.PLANNED, status_reason=f"attempt {attempts}: {exc}",
-            error_code=exc.code, needs_reconcile=needs_reconcile or exc.ambiguous,
+            runtime,
+            event_id,
+            EventStatus.PLANNED,
+            status_reason=f"attempt {attempts}: {exc}",
+            error_code=exc.code,
+            needs_reconcile=needs_reconcile or exc.ambiguous,
         )
         return Outcome.RETRY
     except Exception as exc:  # a provider SDK bug must not leave the row in "sending"
         log.exception("event %s: unexpected error from channel %s", event_id, message.channel)
         _finish(
-            runtime, event_id, EventStatus.PLANNED, status_reason=f"attempt {attempts}: {type(exc).__name__}: {exc}",
+            runtime,
+            event_id,
+            EventStatus.PLANNED,
+            status_reason=f"attempt {attempts}: {type(exc).__name__}: {exc}",
             needs_reconcile=True,
         )
         return Outcome.RETRY
     _finish(
-        runtime, event_id, EventStatus.SENT, provider_message_id=result.provider_message_id, sent_at=utcnow(),
-        status_reason=None, error_code=None, needs_reconcile=False,
+        runtime,
+        event_id,
+        EventStatus.SENT,
+        provider_message_id=result.provider_message_id,
+        sent_at=utcnow(),
+        status_reason=None,
+        error_code=None,
+        needs_reconcile=False,
     )
     _announce_delivered(runtime, event_id)
     return Outcome.SENT
@@ -202,7 +234,9 @@ def _announce_delivered(runtime: Runtime, event_id: int) -> None:
         log.exception("a careflow_event_delivered hook failed for event %s", event_id)
 
 
-def stale_event_ids(runtime: Runtime, *, now: datetime, stuck_after: timedelta, day: date | None = None) -> list[int]:
+def stale_event_ids(
+    runtime: Runtime, *, now: datetime, stuck_after: timedelta, day: date | None = None
+) -> list[int]:
     """Events to (re)queue: planned ones, and ones stuck in ``sending`` by a worker that died.
 
     A stuck event goes back to ``planned`` flagged for reconciliation, so the provider is
@@ -212,8 +246,11 @@ def stale_event_ids(runtime: Runtime, *, now: datetime, stuck_after: timedelta, 
         session.execute(
             update(CareEvent)
             .where(CareEvent.status == EventStatus.SENDING, CareEvent.claimed_at < now - stuck_after)
-            .values(status=EventStatus.PLANNED, needs_reconcile=True,
-                    status_reason="recovered from a worker that stopped mid-send")
+            .values(
+                status=EventStatus.PLANNED,
+                needs_reconcile=True,
+                status_reason="recovered from a worker that stopped mid-send",
+            )
             .execution_options(synchronize_session=False)
         )
         query = select(CareEvent.id).where(CareEvent.status == EventStatus.PLANNED)

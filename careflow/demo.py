@@ -40,12 +40,55 @@ enabled = true
 """
 
 SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗"
-GIVEN = ["伟", "芳", "娜", "秀英", "敏", "静", "丽", "强", "磊", "军", "洋", "勇", "艳", "杰", "娟", "涛", "明", "超", "秀兰", "霞"]
-FIRST = ["Emma", "Liam", "Olivia", "Noah", "Ava", "James", "Sophia", "Lucas", "Mia", "Henry", "Grace", "Daniel"]
+GIVEN = [
+    "伟",
+    "芳",
+    "娜",
+    "秀英",
+    "敏",
+    "静",
+    "丽",
+    "强",
+    "磊",
+    "军",
+    "洋",
+    "勇",
+    "艳",
+    "杰",
+    "娟",
+    "涛",
+    "明",
+    "超",
+    "秀兰",
+    "霞",
+]
+FIRST = [
+    "Emma",
+    "Liam",
+    "Olivia",
+    "Noah",
+    "Ava",
+    "James",
+    "Sophia",
+    "Lucas",
+    "Mia",
+    "Henry",
+    "Grace",
+    "Daniel",
+]
 LAST = ["Smith", "Brown", "Wilson", "Taylor", "Clarke", "Walker", "Wright", "Hughes", "Green", "Hall"]
-CITIES = [("Shanghai", "Asia/Shanghai"), ("Guangzhou", "Asia/Shanghai"), ("Shenzhen", "Asia/Shanghai"),
-          ("Hangzhou", "Asia/Shanghai"), ("Chengdu", "Asia/Shanghai")]
-EXPAT_CITIES = [("London", "Europe/London"), ("Los Angeles", "America/Los_Angeles"), ("Sydney", "Australia/Sydney")]
+CITIES = [
+    ("Shanghai", "Asia/Shanghai"),
+    ("Guangzhou", "Asia/Shanghai"),
+    ("Shenzhen", "Asia/Shanghai"),
+    ("Hangzhou", "Asia/Shanghai"),
+    ("Chengdu", "Asia/Shanghai"),
+]
+EXPAT_CITIES = [
+    ("London", "Europe/London"),
+    ("Los Angeles", "America/Los_Angeles"),
+    ("Sydney", "Australia/Sydney"),
+]
 
 
 def sample_customers(count: int, today: date, seed: int = 20261123) -> list[dict[str, str]]:
@@ -68,18 +111,20 @@ def sample_customers(count: int, today: date, seed: int = 20261123) -> list[dict
         bday = date(year, 1, 1) + timedelta(days=rng.randint(0, 364))
         if i % 40 == 0:  # about 2.5% have their birthday today, so the demo has something to show
             bday = _safe_replace(today, year)
-        rows.append({
-            "external_id": f"C{i:05d}",
-            "name": name,
-            "phone": "" if i % 97 == 0 else phone,
-            "email": f"customer{i}@example.com",
-            "birthday": bday.isoformat(),
-            "locale": locale,
-            "timezone": tz,
-            "city": city,
-            "sms_consent": "no" if i % 13 == 0 else "yes",
-            "email_consent": "yes",
-        })
+        rows.append(
+            {
+                "external_id": f"C{i:05d}",
+                "name": name,
+                "phone": "" if i % 97 == 0 else phone,
+                "email": f"customer{i}@example.com",
+                "birthday": bday.isoformat(),
+                "locale": locale,
+                "timezone": tz,
+                "city": city,
+                "sms_consent": "no" if i % 13 == 0 else "yes",
+                "email_consent": "yes",
+            }
+        )
     return rows
 
 
@@ -111,7 +156,9 @@ def run_demo(directory: Path, *, customers: int, now: datetime, out: Console, er
             session.commit()
         out.print(f"[bold]careflow demo[/] in {directory.resolve()}")
         out.print(f"imported {csv_path.name}: {imported.created} new, {imported.updated} updated customers")
-        out.print(f"running today's care ({today.isoformat()}, {center_tz.key}); messages go to the console:\n")
+        out.print(
+            f"running today's care ({today.isoformat()}, {center_tz.key}); messages go to the console:\n"
+        )
         result = run_day(runtime, now=now)
         _show(runtime, result.report.keys, out)
         out.print(
@@ -124,15 +171,27 @@ def run_demo(directory: Path, *, customers: int, now: datetime, out: Console, er
 
 def _show(runtime: Runtime, keys: list[str], out: Console) -> None:
     with runtime.sessions() as session:
-        events = session.execute(
-            select(CareEvent, Customer).join(Customer, Customer.id == CareEvent.customer_id)
-            .where(CareEvent.idempotency_key.in_(keys)).order_by(CareEvent.id)
-        ).tuples().all()
+        events = (
+            session.execute(
+                select(CareEvent, Customer)
+                .join(Customer, Customer.id == CareEvent.customer_id)
+                .where(CareEvent.idempotency_key.in_(keys))
+                .order_by(CareEvent.id)
+            )
+            .tuples()
+            .all()
+        )
         total = session.scalar(select(func.count()).select_from(CareEvent)) or 0
     table = Table(title=f"today's care events ({len(events)} this run, {total} recorded in all)")
     for col in ("plugin", "customer", "channel", "to", "status", "message / reason"):
         table.add_column(col, overflow="fold")
     for event, customer in events:
-        table.add_row(event.plugin, f"{customer.name} ({customer.external_id})", event.channel or "-",
-                      event.recipient or "-", event.status, event.body or event.status_reason or "")
+        table.add_row(
+            event.plugin,
+            f"{customer.name} ({customer.external_id})",
+            event.channel or "-",
+            event.recipient or "-",
+            event.status,
+            event.body or event.status_reason or "",
+        )
     out.print(table)

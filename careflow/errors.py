@@ -30,7 +30,9 @@ class ImportDataError(CareflowError):
 class SendError(CareflowError):
     """A channel could not send a message."""
 
-    def __init__(self, message: str, *, code: str | None = None, permanent: bool, ambiguous: bool = False) -> None:
+    def __init__(
+        self, message: str, *, code: str | None = None, permanent: bool, ambiguous: bool = False
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.permanent = permanent

@@ -58,7 +58,9 @@ def parse_phone(value: str, region: str) -> str:
     if not phonenumbers.is_valid_number(number):
         if value.strip().startswith("+"):
             raise FieldProblem("not a valid phone number (wrong length or no such number range)")
-        raise FieldProblem(f"not a valid phone number for region {region}; write it as +<country code><number>")
+        raise FieldProblem(
+            f"not a valid phone number for region {region}; write it as +<country code><number>"
+        )
     return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
 
 
@@ -121,7 +123,9 @@ def region_for(locale: str) -> str:
         return "CN"
 
 
-def read_rows(text: str, expected: Iterable[str], required: Iterable[str]) -> tuple[list[str], list[dict[str, str]]]:
+def read_rows(
+    text: str, expected: Iterable[str], required: Iterable[str]
+) -> tuple[list[str], list[dict[str, str]]]:
     """Parse the header and rows; an unknown or missing column is an error naming it."""
     reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
     header = [h.strip() for h in (reader.fieldnames or [])]
@@ -146,7 +150,7 @@ def read_rows(text: str, expected: Iterable[str], required: Iterable[str]) -> tu
     rows = []
     for row in reader:
         if None in row:  # more cells than header columns
-            row.pop(None)  # type: ignore[call-overload]
+            row.pop(None)
             row["__extra__"] = "1"
         rows.append({k: (v or "").strip() for k, v in row.items()})
     return header, rows
@@ -237,12 +241,15 @@ class CustomerImporter:
             ):
                 existing[customer.external_id] = customer
         for values in rows:
-            customer = existing.get(values["external_id"])
-            if customer is None:
-                customer = Customer(center_id=self.center.id, external_id=values["external_id"], name=values["name"])
+            found = existing.get(values["external_id"])
+            if found is None:
+                customer = Customer(
+                    center_id=self.center.id, external_id=values["external_id"], name=values["name"]
+                )
                 self.session.add(customer)
                 report.created += 1
             else:
+                customer = found
                 report.updated += 1
             # Columns absent from the file leave the card as it was.
             for col in ("name", "phone", "email", "locale", "timezone", "city"):
@@ -258,19 +265,32 @@ class CustomerImporter:
 
 
 def set_consent(
-    session: Session, customer: Customer, channel: str, granted: bool, *, source: str,
+    session: Session,
+    customer: Customer,
+    channel: str,
+    granted: bool,
+    *,
+    source: str,
     purposes: Iterable[Purpose] = (Purpose.SERVICE, Purpose.MARKETING),
 ) -> None:
     """Record consent for a channel; the import's yes/no covers both purposes."""
     current = {
         (c.channel, c.purpose): c
-        for c in session.scalars(select(Consent).where(Consent.customer_id == customer.id, Consent.channel == channel))
+        for c in session.scalars(
+            select(Consent).where(Consent.customer_id == customer.id, Consent.channel == channel)
+        )
     }
     for purpose in purposes:
         row = current.get((channel, str(purpose)))
         if row is None:
             session.add(
-                Consent(customer_id=customer.id, channel=channel, purpose=str(purpose), granted=granted, source=source)
+                Consent(
+                    customer_id=customer.id,
+                    channel=channel,
+                    purpose=str(purpose),
+                    granted=granted,
+                    source=source,
+                )
             )
         elif row.granted != granted:
             row.granted, row.source = granted, source

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -55,7 +55,9 @@ class UTCDateTime(TypeDecorator[datetime]):
 # Reusable column types (after Warehouse's utils/db/types.py).
 intpk = Annotated[int, mapped_column(Integer().with_variant(BigInteger(), "postgresql"), primary_key=True)]
 created_at = Annotated[datetime, mapped_column(UTCDateTime(), default=utcnow, nullable=False)]
-updated_at = Annotated[datetime, mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow, nullable=False)]
+updated_at = Annotated[
+    datetime, mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow, nullable=False)
+]
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -68,7 +70,7 @@ NAMING_CONVENTION = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON()}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime(), dict[str, Any]: JSON()}
 
 
 class EventStatus(enum.StrEnum):
@@ -84,7 +86,13 @@ class EventStatus(enum.StrEnum):
 
 
 FINAL_STATUSES = frozenset(
-    {EventStatus.SENT, EventStatus.DELIVERED, EventStatus.UNDELIVERED, EventStatus.FAILED, EventStatus.SUPPRESSED}
+    {
+        EventStatus.SENT,
+        EventStatus.DELIVERED,
+        EventStatus.UNDELIVERED,
+        EventStatus.FAILED,
+        EventStatus.SUPPRESSED,
+    }
 )
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, cast
 
 import pluggy
 from pydantic import ValidationError
@@ -54,7 +54,9 @@ class PluginRegistry:
         unknown = sorted(set(settings.plugins) - set(self.care_plugins))
         if unknown:
             known = ", ".join(sorted(self.care_plugins)) or "none"
-            raise ConfigError(f"[plugins.{unknown[0]}]: no such care plugin is installed (installed: {known})")
+            raise ConfigError(
+                f"[plugins.{unknown[0]}]: no such care plugin is installed (installed: {known})"
+            )
         validated: dict[str, PluginSettings] = {}
         for name, plugin in self.care_plugins.items():
             raw = settings.plugins.get(name, {})
@@ -113,13 +115,17 @@ def _collect(registry: PluginRegistry) -> None:
     for impl in pm.hook.careflow_care_plugins.get_hookimpls():
         source = _source_name(pm, impl.plugin)
         try:
-            plugins = impl.function() or []
+            plugins = cast(list[object], impl.function() or [])
         except Exception as exc:
-            registry.failures.append(LoadFailure(source, f"careflow_care_plugins raised {type(exc).__name__}: {exc}"))
+            registry.failures.append(
+                LoadFailure(source, f"careflow_care_plugins raised {type(exc).__name__}: {exc}")
+            )
             continue
         for plugin in plugins:
             if not isinstance(plugin, CarePlugin):
-                registry.failures.append(LoadFailure(source, f"returned {plugin!r}, which is not a CarePlugin"))
+                registry.failures.append(
+                    LoadFailure(source, f"returned {plugin!r}, which is not a CarePlugin")
+                )
                 continue
             if plugin.name in registry.care_plugins:
                 first = registry.sources[plugin.name]

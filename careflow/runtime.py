@@ -28,7 +28,9 @@ class Runtime:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
-    def build(cls, settings: Settings, *, registry: PluginRegistry | None = None, migrate_schema: bool = False) -> Runtime:
+    def build(
+        cls, settings: Settings, *, registry: PluginRegistry | None = None, migrate_schema: bool = False
+    ) -> Runtime:
         """Validate plugins' settings against their schemas and connect; fails fast with clear errors."""
         registry = registry or load_plugins()
         registry.plugin_settings(settings)  # raises ConfigError naming the key
@@ -36,7 +38,9 @@ class Runtime:
             provider = registry.providers.get(chosen.provider)
             if provider is None:
                 known = ", ".join(sorted(registry.providers))
-                raise ConfigError(f"channels.{channel}.provider: unknown provider {chosen.provider!r} (known: {known})")
+                raise ConfigError(
+                    f"channels.{channel}.provider: unknown provider {chosen.provider!r} (known: {known})"
+                )
             if channel not in provider.channels:
                 raise ConfigError(f"channels.{channel}.provider: {chosen.provider!r} cannot send {channel}")
         engine = make_engine(settings.database.url, echo=settings.database.echo)
@@ -44,7 +48,8 @@ class Runtime:
             migrate(engine)
         elif not inspect(engine).has_table("alembic_version"):
             raise ConfigError(
-                f"database {engine.url.render_as_string(hide_password=True)} is not initialised: run 'careflow init'"
+                f"database {engine.url.render_as_string(hide_password=True)} is not initialised: "
+                "run 'careflow init'"
             )
         runtime = cls(
             settings=settings,
@@ -73,7 +78,9 @@ class Runtime:
             if name not in self._channels:
                 chosen = self.settings.channels.get(name)
                 if chosen is None:
-                    raise ConfigError(f"channel {name!r} is not configured: add [channels.{name}] to careflow.toml")
+                    raise ConfigError(
+                        f"channel {name!r} is not configured: add [channels.{name}] to careflow.toml"
+                    )
                 provider = self.registry.providers[chosen.provider]
                 self._channels[name] = provider.create(self.settings, name)
             return self._channels[name]

@@ -89,8 +89,17 @@ def plan(
         center_tz = dict(session.execute(select(Center.id, Center.timezone)).tuples().all())
     for done, id_range in enumerate(batches, start=1):
         with runtime.sessions() as session:
-            new_ids = _plan_batch(runtime, session, enabled, report, now=now, day=day, id_range=id_range,
-                                  center_tz=center_tz, dry_run=dry_run)
+            new_ids = _plan_batch(
+                runtime,
+                session,
+                enabled,
+                report,
+                now=now,
+                day=day,
+                id_range=id_range,
+                center_tz=center_tz,
+                dry_run=dry_run,
+            )
             if not dry_run:
                 session.commit()
         report.batches += 1
@@ -102,9 +111,7 @@ def plan(
     return report
 
 
-def _collect(
-    plugin: CarePlugin, ctx: PlanContext, report: PlanReport
-) -> list[Occasion]:
+def _collect(plugin: CarePlugin, ctx: PlanContext, report: PlanReport) -> list[Occasion]:
     """Run one plugin over one batch, isolating its failures from the rest of the run."""
     try:
         found = list(plugin.occasions(ctx))
@@ -117,7 +124,11 @@ def _collect(
     for occ in found:
         problem = _malformed(occ, lo, hi)
         if problem:
-            who = str(occ.customer.external_id) if isinstance(occ, Occasion) and isinstance(occ.customer, Customer) else None
+            who = (
+                str(occ.customer.external_id)
+                if isinstance(occ, Occasion) and isinstance(occ.customer, Customer)
+                else None
+            )
             report.failures.append(PluginFailure(plugin.name, ctx.id_range, problem, customer=who))
             continue
         good.append(occ)
@@ -152,8 +163,14 @@ def _plan_batch(
 ) -> list[int]:
     found: list[tuple[CarePlugin, Occasion]] = []
     for plugin, plugin_settings in enabled.values():
-        ctx = PlanContext(session=session, now=now, day=day, id_range=id_range, settings=plugin_settings,
-                          default_timezone=center_tz)
+        ctx = PlanContext(
+            session=session,
+            now=now,
+            day=day,
+            id_range=id_range,
+            settings=plugin_settings,
+            default_timezone=center_tz,
+        )
         found.extend((plugin, occ) for occ in _collect(plugin, ctx, report))
     if not found:
         return []
@@ -224,7 +241,9 @@ def _insert_ignoring_duplicates(session: Session, rows: list[dict[str, Any]]) ->
 
 def _preview(session: Session, rows: list[dict[str, Any]], report: PlanReport) -> list[int]:
     keys = [r["idempotency_key"] for r in rows]
-    existing = set(session.scalars(select(CareEvent.idempotency_key).where(CareEvent.idempotency_key.in_(keys))))
+    existing = set(
+        session.scalars(select(CareEvent.idempotency_key).where(CareEvent.idempotency_key.in_(keys)))
+    )
     for row in rows:
         if row["idempotency_key"] in existing:
             report.already_recorded += 1

@@ -44,7 +44,6 @@ def build_actors(broker: Broker, runtime: Runtime) -> Actors:
             raise dramatiq.Retry(f"event {event_id}: transient failure, will retry")
 
     actor = dramatiq.actor(
-        deliver_event,
         broker=broker,
         actor_name="careflow_deliver",
         queue_name=settings.broker.queue,
@@ -55,6 +54,6 @@ def build_actors(broker: Broker, runtime: Runtime) -> Actors:
         max_backoff=delivery.max_backoff_ms,
         time_limit=delivery.time_limit_ms,
         max_age=None,
-    )
+    )(deliver_event)
     broker.declare_queue(settings.broker.queue)
     return Actors(broker=broker, queue=settings.broker.queue, deliver=actor)

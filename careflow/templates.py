@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,8 +23,9 @@ from jinja2 import (
     UndefinedError,
     pass_context,
 )
+from jinja2.exceptions import SecurityError
 from jinja2.runtime import Context
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from careflow.errors import TemplateError
 
@@ -38,9 +40,8 @@ OPT_OUT_FOOTERS: dict[str, str] = {
 
 def builtin_template_dir() -> Path:
     """careflow's shipped default templates (the repository's ``templates/``)."""
-    import careflow_templates
-
-    return Path(careflow_templates.__file__).parent
+    module = importlib.import_module("careflow_templates")
+    return Path(str(module.__file__)).parent
 
 
 def locale_chain(locale: str | None, center_locale: str) -> list[str]:
@@ -115,7 +116,9 @@ class TemplateStore:
     """Finds templates through the loader chain and renders them in the sandbox."""
 
     def __init__(self, override_dir: Path | None = None, plugin_dirs: list[Path] | None = None) -> None:
-        dirs = [d for d in (override_dir,) if d is not None] + list(plugin_dirs or []) + [builtin_template_dir()]
+        dirs = (
+            [d for d in (override_dir,) if d is not None] + list(plugin_dirs or []) + [builtin_template_dir()]
+        )
         self.search_path = dirs
         self.env = ImmutableSandboxedEnvironment(
             loader=ChoiceLoader([FileSystemLoader(str(d)) for d in dirs]),
@@ -127,7 +130,9 @@ class TemplateStore:
         )
         self.env.filters.update(CAREFLOW_FILTERS)
 
-    def resolve(self, template: str, channel: str, locale: str | None, center_code: str, center_locale: str) -> str:
+    def resolve(
+        self, template: str, channel: str, locale: str | None, center_code: str, center_locale: str
+    ) -> str:
         """The template file to use: center override, then global, per locale in fallback order."""
         tried = []
         for loc in locale_chain(locale, center_locale):
@@ -169,13 +174,22 @@ class TemplateStore:
                 body = tpl.render({**variables, "locale": used_locale})
         except TemplateError:
             raise
-        except (TemplateSyntaxError, UndefinedError, SecurityError, TypeError, ValueError, ArithmeticError) as exc:
+        except (
+            TemplateSyntaxError,
+            UndefinedError,
+            SecurityError,
+            TypeError,
+            ValueError,
+            ArithmeticError,
+        ) as exc:
             raise TemplateError(_describe(exc, name)) from None
         body = body.strip()
         if not body:
             raise TemplateError(f"{name}: rendered an empty message")
         if len(body) > MAX_OUTPUT_CHARS:
-            raise TemplateError(f"{name}: rendered {len(body)} characters, more than the limit of {MAX_OUTPUT_CHARS}")
+            raise TemplateError(
+                f"{name}: rendered {len(body)} characters, more than the limit of {MAX_OUTPUT_CHARS}"
+            )
         if marketing and channel in ("sms", "whatsapp"):
             body = with_opt_out_footer(body, used_locale)
         return Rendered(body=body, subject=subject, template_name=name, locale=used_locale)

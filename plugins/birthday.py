@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import calendar
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import date
+from typing import ClassVar
 
 from sqlalchemy import select, tuple_
 
@@ -33,7 +34,7 @@ class BirthdayPlugin(CarePlugin):
     description = "Greets customers on their birthday, once a year, in their own time zone."
     priority = 20
     purpose = Purpose.MARKETING
-    variables = {
+    variables: ClassVar[Mapping[str, str]] = {
         "customer.name": "the customer's name",
         "age": "the age the customer turns today, or null when the birth year is unknown",
     }
@@ -53,7 +54,11 @@ class BirthdayPlugin(CarePlugin):
                 continue
             age = today.year - customer.birth_year if customer.birth_year else None
             yield Occasion(
-                customer=customer, key="birthday", period=str(today.year), due_date=today, context={"age": age}
+                customer=customer,
+                key="birthday",
+                period=str(today.year),
+                due_date=today,
+                context={"age": age},
             )
 
 

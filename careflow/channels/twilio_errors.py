@@ -40,7 +40,9 @@ KNOWN_ERRORS: dict[int, KnownError] = {
         KnownError(30005, ErrorClass.PERMANENT, "unknown destination handset"),
         KnownError(30006, ErrorClass.PERMANENT, "landline or unreachable carrier"),
         KnownError(30007, ErrorClass.PERMANENT, "blocked as spam by the carrier"),
-        KnownError(63016, ErrorClass.PERMANENT, "WhatsApp: outside the 24-hour window, use an approved template"),
+        KnownError(
+            63016, ErrorClass.PERMANENT, "WhatsApp: outside the 24-hour window, use an approved template"
+        ),
     )
 }
 

@@ -64,7 +64,9 @@ class TwilioChannel:
         except OSError as exc:
             # Timeouts and dropped connections: the request may have reached Twilio, and
             # Twilio has no idempotency key, so the next attempt asks before resending.
-            raise SendError(f"no answer from Twilio: {type(exc).__name__}", permanent=False, ambiguous=True) from None
+            raise SendError(
+                f"no answer from Twilio: {type(exc).__name__}", permanent=False, ambiguous=True
+            ) from None
         return SendResult(provider_message_id=created.sid)
 
     def lookup(self, message: OutgoingMessage, since: datetime) -> SendResult | None:

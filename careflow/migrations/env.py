@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from alembic import context
+from alembic.autogenerate.api import AutogenContext
 from sqlalchemy import Connection
 
 from careflow.models import Base, UTCDateTime
@@ -12,7 +13,7 @@ from careflow.models import Base, UTCDateTime
 target_metadata = Base.metadata
 
 
-def _render_item(type_: str, obj: Any, autogen_context: Any) -> str | bool:
+def _render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | Literal[False]:
     # Migrations must not import careflow's Python types: UTCDateTime is a plain
     # timezone-aware DateTime in the database.
     if type_ == "type" and isinstance(obj, UTCDateTime):
