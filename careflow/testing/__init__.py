@@ -1,0 +1,78 @@
+"""Helpers for testing careflow and care plugins: settings, runtimes, customers, a care day.
+
+The same helpers back careflow's own tests and are offered to plugin authors through the
+``careflow`` pytest plugin (``careflow.testing.fixtures``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from careflow.config import Settings
+from careflow.importing import set_consent
+from careflow.models import Center, Customer
+from careflow.plugins import load_plugins
+from careflow.runtime import Runtime
+
+
+def make_settings(database_url: str, **sections: Any) -> Settings:
+    """Settings for a test: the database, and any sections given as dicts (merged over defaults)."""
+    data: dict[str, Any] = {"database": {"url": database_url}, **sections}
+    return Settings.model_validate(data)
+
+
+def build_runtime(settings: Settings, *, extra_plugins: Iterable[object] = (), entry_points: bool = True) -> Runtime:
+    """A migrated runtime; ``extra_plugins`` are registered like installed plugins."""
+    registry = load_plugins(list(extra_plugins), entry_points_too=entry_points)
+    return Runtime.build(settings, registry=registry, migrate_schema=True)
+
+
+def center(session: Session, code: str | None = None) -> Center:
+    query = select(Center) if code is None else select(Center).where(Center.code == code)
+    return session.scalars(query.order_by(Center.id)).first() or _missing(code)
+
+
+def _missing(code: str | None) -> Center:
+    raise LookupError(f"no center {code!r}")
+
+
+def add_customer(
+    session: Session,
+    *,
+    external_id: str,
+    name: str = "Test Customer",
+    phone: str | None = "+8613800138000",
+    email: str | None = None,
+    birthday: tuple[int | None, int, int] | None = None,
+    locale: str | None = "en",
+    timezone: str | None = None,
+    city: str | None = None,
+    sms_consent: bool = True,
+    email_consent: bool = False,
+    center_code: str | None = None,
+) -> Customer:
+    """Create one customer card with consents (flushed, not committed)."""
+    year, month, day = birthday if birthday else (None, None, None)
+    customer = Customer(
+        center_id=center(session, center_code).id, external_id=external_id, name=name, phone=phone, email=email,
+        birth_year=year, birth_month=month, birth_day=day, locale=locale, timezone=timezone, city=city,
+    )
+    session.add(customer)
+    session.flush()
+    set_consent(session, customer, "sms", sms_consent, source="test")
+    set_consent(session, customer, "email", email_consent, source="test")
+    session.flush()
+    return customer
+
+
+def parse_instant(text: str) -> datetime:
+    """An aware instant from ISO-8601 text (tests read better with literal times)."""
+    value = datetime.fromisoformat(text)
+    if value.tzinfo is None:
+        raise ValueError("give an offset, e.g. 2026-03-01T09:00:00+08:00")
+    return value
