@@ -257,7 +257,7 @@ def _events_by_keys(runtime: Runtime, keys: Sequence[str]) -> list[tuple[CareEve
                 .join(Customer, Customer.id == CareEvent.customer_id)
                 .where(CareEvent.idempotency_key.in_(chunk))
                 .order_by(CareEvent.id)
-            ).tuples()
+            )
             found.extend(rows)
     return found
 
@@ -368,7 +368,7 @@ def events(day: datetime | None, status: str | None, plugin: str | None, limit: 
         query = query.order_by(CareEvent.id.desc())
         if limit:
             query = query.limit(limit)
-        rows = session.execute(query).tuples().all()
+        rows = session.execute(query).all()
         if as_json:
             for event, customer in rows:
                 click.echo(json.dumps(event_record(event, customer), ensure_ascii=False))
@@ -416,11 +416,8 @@ def worker(threads: int | None) -> None:
             signal.signal(sig, lambda *_: stop.set())
         worker_ = Worker(broker, worker_threads=threads or runtime.settings.broker.worker_threads)
         worker_.start()
-        err.print(
-            f"careflow worker: {worker_.workers.__len__() if hasattr(worker_, 'workers') else ''} "
-            f"threads consuming {runtime.settings.broker.queue!r}",
-            highlight=False,
-        )
+        thread_count = threads or runtime.settings.broker.worker_threads
+        err.print(f"careflow worker: {thread_count} threads consuming {runtime.settings.broker.queue!r}")
         try:
             stop.wait()
         finally:

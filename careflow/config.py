@@ -41,7 +41,7 @@ class _Section(BaseModel):
 def _check_timezone(value: str) -> str:
     try:
         ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # "America" is a tzdata directory: OSError
         raise ValueError(
             f"unknown time zone {value!r}; expected an IANA name such as 'Asia/Shanghai'"
         ) from None

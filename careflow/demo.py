@@ -171,16 +171,12 @@ def run_demo(directory: Path, *, customers: int, now: datetime, out: Console, er
 
 def _show(runtime: Runtime, keys: list[str], out: Console) -> None:
     with runtime.sessions() as session:
-        events = (
-            session.execute(
-                select(CareEvent, Customer)
-                .join(Customer, Customer.id == CareEvent.customer_id)
-                .where(CareEvent.idempotency_key.in_(keys))
-                .order_by(CareEvent.id)
-            )
-            .tuples()
-            .all()
-        )
+        events = session.execute(
+            select(CareEvent, Customer)
+            .join(Customer, Customer.id == CareEvent.customer_id)
+            .where(CareEvent.idempotency_key.in_(keys))
+            .order_by(CareEvent.id)
+        ).all()
         total = session.scalar(select(func.count()).select_from(CareEvent)) or 0
     table = Table(title=f"today's care events ({len(events)} this run, {total} recorded in all)")
     for col in ("plugin", "customer", "channel", "to", "status", "message / reason"):

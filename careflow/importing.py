@@ -77,16 +77,20 @@ def parse_birthday(value: str) -> tuple[int | None, int, int]:
     try:
         if len(parts) == 3 and len(parts[0]) == 4:
             d = date(int(parts[0]), int(parts[1]), int(parts[2]))
-            if d > date.today():
-                raise FieldProblem("birthday is in the future")
-            return d.year, d.month, d.day
-        if len(parts) == 2:
+        elif len(parts) == 2:
             month, day = int(parts[0]), int(parts[1])
             date(2000, month, day)  # a leap year, so 02-29 is accepted
             return None, month, day
+        else:
+            raise FieldProblem("expected YYYY-MM-DD or MM-DD")
+    except FieldProblem:
+        raise
     except ValueError:
         raise FieldProblem("not a real date; expected YYYY-MM-DD or MM-DD") from None
-    raise FieldProblem("expected YYYY-MM-DD or MM-DD")
+    # Checked outside the try: FieldProblem is a ValueError and would be reported as "not a real date".
+    if d > date.today():
+        raise FieldProblem("birthday is in the future")
+    return d.year, d.month, d.day
 
 
 def parse_locale(value: str) -> str:
@@ -101,7 +105,7 @@ def parse_locale(value: str) -> str:
 def parse_timezone(value: str) -> str:
     try:
         ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # "America" is a tzdata directory: OSError
         raise FieldProblem("unknown time zone; expected an IANA name such as Asia/Shanghai") from None
     return value
 

@@ -86,7 +86,7 @@ def plan(
     enabled = runtime.registry.enabled(runtime.settings)
     with runtime.sessions() as session:
         batches = list(customer_id_batches(session, runtime.settings.scheduler.batch_size))
-        center_tz = dict(session.execute(select(Center.id, Center.timezone)).tuples().all())
+        center_tz = dict(session.execute(select(Center.id, Center.timezone)).all())
     for done, id_range in enumerate(batches, start=1):
         with runtime.sessions() as session:
             new_ids = _plan_batch(

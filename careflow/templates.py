@@ -166,11 +166,17 @@ class TemplateStore:
             tpl = self.env.get_template(name)
             context = tpl.new_context({**variables, "locale": used_locale})
             subject = None
-            if "subject" in tpl.blocks:
-                subject = "".join(tpl.blocks["subject"](context)).strip()
-            if "body" in tpl.blocks:
-                body = "".join(tpl.blocks["body"](context))
-            else:
+            body = None
+            try:
+                if "subject" in tpl.blocks:
+                    subject = "".join(tpl.blocks["subject"](context)).strip()
+                if "body" in tpl.blocks:
+                    body = "".join(tpl.blocks["body"](context))
+            except Exception:
+                # Blocks called directly skip Template.render's traceback rewriting, without
+                # which error lines would be lines of the compiled Python, not of the template.
+                self.env.handle_exception()
+            if body is None:
                 body = tpl.render({**variables, "locale": used_locale})
         except TemplateError:
             raise

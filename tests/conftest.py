@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-PG_ADMIN_URL = os.environ.get("CAREFLOW_TEST_PG_ADMIN", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN_URL = os.environ.get(
+    "CAREFLOW_TEST_PG_ADMIN", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
 REDIS_URL = os.environ.get("CAREFLOW_TEST_REDIS", "redis://127.0.0.1:6379/15")
 AMQP_URL = os.environ.get("CAREFLOW_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/%2F")
 

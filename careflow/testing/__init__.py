@@ -26,7 +26,9 @@ def make_settings(database_url: str, **sections: Any) -> Settings:
     return Settings.model_validate(data)
 
 
-def build_runtime(settings: Settings, *, extra_plugins: Iterable[object] = (), entry_points: bool = True) -> Runtime:
+def build_runtime(
+    settings: Settings, *, extra_plugins: Iterable[object] = (), entry_points: bool = True
+) -> Runtime:
     """A migrated runtime; ``extra_plugins`` are registered like installed plugins."""
     registry = load_plugins(list(extra_plugins), entry_points_too=entry_points)
     return Runtime.build(settings, registry=registry, migrate_schema=True)
@@ -59,8 +61,17 @@ def add_customer(
     """Create one customer card with consents (flushed, not committed)."""
     year, month, day = birthday if birthday else (None, None, None)
     customer = Customer(
-        center_id=center(session, center_code).id, external_id=external_id, name=name, phone=phone, email=email,
-        birth_year=year, birth_month=month, birth_day=day, locale=locale, timezone=timezone, city=city,
+        center_id=center(session, center_code).id,
+        external_id=external_id,
+        name=name,
+        phone=phone,
+        email=email,
+        birth_year=year,
+        birth_month=month,
+        birth_day=day,
+        locale=locale,
+        timezone=timezone,
+        city=city,
     )
     session.add(customer)
     session.flush()
