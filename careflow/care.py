@@ -93,3 +93,26 @@ class PlanContext:
         utc = self.now.astimezone(UTC)
         first, last = (utc + _EARLIEST_OFFSET).date(), (utc + _LATEST_OFFSET).date()
         return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+@dataclass(frozen=True)
+class InboundReply:
+    """A message a customer sent us, as the ``careflow_reply_received`` hook sees it."""
+
+    customer_id: int | None  # None when the sender matches no customer card
+    center_id: int | None
+    channel: str  # "sms" or "whatsapp"
+    from_address: str  # E.164
+    body: str
+    received_at: datetime
+    provider_message_id: str | None = None
+
+
+class WeatherProvider:
+    """A source of special-weather alerts; called at most once per city per day (results cached)."""
+
+    name: ClassVar[str]
+
+    def alerts(self, city: str, day: date) -> list[Mapping[str, Any]]:
+        """Alerts for ``city`` on ``day``: dicts with at least ``kind`` and ``id``; raise on failure."""
+        raise NotImplementedError

@@ -10,7 +10,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -483,9 +483,9 @@ def demo(directory: Path, customers: int, now_text: str | None) -> None:
     run_demo(directory, customers=customers, now=_parse_now(now_text), out=out, err=err)
 
 
-def parse_day(value: str) -> date:
-    return date.fromisoformat(value)
+from careflow.commands import load_commands  # noqa: E402  (modules register onto ``main``)
 
+load_commands()
 
 if __name__ == "__main__":  # pragma: no cover
     main()

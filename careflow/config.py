@@ -109,6 +109,13 @@ class SchedulerSettings(_Section):
     batch_size: int = Field(default=2_000, ge=1, le=100_000)
 
 
+def _secret_text(value: SecretStr | str | None) -> str:
+    """The text of a possibly secret value ("" for None): an empty SecretStr is missing too."""
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    return value or ""
+
+
 class Settings(_Section):
     database: DatabaseSettings = DatabaseSettings()
     broker: BrokerSettings = BrokerSettings()
@@ -124,7 +131,7 @@ class Settings(_Section):
     def _twilio_complete(self) -> Settings:
         uses_twilio = any(c.provider == "twilio" for c in self.channels.values())
         if uses_twilio:
-            missing = [k for k in ("account_sid", "auth_token") if getattr(self.twilio, k) in (None, "")]
+            missing = [k for k in ("account_sid", "auth_token") if not _secret_text(getattr(self.twilio, k))]
             for key in missing:
                 raise ValueError(
                     f"twilio.{key} is required because a channel uses provider 'twilio'; "
@@ -160,10 +167,16 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
 
 
 def _parse_env_value(raw: str) -> Any:
+    """TOML booleans, arrays, tables and quoted strings are parsed; anything else stays text.
+
+    Numbers and dates stay text as well: ``+15550000001`` or an all-digit token must not
+    become an integer (a string key would then reject it); numeric keys convert text themselves.
+    """
     try:
-        return tomllib.loads(f"v = {raw}")["v"]
+        value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         return raw
+    return value if isinstance(value, bool | str | list | dict) else raw
 
 
 def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -199,6 +212,8 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
             raise ConfigError(f"config file {path} does not exist (named by {CONFIG_ENV}?)") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not UTF-8 text; TOML files must be saved as UTF-8") from None
     data = _merge(data, _env_overrides(env))
     try:
         settings = Settings.model_validate(data)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import random
+from collections import Counter
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -178,16 +179,20 @@ def _show(runtime: Runtime, keys: list[str], out: Console) -> None:
             .order_by(CareEvent.id)
         ).all()
         total = session.scalar(select(func.count()).select_from(CareEvent)) or 0
-    table = Table(title=f"today's care events ({len(events)} this run, {total} recorded in all)")
-    for col in ("plugin", "customer", "channel", "to", "status", "message / reason"):
-        table.add_column(col, overflow="fold")
-    for event, customer in events:
-        table.add_row(
-            event.plugin,
-            f"{customer.name} ({customer.external_id})",
-            event.channel or "-",
-            event.recipient or "-",
-            event.status,
-            event.body or event.status_reason or "",
-        )
+    counts: Counter[tuple[str, str]] = Counter((event.plugin, event.status) for event, _ in events)
+    table = Table(title=f"today's care: {len(events)} occasion(s) this run, {total} recorded in all")
+    table.add_column("plugin")
+    statuses = sorted({status for _, status in counts})
+    for status in statuses:
+        table.add_column(status, justify="right")
+    for plugin in sorted({plugin for plugin, _ in counts}):
+        table.add_row(plugin, *[str(counts[(plugin, s)]) for s in statuses])
+    out.print()
     out.print(table)
+    for event, customer in events:
+        who = f"{customer.name} ({customer.external_id})"
+        if event.status == "sent":
+            line = f"[green]sent[/]  {event.plugin} → {who} {event.recipient}: {event.body}"
+        else:
+            line = f"[yellow]{event.status}[/]  {event.plugin} → {who}: {event.status_reason}"
+        out.print(line, highlight=False)

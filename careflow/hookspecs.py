@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from careflow.care import CarePlugin
+    from sqlalchemy.orm import Session
+
+    from careflow.care import CarePlugin, InboundReply, WeatherProvider
     from careflow.channels.base import ChannelProvider
     from careflow.models import CareEvent, Customer
 
@@ -65,4 +67,23 @@ def careflow_event_delivered(event: CareEvent) -> None:
     """React to an event the provider accepted (status ``sent``); called after the commit.
 
     Exceptions are logged and otherwise ignored: a reaction never undoes a send.
+    """
+
+
+@hookspec
+def careflow_reply_received(session: Session, reply: InboundReply) -> None:
+    """React to an inbound message from a customer (an SMS or WhatsApp reply).
+
+    Called by the webhook after the reply is matched to a customer and stored, inside the
+    webhook's transaction (``session``); opt-out keywords (STOP, 退订, ...) are handled by the
+    core before this hook runs. A survey plugin records a rating here, for example.
+    Exceptions are logged and do not fail the webhook.
+    """
+
+
+@hookspec
+def careflow_weather_providers() -> list[WeatherProvider]:
+    """Return weather alert sources (``name`` + ``alerts(city, day)``); see ``careflow_plugins.weather``.
+
+    Called once when careflow starts; ``[plugins.weather] provider = "<name>"`` picks one.
     """

@@ -163,6 +163,12 @@ def read_rows(
 Parser = Callable[[str], Any]
 
 
+def _stored_length(col: str) -> int | None:
+    """The length limit of the customers column ``col`` is stored in, if it has one."""
+    column = Customer.__table__.columns.get(col)
+    return getattr(column.type, "length", None) if column is not None else None
+
+
 @dataclass
 class CustomerImporter:
     session: Session
@@ -227,6 +233,13 @@ class CustomerImporter:
                 continue
             parser = parsers.get(col)
             if parser is None or (value == "" and col not in ("sms_consent", "email_consent")):
+                # Text stored as written must fit its column (PostgreSQL would fail the whole import).
+                limit = _stored_length(col)
+                if limit is not None and len(value) > limit:
+                    problems.append(
+                        f"row {number}, column {col}: value {value!r}: too long; at most {limit} characters"
+                    )
+                    continue
                 values[col] = value or None
                 continue
             try:

@@ -1,0 +1,15 @@
+"""Command modules that add sub-commands to ``careflow`` (each imports ``careflow.cli.main``).
+
+Keep one module per command group so the CLI stays readable; list it here to load it.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+COMMAND_MODULES: tuple[str, ...] = ()
+
+
+def load_commands() -> None:
+    for name in COMMAND_MODULES:
+        importlib.import_module(name)
