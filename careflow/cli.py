@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -16,18 +17,20 @@ from typing import Any, TypeVar
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sqlalchemy import select
 
 from careflow import __version__
-from careflow.config import DEFAULT_FILE, Settings, load_settings
+from careflow.config import CONFIG_ENV, DEFAULT_FILE, Settings, load_settings
 from careflow.errors import CareflowError, ImportDataError
 from careflow.models import CareEvent, Center, Customer, EventStatus, utcnow
 from careflow.runtime import Runtime
 
-out = Console()
-err = Console(stderr=True)
+# soft_wrap: a problem line stays one line when output goes to a file or a pipe.
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -40,7 +43,8 @@ def _friendly_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except CareflowError as exc:
-            err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+            # escape(): messages name config sections like [plugins.x], which are not markup.
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
             sys.exit(1)
 
     return wrapper  # type: ignore[return-value]
@@ -125,8 +129,8 @@ enabled = true
 @click.option("--force", is_flag=True, help="Overwrite an existing careflow.toml.")
 @_friendly_errors
 def init(center_name: str, timezone: str, locale: str, force: bool) -> None:
-    """Write a commented careflow.toml here and create the migrated database."""
-    path = Path.cwd() / DEFAULT_FILE
+    """Write a commented careflow.toml (here, or where CAREFLOW_CONFIG points) and create the migrated database."""
+    path = Path(os.environ[CONFIG_ENV]) if os.environ.get(CONFIG_ENV) else Path.cwd() / DEFAULT_FILE
     if path.exists() and not force:
         err.print(f"{path} exists; keeping it (use --force to overwrite). Migrating its database.")
     else:

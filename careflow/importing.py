@@ -150,13 +150,15 @@ def read_rows(
             problems.append(f"row 1: required column {col!r} is missing")
     if problems:
         raise ImportDataError(problems)
-    reader.fieldnames = header
     rows = []
-    for row in reader:
-        if None in row:  # more cells than header columns
-            row.pop(None)
+    for raw in reader.reader:  # csv.reader skips blank lines, so take the row number from line_num
+        if not any(cell.strip() for cell in raw):
+            continue
+        row = {col: (raw[i] if i < len(raw) else "").strip() for i, col in enumerate(header)}
+        row["__line__"] = str(reader.reader.line_num)
+        if len(raw) > len(header):  # more cells than header columns
             row["__extra__"] = "1"
-        rows.append({k: (v or "").strip() for k, v in row.items()})
+        rows.append(row)
     return header, rows
 
 
@@ -200,7 +202,8 @@ class CustomerImporter:
         parsed: list[tuple[int, dict[str, Any]]] = []
         first_row_of: dict[str, int] = {}
         parsers = self.parsers()
-        for number, raw in enumerate(rows, start=2):  # row 1 is the header
+        for raw in rows:
+            number = int(raw.pop("__line__"))  # the line in the file; row 1 is the header
             row_problems, values = self._parse_row(number, raw, header, parsers)
             ext = values.get("external_id")
             if ext and ext in first_row_of:

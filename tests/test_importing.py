@@ -42,8 +42,12 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
-def _init(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *init_args: str) -> Path:
+def _init(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *init_args: str, database_url: str | None = None
+) -> Path:
     _clean_environment(monkeypatch)
+    if database_url is not None:
+        monkeypatch.setenv("CAREFLOW_DATABASE__URL", database_url)
     monkeypatch.chdir(tmp_path)
     # Rich wraps long lines at 80 columns when not on a terminal; one problem per line is what
     # these tests read.
@@ -63,14 +67,7 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def any_db_workspace(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """`careflow init` on SQLite, and again on the real PostgreSQL server."""
-    _clean_environment(monkeypatch)
-    monkeypatch.setenv("CAREFLOW_DATABASE__URL", db_url)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(cli.out, "soft_wrap", True)
-    monkeypatch.setattr(cli.err, "soft_wrap", True)
-    result = CliRunner().invoke(main, ["init"])
-    assert result.exit_code == 0, result.output
-    return tmp_path
+    return _init(tmp_path, monkeypatch, database_url=db_url)
 
 
 def row(**values: str) -> dict[str, str]:
@@ -600,3 +597,11 @@ def test_an_empty_file_is_an_error(workspace: Path) -> None:
 
     assert result.exit_code == 1
     assert problems(result)[0].startswith("row 1: the file is empty")
+
+
+
+def test_row_numbers_count_blank_lines_so_they_match_the_file(workspace: Path) -> None:
+    path = write_lines("blank.csv", "external_id,name,phone", "A1,Alice,13800138000", "", "A2,Bob,12345")
+    result = run_import(path)
+    assert result.exit_code == 1
+    assert "row 4, column phone: value '12345'" in result.output
