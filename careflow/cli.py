@@ -129,7 +129,7 @@ enabled = true
 @click.option("--force", is_flag=True, help="Overwrite an existing careflow.toml.")
 @_friendly_errors
 def init(center_name: str, timezone: str, locale: str, force: bool) -> None:
-    """Write a commented careflow.toml (here, or where CAREFLOW_CONFIG points) and create the migrated database."""
+    """Write a commented careflow.toml (here, or at CAREFLOW_CONFIG) and create the migrated database."""
     path = Path(os.environ[CONFIG_ENV]) if os.environ.get(CONFIG_ENV) else Path.cwd() / DEFAULT_FILE
     if path.exists() and not force:
         err.print(f"{path} exists; keeping it (use --force to overwrite). Migrating its database.")
