@@ -599,7 +599,6 @@ def test_an_empty_file_is_an_error(workspace: Path) -> None:
     assert problems(result)[0].startswith("row 1: the file is empty")
 
 
-
 def test_row_numbers_count_blank_lines_so_they_match_the_file(workspace: Path) -> None:
     path = write_lines("blank.csv", "external_id,name,phone", "A1,Alice,13800138000", "", "A2,Bob,12345")
     result = run_import(path)
