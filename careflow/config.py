@@ -160,8 +160,8 @@ class CenterSettings(_Section):
     @classmethod
     def _known_channels(cls, value: list[str]) -> list[str]:
         for name in value:
-            if name not in CHANNEL_NAMES:
-                raise ValueError(f"unknown channel {name!r}; expected some of {', '.join(CHANNEL_NAMES)}")
+            if not name.isidentifier() or name != name.lower():
+                raise ValueError(f"{name!r} is not a channel name; expected e.g. {', '.join(CHANNEL_NAMES)}")
         if len(set(value)) != len(value) or not value:
             raise ValueError("list each channel at most once, and at least one")
         return value
@@ -265,7 +265,9 @@ def check_senders(settings: Settings) -> None:
                 f"{where}: no SMS sender: set {where}.sms_from or {where}.messaging_service_sid, "
                 "or twilio.from_number / twilio.messaging_service_sid for every center"
             )
-        if provider("whatsapp") == "twilio" and not (center.whatsapp_from or tw.whatsapp_from or tw.from_number):
+        if provider("whatsapp") == "twilio" and not (
+            center.whatsapp_from or tw.whatsapp_from or tw.from_number
+        ):
             raise ValueError(
                 f"{where}: no WhatsApp sender: set {where}.whatsapp_from, or twilio.whatsapp_from "
                 "for every center"
