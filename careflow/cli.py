@@ -152,7 +152,8 @@ def import_() -> None:
 def import_customers(file: Path, center_code: str | None, skip_invalid: bool) -> None:
     """Import or update customers from FILE.csv (matched by external_id).
 
-    Columns: external_id,name,phone,email,birthday,locale,timezone,city,sms_consent,email_consent.
+    Columns: external_id,name,phone,email,birthday,locale,timezone,city,sms_consent,email_consent,
+    whatsapp,whatsapp_consent,preferred_channel (sms, whatsapp or email).
     Only external_id and name are required; a column left out leaves that field unchanged.
     """
     from careflow.importing import CustomerImporter
