@@ -257,6 +257,8 @@ def test_starttls_with_login(tmp_path: Path) -> None:
             runtime.close()
 
 
+# The server side counts only STARTTLS as TLS, so it warns about AUTH on an implicit-TLS port.
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
 def test_implicit_tls_and_a_wrong_password_is_permanent(tmp_path: Path) -> None:
     cert = self_signed_cert(tmp_path)
     with LocalSmtpServer(implicit_tls=cert, users={"mailer": "s3cret"}) as server:
