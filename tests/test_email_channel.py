@@ -97,6 +97,7 @@ def test_birthday_email_arrives_with_headers_both_parts_and_escaped_html(
         assert msg["List-Unsubscribe"].strip() == f"<https://care.example.com/unsubscribe/{token}>"
         assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
         assert msg["Message-ID"].endswith("@anxin.example.com>")
+        assert msg["Content-Language"] == "en"
         assert msg.get_content_type() == "multipart/alternative"
 
         text = msg.get_body(("plain",))
@@ -282,3 +283,25 @@ def test_implicit_tls_and_a_wrong_password_is_permanent(tmp_path: Path) -> None:
             assert server.received == []
         finally:
             runtime.close()
+
+
+def test_chinese_email_is_encoded_for_any_relay_and_reads_back_intact(
+    tmp_path: Path, smtp: LocalSmtpServer
+) -> None:
+    runtime = email_runtime(f"sqlite:///{tmp_path / 'c.db'}", smtp)
+    try:
+        add_email_customer(runtime, name="王伟", locale="zh_CN")
+        run_day(runtime, now=NOW)
+        [got] = smtp.received
+        msg = got.message
+        assert msg["Subject"] == "王伟，祝您生日快乐！"
+        assert msg["Content-Language"] == "zh-CN"
+        for part in msg.iter_parts():
+            # No 8-bit bodies: a relay without 8BITMIME must not mangle them.
+            assert part["Content-Transfer-Encoding"] in ("base64", "quoted-printable")
+        text = msg.get_body(("plain",))
+        assert isinstance(text, EmailMessage)
+        body = text.get_content()
+        assert "尊敬的王伟" in body and "退订此类邮件" in body
+    finally:
+        runtime.close()

@@ -19,6 +19,11 @@ from careflow.errors import SendError
 from careflow.hookspecs import hookimpl
 
 
+# CRLF line ends, and non-ASCII bodies encoded (quoted-printable/base64) rather than sent as
+# 8-bit, so any relay accepts them whether or not it offers 8BITMIME.
+_POLICY = SMTP_POLICY.clone(cte_type="7bit")
+
+
 class SmtpChannel:
     """Builds a multipart (text + HTML) message with List-Unsubscribe and hands it to the relay."""
 
@@ -41,7 +46,7 @@ class SmtpChannel:
 
     def compose(self, message: OutgoingMessage) -> EmailMessage:
         sender = self.sender(message.center_code)
-        msg = EmailMessage(policy=SMTP_POLICY)
+        msg = EmailMessage(policy=_POLICY)
         msg["From"] = sender
         msg["To"] = message.to
         # Subjects are single-line; a template's stray newline must not become a header break.
@@ -49,8 +54,6 @@ class SmtpChannel:
         msg["Date"] = format_datetime(localtime())
         # Stable per event: if an unclear attempt is retried, receivers can tell it is the same mail.
         msg["Message-ID"] = f"<{_message_id(message)}@{sender.domain}>"
-        if message.locale:
-            msg["Content-Language"] = message.locale.replace("_", "-")
         if message.unsubscribe_url:
             msg["List-Unsubscribe"] = f"<{message.unsubscribe_url}>"
             # RFC 8058: mail clients POST this body to the link; no page, no second click.
@@ -58,6 +61,8 @@ class SmtpChannel:
         msg.set_content(message.body, subtype="plain", charset="utf-8")
         if message.html_body:
             msg.add_alternative(message.html_body, subtype="html", charset="utf-8")
+        if message.locale:  # after the parts: set_content drops Content-* headers set before it
+            msg["Content-Language"] = message.locale.replace("_", "-")
         return msg
 
     def _connect(self) -> smtplib.SMTP:
