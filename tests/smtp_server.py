@@ -32,6 +32,7 @@ class _Handler:
     received: list[Received] = field(default_factory=list)
     rejections: dict[str, str] = field(default_factory=dict)  # recipient -> SMTP reply
     data_reply: str | None = None  # answer DATA with this instead of 250
+    drop_after_data: bool = False  # hang up once the message is in, before answering
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def handle_RCPT(
@@ -48,6 +49,11 @@ class _Handler:
         with self.lock:
             if self.data_reply:
                 return self.data_reply
+            drop = self.drop_after_data
+        if drop:
+            assert server.transport is not None
+            server.transport.close()
+            return "250 never heard"
         raw = envelope.original_content or envelope.content or b""
         assert isinstance(raw, bytes)
         parsed = message_from_bytes(raw, policy=default)
@@ -146,6 +152,11 @@ class LocalSmtpServer:
         if self.running:
             self.controller.stop()
             self.running = False
+
+    def drop_after_data(self, drop: bool = True) -> None:
+        """Close the connection after receiving DATA, so the client cannot know the outcome."""
+        with self.handler.lock:
+            self.handler.drop_after_data = drop
 
     def __enter__(self) -> LocalSmtpServer:
         self.controller.start()

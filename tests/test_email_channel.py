@@ -305,3 +305,28 @@ def test_chinese_email_is_encoded_for_any_relay_and_reads_back_intact(
         assert "尊敬的王伟" in body and "退订此类邮件" in body
     finally:
         runtime.close()
+
+
+def test_connection_lost_after_data_is_flagged_as_possibly_sent(
+    tmp_path: Path, smtp: LocalSmtpServer
+) -> None:
+    runtime = email_runtime(f"sqlite:///{tmp_path / 'c.db'}", smtp)
+    try:
+        add_email_customer(runtime)
+        event = planned_event(runtime)
+        smtp.drop_after_data()
+        assert deliver(runtime, event.id) is Outcome.RETRY
+        with runtime.sessions() as session:
+            after = session.get(CareEvent, event.id)
+            assert after is not None
+            assert (after.status, after.error_code, after.needs_reconcile) == (
+                EventStatus.PLANNED,
+                "smtp-connection",
+                True,
+            )
+        smtp.drop_after_data(False)
+        assert deliver(runtime, event.id) is Outcome.SENT
+        [got] = smtp.received
+        assert got.message["Message-ID"].startswith("<careflow.")
+    finally:
+        runtime.close()
