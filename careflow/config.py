@@ -112,8 +112,9 @@ class EmailSettings(_Section):
 class WebSettings(_Section):
     # Signs unsubscribe links (HMAC); set it from CAREFLOW_WEB__SECRET_KEY, never in code.
     secret_key: SecretStr | None = None
-    # Where customers reach `careflow serve`; links in e-mails start with it.
-    public_url: str = "http://127.0.0.1:8000"
+    # Where customers (and Twilio) reach `careflow serve`, e.g. https://care.example.com;
+    # links in e-mails start with it.
+    public_url: str | None = None
 
 
 CHANNEL_NAMES = ("sms", "whatsapp", "email")
@@ -280,6 +281,11 @@ def check_senders(settings: Settings) -> None:
         raise ValueError(
             "web.secret_key is required because channel 'email' sends real e-mail: it signs the "
             f"one-click unsubscribe links; set {ENV_PREFIX}WEB__SECRET_KEY to a long random string"
+        )
+    if provider("email") == "smtp" and not settings.web.public_url:
+        raise ValueError(
+            "web.public_url is required because channel 'email' sends real e-mail: unsubscribe "
+            "links point to it (the address where customers reach 'careflow serve')"
         )
 
 

@@ -44,8 +44,8 @@ def secret_key(settings: Settings) -> str | None:
 
 
 def unsubscribe_url(settings: Settings, customer_id: int, channel: str = "email") -> str | None:
-    """The link printed in the footer and sent in List-Unsubscribe; None without a secret key."""
-    secret = secret_key(settings)
-    if secret is None:
+    """The link printed in the footer and sent in List-Unsubscribe; None without a key or public URL."""
+    secret, base = secret_key(settings), settings.web.public_url
+    if secret is None or not base:
         return None
-    return f"{settings.web.public_url.rstrip('/')}/unsubscribe/{make_token(secret, customer_id, channel)}"
+    return f"{base.rstrip('/')}/unsubscribe/{make_token(secret, customer_id, channel)}"

@@ -69,6 +69,11 @@ def load(tmp_path: Path, text: str) -> None:
             "[centers.north]\n",
             "web.secret_key is required because channel 'email' sends real e-mail",
         ),
+        (
+            '[channels.email]\nprovider = "smtp"\n[email]\nfrom_address = "care@anxin.example"\n'
+            '[web]\nsecret_key = "k"\n[centers.north]\n',
+            "web.public_url is required because channel 'email' sends real e-mail",
+        ),
     ],
 )
 def test_bad_channel_settings_are_named(tmp_path: Path, toml: str, message: str) -> None:
@@ -87,7 +92,11 @@ def test_each_center_may_have_its_own_senders_or_use_the_global_ones(tmp_path: P
         'address = "1 North Road"\n[centers.south]\n',
         encoding="utf-8",
     )
-    settings = load_settings(path, environ={"CAREFLOW_WEB__SECRET_KEY": "from-the-environment"})
+    env = {
+        "CAREFLOW_WEB__SECRET_KEY": "from-the-environment",
+        "CAREFLOW_WEB__PUBLIC_URL": "https://c.example",
+    }
+    settings = load_settings(path, environ=env)
     north = settings.centers["north"]
     assert north.sms_from == "+8613000000001"  # normalised to E.164
     assert north.email_from == "North@anxin.example"  # the domain normalised, the local part kept

@@ -187,7 +187,7 @@ def test_two_centers_send_under_their_own_senders(
             "security": "none",
             "from_address": "care@group.example",
         },
-        web={"secret_key": "k" * 32},
+        web={"secret_key": "k" * 32, "public_url": "https://care.example.com"},
         centers={
             "pudong": {
                 "name": "Anxin Pudong",

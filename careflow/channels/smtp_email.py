@@ -18,7 +18,6 @@ from careflow.config import EmailSettings, Settings
 from careflow.errors import SendError
 from careflow.hookspecs import hookimpl
 
-
 # CRLF line ends, and non-ASCII bodies encoded (quoted-printable/base64) rather than sent as
 # 8-bit, so any relay accepts them whether or not it offers 8BITMIME.
 _POLICY = SMTP_POLICY.clone(cte_type="7bit")
