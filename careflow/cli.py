@@ -156,7 +156,8 @@ def import_() -> None:
 def import_customers(file: Path, center_code: str | None, skip_invalid: bool) -> None:
     """Import or update customers from FILE.csv (matched by external_id).
 
-    Columns: external_id,name,phone,email,birthday,locale,timezone,city,sms_consent,email_consent.
+    Columns: external_id,name,phone,email,birthday,locale,timezone,city,sms_consent,email_consent,
+    whatsapp,whatsapp_consent,preferred_channel (sms, whatsapp or email).
     Only external_id and name are required; a column left out leaves that field unchanged.
     """
     from careflow.importing import CustomerImporter
@@ -276,6 +277,7 @@ def event_record(event: CareEvent, customer: Customer) -> dict[str, Any]:
         "due_date": event.due_date.isoformat(),
         "channel": event.channel,
         "to": event.recipient,
+        "channel_reason": event.channel_reason,
         "body": event.body,
         "status": event.status,
         "reason": event.status_reason,
@@ -320,6 +322,7 @@ def _preview_json(runtime: Runtime, rows: list[dict[str, Any]]) -> Iterator[dict
                 "due_date": row["due_date"].isoformat(),
                 "channel": row["channel"],
                 "to": row["recipient"],
+                "channel_reason": row.get("channel_reason"),
                 "body": body,
                 "status": f"would be {status}",
                 "reason": reason,

@@ -12,9 +12,11 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import phonenumbers
+from email_validator import EmailNotValidError, validate_email
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -68,6 +70,8 @@ class BrokerSettings(_Section):
 
 class ChannelSettings(_Section):
     provider: str = "console"
+    # Switched off (e.g. while a provider is down): events fall back to the next channel.
+    enabled: bool = True
 
 
 class TwilioSettings(_Section):
@@ -78,6 +82,42 @@ class TwilioSettings(_Section):
     base_url: str = "https://api.twilio.com"
     timeout_seconds: float = Field(default=10.0, gt=0)
     status_callback_url: str | None = None
+    # The WhatsApp sender when a center names none; falls back to from_number.
+    whatsapp_from: str | None = None
+
+    @field_validator("from_number", "whatsapp_from")
+    @classmethod
+    def _e164(cls, value: str | None) -> str | None:
+        return check_e164(value)
+
+
+class EmailSettings(_Section):
+    host: str = "localhost"
+    port: int = Field(default=587, ge=1, le=65535)
+    # starttls: plain connection upgraded with STARTTLS (port 587); tls: implicit TLS (port 465).
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    username: str | None = None
+    password: SecretStr | None = None
+    from_address: str | None = None
+    timeout_seconds: float = Field(default=30.0, gt=0)
+    # A CA bundle to trust instead of the system's (a private relay's own certificate).
+    ca_file: Path | None = None
+
+    @field_validator("from_address")
+    @classmethod
+    def _valid_from(cls, value: str | None) -> str | None:
+        return check_email(value)
+
+
+class WebSettings(_Section):
+    # Signs unsubscribe links (HMAC); set it from CAREFLOW_WEB__SECRET_KEY, never in code.
+    secret_key: SecretStr | None = None
+    # Where customers (and Twilio) reach `careflow serve`, e.g. https://care.example.com;
+    # links in e-mails start with it.
+    public_url: str | None = None
+
+
+CHANNEL_NAMES = ("sms", "whatsapp", "email")
 
 
 class CenterSettings(_Section):
@@ -85,11 +125,47 @@ class CenterSettings(_Section):
     timezone: str = "Asia/Shanghai"
     locale: str = "zh_CN"
     help_text: str = "Reply STOP to opt out."
+    # Postal address printed in every e-mail footer.
+    address: str | None = None
+    # This center's own senders; unset ones fall back to [twilio] / [email].
+    sms_from: str | None = None
+    messaging_service_sid: str | None = None
+    whatsapp_from: str | None = None
+    email_from: str | None = None
+    # The order events fall back through when the preferred channel cannot reach a customer.
+    channel_order: list[str] = Field(default_factory=lambda: list(CHANNEL_NAMES))
 
     @field_validator("timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:
         return _check_timezone(value)
+
+    @field_validator("sms_from", "whatsapp_from")
+    @classmethod
+    def _e164(cls, value: str | None) -> str | None:
+        return check_e164(value)
+
+    @field_validator("email_from")
+    @classmethod
+    def _valid_from(cls, value: str | None) -> str | None:
+        return check_email(value)
+
+    @field_validator("messaging_service_sid")
+    @classmethod
+    def _service_sid(cls, value: str | None) -> str | None:
+        if value is not None and not (value.startswith("MG") and len(value) == 34):
+            raise ValueError("expected a Twilio messaging service SID: 'MG' and 32 hex digits")
+        return value
+
+    @field_validator("channel_order")
+    @classmethod
+    def _known_channels(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not name.isidentifier() or name != name.lower():
+                raise ValueError(f"{name!r} is not a channel name; expected e.g. {', '.join(CHANNEL_NAMES)}")
+        if len(set(value)) != len(value) or not value:
+            raise ValueError("list each channel at most once, and at least one")
+        return value
 
 
 class TemplateSettings(_Section):
@@ -109,6 +185,29 @@ class SchedulerSettings(_Section):
     batch_size: int = Field(default=2_000, ge=1, le=100_000)
 
 
+def check_e164(value: str | None) -> str | None:
+    """A sender number must be E.164 (+ country code, digits), checked with phonenumbers."""
+    if value is None:
+        return None
+    try:
+        number = phonenumbers.parse(value, None)
+    except phonenumbers.NumberParseException:
+        number = None
+    if not value.startswith("+") or number is None or not phonenumbers.is_possible_number(number):
+        raise ValueError(f"{value!r} is not an E.164 number; write it as +<country code><number>")
+    return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+
+
+def check_email(value: str | None) -> str | None:
+    """A sender address must be a valid e-mail address (no DNS lookup at start-up)."""
+    if value is None:
+        return None
+    try:
+        return str(validate_email(value, check_deliverability=False).normalized)
+    except EmailNotValidError as exc:
+        raise ValueError(f"{value!r} is not a valid e-mail address ({exc})") from None
+
+
 def _secret_text(value: SecretStr | str | None) -> str:
     """The text of a possibly secret value ("" for None): an empty SecretStr is missing too."""
     if isinstance(value, SecretStr):
@@ -121,6 +220,8 @@ class Settings(_Section):
     broker: BrokerSettings = BrokerSettings()
     channels: dict[str, ChannelSettings] = Field(default_factory=lambda: {"sms": ChannelSettings()})
     twilio: TwilioSettings = TwilioSettings()
+    email: EmailSettings = EmailSettings()
+    web: WebSettings = WebSettings()
     centers: dict[str, CenterSettings] = Field(default_factory=lambda: {"main": CenterSettings()})
     plugins: dict[str, dict[str, Any]] = Field(default_factory=dict)
     templates: TemplateSettings = TemplateSettings()
@@ -137,19 +238,55 @@ class Settings(_Section):
                     f"twilio.{key} is required because a channel uses provider 'twilio'; "
                     f"set it in careflow.toml or {ENV_PREFIX}TWILIO__{key.upper()}"
                 )
-            if not (self.twilio.from_number or self.twilio.messaging_service_sid):
-                raise ValueError(
-                    "twilio.from_number or twilio.messaging_service_sid is required because a channel "
-                    "uses provider 'twilio'"
-                )
         if not self.centers:
             raise ValueError("at least one [centers.<code>] section is required")
+        check_senders(self)
         return self
 
     @property
     def default_center(self) -> str:
         """The center used when a command is not told which one: the first configured."""
         return next(iter(self.centers))
+
+
+def check_senders(settings: Settings) -> None:
+    """Every center must have a sender on every channel a real provider sends on."""
+    tw, mail = settings.twilio, settings.email
+
+    def provider(channel: str) -> str | None:
+        chosen = settings.channels.get(channel)
+        return chosen.provider if chosen is not None else None
+
+    for code, center in settings.centers.items():
+        where = f"centers.{code}"
+        if provider("sms") == "twilio" and not (
+            center.messaging_service_sid or center.sms_from or tw.messaging_service_sid or tw.from_number
+        ):
+            raise ValueError(
+                f"{where}: no SMS sender: set {where}.sms_from or {where}.messaging_service_sid, "
+                "or twilio.from_number / twilio.messaging_service_sid for every center"
+            )
+        if provider("whatsapp") == "twilio" and not (
+            center.whatsapp_from or tw.whatsapp_from or tw.from_number
+        ):
+            raise ValueError(
+                f"{where}: no WhatsApp sender: set {where}.whatsapp_from, or twilio.whatsapp_from "
+                "for every center"
+            )
+        if provider("email") == "smtp" and not (center.email_from or mail.from_address):
+            raise ValueError(
+                f"{where}: no e-mail sender: set {where}.email_from, or email.from_address for every center"
+            )
+    if provider("email") == "smtp" and not _secret_text(settings.web.secret_key):
+        raise ValueError(
+            "web.secret_key is required because channel 'email' sends real e-mail: it signs the "
+            f"one-click unsubscribe links; set {ENV_PREFIX}WEB__SECRET_KEY to a long random string"
+        )
+    if provider("email") == "smtp" and not settings.web.public_url:
+        raise ValueError(
+            "web.public_url is required because channel 'email' sends real e-mail: unsubscribe "
+            "links point to it (the address where customers reach 'careflow serve')"
+        )
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:

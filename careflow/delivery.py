@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import logging
+from dataclasses import replace
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -11,10 +12,14 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from careflow.channels.base import OutgoingMessage, SendResult
+from careflow.channels.whatsapp_content import ContentTemplate, content_template
+from careflow.email_content import with_footer
 from careflow.errors import SendError, TemplateError
 from careflow.models import CareEvent, Center, Customer, EventStatus, Purpose, utcnow
 from careflow.policies import consent_granted
 from careflow.runtime import Runtime
+from careflow.templates import Rendered
+from careflow.unsubscribe_links import unsubscribe_url
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +92,12 @@ def template_variables(
 def render_event(
     runtime: Runtime, event: CareEvent, customer: Customer, center: Center
 ) -> tuple[str, str | None]:
+    rendered = render_event_parts(runtime, event, customer, center)
+    return rendered.body, rendered.subject
+
+
+def render_event_parts(runtime: Runtime, event: CareEvent, customer: Customer, center: Center) -> Rendered:
+    """Render the event's template; an e-mail also gets its HTML part and the center's footer."""
     rendered = runtime.templates.render(
         event.template,
         event.channel or "sms",
@@ -96,7 +107,17 @@ def render_event(
         variables=template_variables(event, customer, center, runtime),
         marketing=event.purpose == Purpose.MARKETING,
     )
-    return rendered.body, rendered.subject
+    center_cfg = runtime.settings.centers.get(center.code)
+    if event.channel == "email" and rendered.html is not None and center_cfg is not None:
+        text, html = with_footer(
+            rendered.body,
+            rendered.html,
+            center=center_cfg,
+            locale=rendered.locale,
+            unsubscribe_url=unsubscribe_url(runtime.settings, customer.id),
+        )
+        rendered = replace(rendered, body=text, html=html)
+    return rendered
 
 
 def deliver(runtime: Runtime, event_id: int, *, now: datetime | None = None) -> Outcome:
@@ -134,17 +155,16 @@ def _prepare(
                 status_reason=f"{event.purpose} consent on {event.channel} withdrawn before sending",
             )
             return Outcome.SUPPRESSED
-        if event.body is None:
-            try:
-                body, subject = render_event(runtime, event, customer, center)
-            except TemplateError as exc:
-                _set_status(
-                    session, event_id, EventStatus.FAILED, status_reason=str(exc), error_code="template"
-                )
-                return Outcome.FAILED
-            # Stored before sending so that every retry and every reconciliation sends and
-            # looks for exactly the same text, even if a marketer edits the template meanwhile.
-            event.body, event.subject = body, subject
+        try:
+            if event.body is None:
+                rendered = render_event_parts(runtime, event, customer, center)
+                # Stored before sending so that every retry and every reconciliation sends and
+                # looks for exactly the same text, even if a marketer edits the template meanwhile.
+                event.body, event.subject, event.html_body = rendered.body, rendered.subject, rendered.html
+            content = _whatsapp_content(runtime, event, customer, center)
+        except TemplateError as exc:
+            _set_status(session, event_id, EventStatus.FAILED, status_reason=str(exc), error_code="template")
+            return Outcome.FAILED
         message = OutgoingMessage(
             event_id=event.id,
             channel=event.channel,
@@ -152,8 +172,31 @@ def _prepare(
             body=event.body or "",
             subject=event.subject,
             center_code=center.code,
+            html_body=event.html_body,
+            unsubscribe_url=unsubscribe_url(runtime.settings, customer.id)
+            if event.channel == "email"
+            else None,
+            locale=event.locale,
+            content_sid=content.content_sid if content else None,
+            content_variables=content.content_variables if content else None,
         )
         return message, event.attempts, event.needs_reconcile, event.created_at
+
+
+def _whatsapp_content(
+    runtime: Runtime, event: CareEvent, customer: Customer, center: Center
+) -> ContentTemplate | None:
+    """The approved WhatsApp template named by the care template's sidecar, if it has one."""
+    if event.channel != "whatsapp":
+        return None
+    return content_template(
+        runtime.templates,
+        event.template,
+        locale=event.locale,
+        center_code=center.code,
+        center_locale=center.locale,
+        variables=template_variables(event, customer, center, runtime),
+    )
 
 
 def _send(

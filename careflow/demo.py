@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import random
+import secrets
 from collections import Counter
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -30,11 +31,23 @@ url = "local"
 [channels.sms]
 provider = "console"
 
+[channels.whatsapp]
+provider = "console"
+
+[channels.email]
+provider = "console"
+
+[web]
+public_url = "http://127.0.0.1:8000"
+secret_key = "{secret_key}"  # signs unsubscribe links; made for this workspace only
+
 [centers.main]
 name = "安心汽车服务中心"
 timezone = "Asia/Shanghai"
 locale = "zh_CN"
 help_text = "回T退订，客服热线 400-800-1234"
+address = "上海市浦东新区世纪大道88号"
+email_from = "care@anxin-auto.example.com"
 
 [plugins.birthday]
 enabled = true
@@ -112,6 +125,8 @@ def sample_customers(count: int, today: date, seed: int = 20261123) -> list[dict
         bday = date(year, 1, 1) + timedelta(days=rng.randint(0, 364))
         if i % 40 == 0:  # about 2.5% have their birthday today, so the demo has something to show
             bday = _safe_replace(today, year)
+        # Every third birthday customer prefers WhatsApp, every third e-mail: all channels show.
+        preferred = ("", "whatsapp", "email")[(i // 40) % 3]
         rows.append(
             {
                 "external_id": f"C{i:05d}",
@@ -124,6 +139,10 @@ def sample_customers(count: int, today: date, seed: int = 20261123) -> list[dict
                 "city": city,
                 "sms_consent": "no" if i % 13 == 0 else "yes",
                 "email_consent": "yes",
+                "whatsapp": phone if preferred == "whatsapp" else "",
+                # Some never said yes to WhatsApp: their care falls back to the next channel.
+                "whatsapp_consent": "yes" if preferred == "whatsapp" and (i // 40) % 2 else "no",
+                "preferred_channel": preferred,
             }
         )
     return rows
@@ -140,7 +159,7 @@ def run_demo(directory: Path, *, customers: int, now: datetime, out: Console, er
     directory.mkdir(parents=True, exist_ok=True)
     config = directory / "careflow.toml"
     if not config.exists():
-        config.write_text(DEMO_CONFIG, encoding="utf-8")
+        config.write_text(DEMO_CONFIG.replace("{secret_key}", secrets.token_urlsafe(32)), encoding="utf-8")
     settings = load_settings(config)
     runtime = Runtime.build(settings, migrate_schema=True)
     try:
@@ -192,7 +211,11 @@ def _show(runtime: Runtime, keys: list[str], out: Console) -> None:
     for event, customer in events:
         who = f"{customer.name} ({customer.external_id})"
         if event.status == "sent":
-            line = f"[green]sent[/]  {event.plugin} → {who} {event.recipient}: {event.body}"
+            via = f"{event.channel} ({event.channel_reason})"
+            text = (
+                f"subject {event.subject!r} (text + HTML parts)" if event.channel == "email" else event.body
+            )
+            line = f"[green]sent[/]  {event.plugin} → {who} {event.recipient} via {via}: {text}"
         else:
             line = f"[yellow]{event.status}[/]  {event.plugin} → {who}: {event.status_reason}"
         out.print(line, highlight=False)

@@ -31,7 +31,17 @@ CUSTOMER_COLUMNS = (
     "city",
     "sms_consent",
     "email_consent",
+    "whatsapp",
+    "whatsapp_consent",
+    "preferred_channel",
 )
+# Consent columns: an empty cell means "no", unlike other columns where it means "unknown".
+CONSENT_COLUMNS: dict[str, str] = {
+    "sms_consent": "sms",
+    "email_consent": "email",
+    "whatsapp_consent": "whatsapp",
+}
+PREFERRED_CHANNELS = ("sms", "whatsapp", "email")
 REQUIRED_COLUMNS = ("external_id", "name")
 _TRUE = {"yes", "true", "1", "y"}
 _FALSE = {"no", "false", "0", "n", ""}
@@ -69,6 +79,13 @@ def parse_email(value: str) -> str:
         return str(validate_email(value, check_deliverability=False).normalized)
     except EmailNotValidError as exc:
         raise FieldProblem(f"not a valid e-mail address ({exc})") from None
+
+
+def parse_preferred_channel(value: str) -> str:
+    lowered = value.strip().lower().replace("-", "")
+    if lowered in PREFERRED_CHANNELS:  # "e-mail" is accepted as "email"
+        return lowered
+    raise FieldProblem(f"unknown channel; expected one of {', '.join(PREFERRED_CHANNELS)} (or empty)")
 
 
 def parse_birthday(value: str) -> tuple[int | None, int, int]:
@@ -187,6 +204,9 @@ class CustomerImporter:
             "timezone": parse_timezone,
             "sms_consent": parse_bool,
             "email_consent": parse_bool,
+            "whatsapp": lambda v: parse_phone(v.removeprefix("whatsapp:"), region),
+            "whatsapp_consent": parse_bool,
+            "preferred_channel": parse_preferred_channel,
         }
 
     def run(self, path: Path) -> ImportReport:
@@ -235,7 +255,7 @@ class CustomerImporter:
                 problems.append(f"row {number}, column {col}: value '': required, must not be empty")
                 continue
             parser = parsers.get(col)
-            if parser is None or (value == "" and col not in ("sms_consent", "email_consent")):
+            if parser is None or (value == "" and col not in CONSENT_COLUMNS):
                 # Text stored as written must fit its column (PostgreSQL would fail the whole import).
                 limit = _stored_length(col)
                 if limit is not None and len(value) > limit:
@@ -272,14 +292,23 @@ class CustomerImporter:
                 customer = found
                 report.updated += 1
             # Columns absent from the file leave the card as it was.
-            for col in ("name", "phone", "email", "locale", "timezone", "city"):
+            for col in (
+                "name",
+                "phone",
+                "email",
+                "locale",
+                "timezone",
+                "city",
+                "whatsapp",
+                "preferred_channel",
+            ):
                 if col in header:
                     setattr(customer, col, values[col])
             if "birthday" in header:
                 bday = values["birthday"]
                 customer.birth_year, customer.birth_month, customer.birth_day = bday or (None, None, None)
             self.session.flush()
-            for col, channel in (("sms_consent", "sms"), ("email_consent", "email")):
+            for col, channel in CONSENT_COLUMNS.items():
                 if col in header:
                     set_consent(self.session, customer, channel, values[col], source="import")
 

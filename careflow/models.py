@@ -121,6 +121,8 @@ class Customer(Base):
     name: Mapped[str] = mapped_column(String(200))
     phone: Mapped[str | None] = mapped_column(String(32))  # E.164
     email: Mapped[str | None] = mapped_column(String(320))
+    whatsapp: Mapped[str | None] = mapped_column(String(32))  # E.164, without the "whatsapp:" prefix
+    preferred_channel: Mapped[str | None] = mapped_column(String(16))  # sms, whatsapp or email
     birth_year: Mapped[int | None] = mapped_column(SmallInteger)
     birth_month: Mapped[int | None] = mapped_column(SmallInteger)
     birth_day: Mapped[int | None] = mapped_column(SmallInteger)
@@ -213,6 +215,8 @@ class CareEvent(Base):
     due_date: Mapped[date] = mapped_column(Date)  # the customer's local day the occasion falls on
     channel: Mapped[str | None] = mapped_column(String(32))
     recipient: Mapped[str | None] = mapped_column(String(320))
+    # Why this channel (or none): "preferred whatsapp", "sms: no phone; fell back to email".
+    channel_reason: Mapped[str | None] = mapped_column(Text)
     template: Mapped[str] = mapped_column(String(200))
     locale: Mapped[str] = mapped_column(String(16))
     context: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
@@ -224,6 +228,7 @@ class CareEvent(Base):
     needs_reconcile: Mapped[bool] = mapped_column(Boolean, default=False)
     body: Mapped[str | None] = mapped_column(Text)
     subject: Mapped[str | None] = mapped_column(Text)
+    html_body: Mapped[str | None] = mapped_column(Text)  # e-mail only: the HTML alternative
     provider_message_id: Mapped[str | None] = mapped_column(String(64), index=True)
     claimed_at: Mapped[datetime | None]
     sent_at: Mapped[datetime | None]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -11,16 +11,23 @@ from sqlalchemy.orm import Session
 from careflow.models import Consent, Customer
 
 # Which customer field holds the address for each channel.
-ADDRESS_FIELDS: dict[str, str] = {"sms": "phone", "whatsapp": "phone", "email": "email"}
+ADDRESS_FIELDS: dict[str, str] = {"sms": "phone", "whatsapp": "whatsapp", "email": "email"}
+# How a missing address reads in a recorded reason.
+_ADDRESS_WORDS: dict[str, str] = {"phone": "phone", "whatsapp": "WhatsApp number", "email": "e-mail address"}
 
 
 @dataclass(frozen=True)
 class ChannelChoice:
-    """The channel and address an event goes to, or ``None`` with the reason nobody can be reached."""
+    """The channel and address an event goes to, or ``None`` with the reason nobody can be reached.
+
+    ``why`` is recorded on the event either way ("preferred whatsapp",
+    "sms: no phone; fell back to email").
+    """
 
     channel: str | None
     recipient: str | None
     reason: str | None
+    why: str = ""
 
 
 ConsentMap = dict[tuple[int, str, str], bool]
@@ -48,21 +55,53 @@ def address_for(customer: Customer, channel: str) -> str | None:
 
 
 def choose_channel(
-    customer: Customer, purpose: str, channels: Sequence[str], consents: ConsentMap
+    customer: Customer,
+    purpose: str,
+    channels: Sequence[str],
+    consents: ConsentMap,
+    *,
+    preferred: str | None = None,
+    unavailable: Mapping[str, str] | None = None,
 ) -> ChannelChoice:
-    """The first channel in ``channels`` where the customer has an address and consented."""
-    why_not = []
-    for channel in channels:
+    """The preferred channel if it reaches the customer, else the first in ``channels`` that does.
+
+    A channel reaches a customer when it is available (configured and switched on; else
+    ``unavailable`` says why), the customer has an address there and consented to ``purpose``
+    on it. Every channel passed over is named in the recorded ``why``.
+    """
+    unavailable = unavailable or {}
+    candidates = [preferred] if preferred else []
+    candidates += [c for c in channels if c != preferred]
+    why_not: list[str] = []
+    for channel in candidates:
+        problem = unavailable.get(channel) or _unreachable(customer, channel, purpose, consents)
+        if problem:
+            why_not.append(f"{channel}: {problem}")
+            continue
         address = address_for(customer, channel)
-        if not address:
-            why_not.append(f"{channel}: no {ADDRESS_FIELDS.get(channel, 'address')}")
-            continue
-        # Opt-in: no recorded consent means no consent.
-        if not consents.get((customer.id, channel, purpose), False):
-            why_not.append(f"{channel}: no {purpose} consent")
-            continue
-        return ChannelChoice(channel, address, None)
-    return ChannelChoice(None, None, "unreachable: " + "; ".join(why_not or ["no channel configured"]))
+        if channel == preferred:
+            why = f"preferred {channel}"
+        elif not why_not:
+            why = f"{channel}: first in the center's channel order"
+        else:
+            why = f"{'preferred ' if preferred else ''}{'; '.join(why_not)}; fell back to {channel}"
+        return ChannelChoice(channel, address, None, why)
+    reason = "unreachable: " + "; ".join(why_not or ["no channel configured"])
+    return ChannelChoice(None, None, reason, reason)
+
+
+def _unreachable(customer: Customer, channel: str, purpose: str, consents: ConsentMap) -> str | None:
+    """Why ``channel`` cannot reach the customer for ``purpose``, or None when it can."""
+    if not address_for(customer, channel):
+        field = ADDRESS_FIELDS.get(channel, "address")
+        return f"no {_ADDRESS_WORDS.get(field, field)}"
+    # Opt-in: no recorded consent means no consent; a recorded "no" is an opt-out.
+    granted = consents.get((customer.id, channel, purpose))
+    if granted is None:
+        return f"no {purpose} consent"
+    if not granted:
+        return f"opted out of {purpose}"
+    return None
 
 
 def consent_granted(session: Session, customer_id: int, channel: str, purpose: str) -> bool:

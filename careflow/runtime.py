@@ -9,7 +9,7 @@ from sqlalchemy import Engine, inspect, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from careflow.channels.base import Channel
-from careflow.config import Settings
+from careflow.config import CHANNEL_NAMES, Settings
 from careflow.db import make_engine, make_session_factory, migrate
 from careflow.errors import ConfigError
 from careflow.models import Center
@@ -88,6 +88,19 @@ class Runtime:
     def channel_order(self) -> list[str]:
         """Channels in the order events fall back through them."""
         return list(self.settings.channels)
+
+    def channel_route(self, center_code: str) -> tuple[list[str], dict[str, str]]:
+        """A center's fallback order, and why any channel in it cannot be used right now."""
+        center = self.settings.centers.get(center_code)
+        order = list(center.channel_order) if center else list(self.settings.channels)
+        unavailable: dict[str, str] = {}
+        for name in {*order, *CHANNEL_NAMES}:
+            chosen = self.settings.channels.get(name)
+            if chosen is None:
+                unavailable[name] = "channel not configured"
+            elif not chosen.enabled:
+                unavailable[name] = "channel switched off"
+        return order, unavailable
 
     def close(self) -> None:
         self.engine.dispose()

@@ -175,7 +175,7 @@ def _plan_batch(
     if not found:
         return []
     consents = load_consents(session, (occ.customer.id for _, occ in found))
-    channels = runtime.channel_order()
+    routes = {code: runtime.channel_route(code) for code in runtime.settings.centers}
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
     for plugin, occ in found:
@@ -184,7 +184,15 @@ def _plan_batch(
             continue
         seen.add(key)
         customer = occ.customer
-        choice = choose_channel(customer, plugin.purpose, channels, consents)
+        order, unavailable = routes.get(customer.center.code) or runtime.channel_route(customer.center.code)
+        choice = choose_channel(
+            customer,
+            plugin.purpose,
+            order,
+            consents,
+            preferred=customer.preferred_channel,
+            unavailable=unavailable,
+        )
         rows.append(
             {
                 "idempotency_key": key,
@@ -198,6 +206,7 @@ def _plan_batch(
                 "due_date": occ.due_date,
                 "channel": choice.channel,
                 "recipient": choice.recipient,
+                "channel_reason": choice.why,
                 "template": occ.template or plugin.name,
                 "locale": customer.locale or customer.center.locale,
                 "context": dict(occ.context),

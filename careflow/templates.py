@@ -110,6 +110,7 @@ class Rendered:
     subject: str | None
     template_name: str
     locale: str
+    html: str | None = None  # e-mail only: the body (or ``html`` block) rendered with autoescaping
 
 
 class TemplateStore:
@@ -129,6 +130,16 @@ class TemplateStore:
             autoescape=False,
         )
         self.env.filters.update(CAREFLOW_FILTERS)
+        # E-mail's HTML part: the same files and filters, every variable HTML-escaped.
+        self.html_env = ImmutableSandboxedEnvironment(
+            loader=self.env.loader,
+            undefined=StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=False,
+            autoescape=True,
+        )
+        self.html_env.filters.update(CAREFLOW_FILTERS)
 
     def resolve(
         self, template: str, channel: str, locale: str | None, center_code: str, center_locale: str
@@ -198,7 +209,27 @@ class TemplateStore:
             )
         if marketing and channel in ("sms", "whatsapp"):
             body = with_opt_out_footer(body, used_locale)
-        return Rendered(body=body, subject=subject, template_name=name, locale=used_locale)
+        html = self._render_html(name, {**variables, "locale": used_locale}) if channel == "email" else None
+        return Rendered(body=body, subject=subject, template_name=name, locale=used_locale, html=html)
+
+    def _render_html(self, name: str, variables: Mapping[str, Any]) -> str:
+        """The HTML part: an ``html`` block if the template has one, else the body as paragraphs."""
+        try:
+            tpl = self.html_env.get_template(name)
+            context = tpl.new_context(dict(variables))
+            block = "html" if "html" in tpl.blocks else "body" if "body" in tpl.blocks else None
+            try:
+                markup = "".join(tpl.blocks[block](context)) if block else tpl.render(dict(variables))
+            except Exception:
+                self.html_env.handle_exception()
+        except (TemplateSyntaxError, UndefinedError, SecurityError, TypeError, ValueError) as exc:
+            raise TemplateError(_describe(exc, name)) from None
+        if block == "html":
+            return markup.strip()
+        # Text written for both parts: blank lines separate paragraphs, newlines break lines.
+        # The text is already escaped, so only these tags are markup.
+        paragraphs = [p.strip() for p in markup.strip().split("\n\n") if p.strip()]
+        return "\n".join("<p>" + p.replace("\n", "<br>\n") + "</p>" for p in paragraphs)
 
 
 def with_opt_out_footer(body: str, locale: str) -> str:

@@ -20,6 +20,12 @@ class OutgoingMessage:
     body: str
     center_code: str
     subject: str | None = None
+    html_body: str | None = None  # e-mail: the HTML alternative to ``body``
+    unsubscribe_url: str | None = None  # e-mail: the signed one-click link (List-Unsubscribe)
+    locale: str | None = None
+    # WhatsApp outside the 24-hour window: the approved template and its variables (JSON).
+    content_sid: str | None = None
+    content_variables: str | None = None
 
 
 @dataclass(frozen=True)

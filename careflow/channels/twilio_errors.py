@@ -40,6 +40,10 @@ KNOWN_ERRORS: dict[int, KnownError] = {
         KnownError(30005, ErrorClass.PERMANENT, "unknown destination handset"),
         KnownError(30006, ErrorClass.PERMANENT, "landline or unreachable carrier"),
         KnownError(30007, ErrorClass.PERMANENT, "blocked as spam by the carrier"),
+        KnownError(63003, ErrorClass.PERMANENT, "WhatsApp: the recipient number is not on WhatsApp"),
+        KnownError(63007, ErrorClass.PERMANENT, "WhatsApp: the 'From' number is not a WhatsApp sender"),
+        KnownError(63018, ErrorClass.TRANSIENT, "WhatsApp: sender's rate limit exceeded"),
+        KnownError(63024, ErrorClass.PERMANENT, "WhatsApp: invalid message recipient"),
         KnownError(
             63016, ErrorClass.PERMANENT, "WhatsApp: outside the 24-hour window, use an approved template"
         ),

@@ -1,8 +1,9 @@
-"""SMS (and WhatsApp) through the official Twilio SDK, against any Twilio-compatible base URL."""
+"""SMS and WhatsApp through the official Twilio SDK, against any Twilio-compatible base URL."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -12,7 +13,7 @@ from twilio.rest import Client
 
 from careflow.channels.base import Channel, OutgoingMessage, SendResult
 from careflow.channels.twilio_errors import KNOWN_ERRORS, ErrorClass, classify
-from careflow.config import Settings, TwilioSettings
+from careflow.config import CenterSettings, Settings, TwilioSettings
 from careflow.errors import SendError
 from careflow.hookspecs import hookimpl
 
@@ -38,21 +39,42 @@ def twilio_client(settings: TwilioSettings) -> Client:
 class TwilioChannel:
     """Creates messages with the Twilio REST API; errors become classified ``SendError``s."""
 
-    def __init__(self, settings: TwilioSettings, channel: str) -> None:
+    def __init__(
+        self, settings: TwilioSettings, channel: str, centers: Mapping[str, CenterSettings] | None = None
+    ) -> None:
         self._settings = settings
         self._channel = channel
+        self._centers = centers or {}
         self._client = twilio_client(settings)
 
     def _address(self, number: str) -> str:
         return f"whatsapp:{number}" if self._channel == "whatsapp" else number
 
-    def _sender(self) -> dict[str, Any]:
-        if self._settings.messaging_service_sid:
-            return {"messaging_service_sid": self._settings.messaging_service_sid}
-        return {"from_": self._address(self._settings.from_number or "")}
+    def _sender(self, center_code: str) -> dict[str, Any]:
+        """The center's own sender, else the global one (validated at start-up to exist)."""
+        center = self._centers.get(center_code)
+        tw = self._settings
+        if self._channel == "whatsapp":
+            number = (center.whatsapp_from if center else None) or tw.whatsapp_from or tw.from_number
+            return {"from_": self._address(number or "")}
+        if center is not None and center.messaging_service_sid:
+            return {"messaging_service_sid": center.messaging_service_sid}
+        if center is not None and center.sms_from:
+            return {"from_": center.sms_from}
+        if tw.messaging_service_sid:
+            return {"messaging_service_sid": tw.messaging_service_sid}
+        return {"from_": tw.from_number or ""}
 
     def send(self, message: OutgoingMessage) -> SendResult:
-        kwargs: dict[str, Any] = {"to": self._address(message.to), "body": message.body, **self._sender()}
+        kwargs: dict[str, Any] = {"to": self._address(message.to), **self._sender(message.center_code)}
+        if message.content_sid:
+            # An approved WhatsApp template: Twilio fills it in; free text would be refused
+            # outside the 24-hour window (error 63016).
+            kwargs["content_sid"] = message.content_sid
+            if message.content_variables:
+                kwargs["content_variables"] = message.content_variables
+        else:
+            kwargs["body"] = message.body
         if self._settings.status_callback_url:
             kwargs["status_callback"] = self._settings.status_callback_url
         try:
@@ -70,7 +92,7 @@ class TwilioChannel:
         return SendResult(provider_message_id=created.sid)
 
     def lookup(self, message: OutgoingMessage, since: datetime) -> SendResult | None:
-        sender = self._sender()
+        sender = self._sender(message.center_code)
         found = self._client.messages.list(
             to=self._address(message.to),
             from_=sender.get("from_"),
@@ -78,7 +100,8 @@ class TwilioChannel:
             limit=200,
         )
         for candidate in found:
-            if (candidate.body or "") == message.body:
+            # Twilio renders a content template itself, so its text is not ours to compare.
+            if message.content_sid or (candidate.body or "") == message.body:
                 return SendResult(provider_message_id=candidate.sid)
         return None
 
@@ -103,7 +126,7 @@ class TwilioProvider:
     channels = frozenset({"sms", "whatsapp"})
 
     def create(self, settings: Settings, channel: str) -> Channel:
-        return TwilioChannel(settings.twilio, channel)
+        return TwilioChannel(settings.twilio, channel, settings.centers)
 
 
 @hookimpl(trylast=True)

@@ -57,6 +57,9 @@ def add_customer(
     sms_consent: bool = True,
     email_consent: bool = False,
     center_code: str | None = None,
+    whatsapp: str | None = None,
+    whatsapp_consent: bool | None = None,
+    preferred_channel: str | None = None,
 ) -> Customer:
     """Create one customer card with consents (flushed, not committed)."""
     year, month, day = birthday if birthday else (None, None, None)
@@ -72,11 +75,15 @@ def add_customer(
         locale=locale,
         timezone=timezone,
         city=city,
+        whatsapp=whatsapp,
+        preferred_channel=preferred_channel,
     )
     session.add(customer)
     session.flush()
     set_consent(session, customer, "sms", sms_consent, source="test")
     set_consent(session, customer, "email", email_consent, source="test")
+    if whatsapp_consent is not None:  # None: no WhatsApp consent recorded at all
+        set_consent(session, customer, "whatsapp", whatsapp_consent, source="test")
     session.flush()
     return customer
 

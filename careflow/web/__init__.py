@@ -1,0 +1,1 @@
+"""careflow's web endpoints (Starlette apps and routes)."""
