@@ -280,7 +280,8 @@ def test_twilio_needs_a_sender(tmp_path: Path) -> None:
 
     message = config_error(tmp_path, text, {"CAREFLOW_TWILIO__AUTH_TOKEN": TOKEN})
 
-    assert "twilio.from_number or twilio.messaging_service_sid is required" in message
+    assert "centers.main: no SMS sender" in message
+    assert "twilio.from_number / twilio.messaging_service_sid" in message
 
 
 def test_a_messaging_service_is_a_sender_too(tmp_path: Path) -> None:

@@ -236,7 +236,7 @@ def test_customer_without_sms_consent_is_suppressed_with_a_reason(
     assert result.report.suppressed == 1
     suppressed = only_event(runtime, "no-consent")
     assert suppressed.status == EventStatus.SUPPRESSED
-    assert suppressed.status_reason is not None and "consent" in suppressed.status_reason
+    assert suppressed.status_reason is not None and "sms: opted out of marketing" in suppressed.status_reason
     assert suppressed.channel is None
     assert suppressed.body is None
     assert deliveries.event_ids == [only_event(runtime, "ok").id]
