@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import threading
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -19,6 +21,26 @@ from careflow.hookspecs import hookimpl
 _clients: dict[tuple[str, str, str], Client] = {}
 _clients_lock = threading.Lock()
 
+# The SDK logs request URLs and query strings (phone numbers) at INFO: keep them out of logs.
+logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
+
+
+class _HeaderKeepingClient(TwilioHttpClient):  # type: ignore[misc]
+    """Remembers each thread's last response headers: Retry-After never reaches TwilioRestException."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._seen = threading.local()
+
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        self._seen.headers = {}
+        response = super().request(*args, **kwargs)
+        self._seen.headers = dict(response.headers or {})
+        return response
+
+    def last_headers(self) -> Mapping[str, str]:
+        return getattr(self._seen, "headers", {})
+
 
 def twilio_client(settings: TwilioSettings) -> Client:
     """One client per process and account: it pools its HTTP connections."""
@@ -28,7 +50,7 @@ def twilio_client(settings: TwilioSettings) -> Client:
     with _clients_lock:
         client = _clients.get(key)
         if client is None:
-            http = TwilioHttpClient(timeout=settings.timeout_seconds, pool_connections=True)
+            http = _HeaderKeepingClient(timeout=settings.timeout_seconds, pool_connections=True)
             client = Client(settings.account_sid, token, http_client=http)
             client.api.base_url = settings.base_url.rstrip("/")
             _clients[key] = client
@@ -58,7 +80,7 @@ class TwilioChannel:
         try:
             created = self._client.messages.create(**kwargs)
         except TwilioRestException as exc:
-            raise _send_error(exc) from None
+            raise _send_error(exc, self._retry_after()) from None
         except TwilioException as exc:  # e.g. an unparsable answer from a misbehaving endpoint
             raise SendError(f"Twilio answered unexpectedly: {exc}", permanent=False, ambiguous=True) from None
         except OSError as exc:
@@ -68,6 +90,15 @@ class TwilioChannel:
                 f"no answer from Twilio: {type(exc).__name__}", permanent=False, ambiguous=True
             ) from None
         return SendResult(provider_message_id=created.sid)
+
+    def _retry_after(self) -> float | None:
+        http = self._client.http_client
+        headers = http.last_headers() if isinstance(http, _HeaderKeepingClient) else {}
+        value = {k.lower(): v for k, v in headers.items()}.get("retry-after")
+        try:
+            return float(value) if value is not None else None
+        except ValueError:  # an HTTP date: rare at Twilio; fall back to our own backoff
+            return None
 
     def lookup(self, message: OutgoingMessage, since: datetime) -> SendResult | None:
         sender = self._sender()
@@ -83,7 +114,7 @@ class TwilioChannel:
         return None
 
 
-def _send_error(exc: TwilioRestException) -> SendError:
+def _send_error(exc: TwilioRestException, retry_after: float | None = None) -> SendError:
     code = exc.code if isinstance(exc.code, int) else None
     cls = classify(exc.status, code)
     known = KNOWN_ERRORS.get(code) if code is not None else None
@@ -95,6 +126,7 @@ def _send_error(exc: TwilioRestException) -> SendError:
         permanent=cls is not ErrorClass.TRANSIENT,
         # A 5xx may come after Twilio accepted the message; a 429 or 4xx never does.
         ambiguous=cls is ErrorClass.TRANSIENT and exc.status >= 500,
+        retry_after=retry_after,
     )
 
 
