@@ -202,6 +202,11 @@ def run(day: datetime | None, now_text: str | None, dry_run: bool, as_json: bool
     now = _parse_now(now_text)
     plan_day = day.date() if day else None
     with opened_runtime() as runtime:
+        from careflow.rate_limit import backlog_warning
+
+        warning = backlog_warning(runtime)
+        if warning:  # before anything is queued: the operator can still stop and fix it
+            err.print(f"[yellow]warning:[/] {warning}", highlight=False)
         with _progress(enabled=not as_json) as on_batch:
             result = run_day(runtime, now=now, day=plan_day, dry_run=dry_run, on_batch=on_batch)
         report = result.report
@@ -213,8 +218,13 @@ def run(day: datetime | None, now_text: str | None, dry_run: bool, as_json: bool
             _print_summary(runtime, report.keys, result.report.per_plugin, dry_run=dry_run)
             if result.requeued:
                 out.print(f"re-queued {result.requeued} unsent event(s) from earlier runs")
+            if result.released:
+                out.print(f"released {result.released} event(s) deferred by quiet hours")
             if not result.delivered_locally and not dry_run:
                 out.print("queued for delivery: run 'careflow worker' to send")
+                warning = backlog_warning(runtime)
+                if warning:
+                    err.print(f"[yellow]warning:[/] {warning}", highlight=False)
         for failure in report.failures:
             who = f", customer {failure.customer}" if failure.customer else ""
             err.print(
@@ -331,7 +341,11 @@ def _print_summary(
     if not dry_run:
         for event, _ in _events_by_keys(runtime, keys):
             statuses[(event.plugin, event.status)] += 1
-    columns = ["planned", "suppressed", "already recorded"] if dry_run else [s.value for s in EventStatus]
+    columns = (
+        ["planned", "deferred", "expired", "suppressed", "already recorded"]
+        if dry_run
+        else [s.value for s in EventStatus]
+    )
     for col in columns:
         table.add_column(col, justify="right")
     plugins = sorted(set(per_plugin) | {p for p, _ in statuses})

@@ -21,6 +21,20 @@ from careflow.hookspecs import hookimpl
 _clients: dict[tuple[str, str, str], Client] = {}
 _clients_lock = threading.Lock()
 
+# Where careflow's web app receives Twilio's webhooks (see careflow.web.webhooks).
+STATUS_CALLBACK_PATH = "/webhooks/twilio/status"
+INBOUND_PATH = "/webhooks/twilio/inbound"
+
+
+def status_callback_url(settings: Settings) -> str | None:
+    """The status callback sends ask for: configured explicitly, or derived from [web] public_url."""
+    if settings.twilio.status_callback_url:
+        return settings.twilio.status_callback_url
+    if settings.web.public_url:
+        return settings.web.public_url.rstrip("/") + STATUS_CALLBACK_PATH
+    return None
+
+
 # The SDK logs request URLs and query strings (phone numbers) at INFO: keep them out of logs.
 logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
 
@@ -60,9 +74,10 @@ def twilio_client(settings: TwilioSettings) -> Client:
 class TwilioChannel:
     """Creates messages with the Twilio REST API; errors become classified ``SendError``s."""
 
-    def __init__(self, settings: TwilioSettings, channel: str) -> None:
+    def __init__(self, settings: TwilioSettings, channel: str, status_callback: str | None = None) -> None:
         self._settings = settings
         self._channel = channel
+        self._status_callback = status_callback or settings.status_callback_url
         self._client = twilio_client(settings)
 
     def _address(self, number: str) -> str:
@@ -75,8 +90,8 @@ class TwilioChannel:
 
     def send(self, message: OutgoingMessage) -> SendResult:
         kwargs: dict[str, Any] = {"to": self._address(message.to), "body": message.body, **self._sender()}
-        if self._settings.status_callback_url:
-            kwargs["status_callback"] = self._settings.status_callback_url
+        if self._status_callback:
+            kwargs["status_callback"] = self._status_callback
         try:
             created = self._client.messages.create(**kwargs)
         except TwilioRestException as exc:
@@ -135,7 +150,7 @@ class TwilioProvider:
     channels = frozenset({"sms", "whatsapp"})
 
     def create(self, settings: Settings, channel: str) -> Channel:
-        return TwilioChannel(settings.twilio, channel)
+        return TwilioChannel(settings.twilio, channel, status_callback_url(settings))
 
 
 @hookimpl(trylast=True)
