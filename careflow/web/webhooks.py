@@ -69,12 +69,8 @@ class BadRequest(Exception):
 
 
 def _twiml(message: str | None = None) -> Response:
-    body = _EMPTY_TWIML
-    if message:
-        body = (
-            f'<?xml version="1.0" encoding="UTF-8"?><Response><Message>{escape(message)}</Message></Response>'
-        )
-    return Response(body, media_type="application/xml")
+    inner = f"<Message>{escape(message)}</Message>" if message else ""
+    return Response(f"{_XML_HEAD}<Response>{inner}</Response>", media_type="application/xml")
 
 
 def _signed_url(runtime: Runtime, request: Request) -> str:
