@@ -502,4 +502,8 @@ from careflow.commands import load_commands  # noqa: E402  (modules register ont
 load_commands()
 
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    # Under ``python -m careflow.cli`` this module is ``__main__``, while command modules
+    # registered onto ``careflow.cli.main``, a second copy: run that one, which has them all.
+    from careflow.cli import main as main_with_commands
+
+    main_with_commands()
