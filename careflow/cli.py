@@ -107,6 +107,15 @@ name = "{center_name}"
 timezone = "{timezone}"
 locale = "{locale}"
 help_text = "Reply STOP to opt out. Call us on 400-000-0000."
+send_from = "09:00"                    # quiet hours: send only 09:00-20:00, customer's local time
+send_until = "20:00"
+frequency_cap = 2                      # at most 2 care messages per customer per 7 days
+frequency_window_days = 7
+stop_withdraws = "all"                 # STOP withdraws service and marketing; or "marketing"
+
+[web]
+# careflow serve: Twilio webhooks. public_url is the address Twilio calls (signatures use it).
+# public_url = "https://care.example.com"
 
 [delivery]
 max_attempts = 5
