@@ -353,7 +353,8 @@ def _print_summary(
     columns = (
         ["planned", "deferred", "expired", "suppressed", "already recorded"]
         if dry_run
-        else [s.value for s in EventStatus]
+        # Only the statuses that occur (and always "sent"): ten mostly empty columns do not fit.
+        else [s.value for s in EventStatus if s == EventStatus.SENT or s in {st for _, st in statuses}]
     )
     for col in columns:
         table.add_column(col, justify="right")
