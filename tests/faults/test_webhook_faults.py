@@ -11,13 +11,17 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
+from careflow.care import InboundReply
 from careflow.daily import run_day
+from careflow.hookspecs import hookimpl
 from careflow.models import CareEvent, EventStatus, Reply
 from careflow.runtime import Runtime
 from careflow.scheduler import plan
 from careflow.testing import add_customer, parse_instant
 from careflow.testing.twilio_server import FakeTwilio
+from tests.care_plugins_for_tests import EveryoneToday, ExtraCarePlugins
 from tests.policy_support import consents, events, inbound, post, serving, signed_post, twilio_runtime
 
 NOW = parse_instant("2026-05-11T10:00:00+08:00")
@@ -113,16 +117,26 @@ def test_start_opts_back_in_and_help_answers_with_the_help_text(
 
 
 def test_center_policy_can_keep_service_messages_after_stop(tmp_path: Path, fake_twilio: FakeTwilio) -> None:
-    rt = twilio_runtime(f"sqlite:///{tmp_path / 'c.db'}", fake_twilio, center={"stop_withdraws": "marketing"})
+    service = ExtraCarePlugins(tmp_path / "tpl", EveryoneToday("warranty", 90))  # purpose: service
+    rt = twilio_runtime(
+        f"sqlite:///{tmp_path / 'c.db'}",
+        fake_twilio,
+        center={"stop_withdraws": "marketing"},
+        extra_plugins=[service],
+        plugins={"birthday": {"enabled": True}, "warranty": {"enabled": True}},
+    )
     try:
         customer_id = seed(rt, 1)["+8613800000000"]
         with serving(rt) as base:
             inbound(base, fake_twilio.auth_token, "+8613800000000", "STOP", "SM1")
         assert consents(rt, customer_id)[("sms", "marketing")] is False
         assert consents(rt, customer_id)[("sms", "service")] is True
-        run_day(rt, now=NOW)  # the birthday greeting is marketing: not sent
-        assert fake_twilio.messages == []
-        assert events(rt)[0].status == EventStatus.SUPPRESSED
+        run_day(rt, now=NOW)
+        by_plugin = {e.plugin: e for e in events(rt)}
+        assert by_plugin["birthday"].status == EventStatus.SUPPRESSED  # marketing
+        assert "no marketing consent" in (by_plugin["birthday"].status_reason or "")
+        assert by_plugin["warranty"].status == EventStatus.SENT  # service still goes out
+        assert [m.body for m in fake_twilio.messages] == ["【Anxin Auto】客户0：warranty note"]
     finally:
         rt.close()
 
@@ -214,3 +228,41 @@ def test_logs_never_carry_bodies_or_full_numbers(
     assert "inbound SMlog" in text  # it did log the event
     assert "+8613800000000" not in text and "沪A12345" not in text
     assert "+86*********00" in text
+
+
+class ReplyRecorder:
+    """A plugin reacting to replies; ``fail`` makes it raise after writing, to test isolation."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.seen: list[tuple[int | None, str]] = []
+        self.fail = fail
+
+    @hookimpl
+    def careflow_reply_received(self, session: Session, reply: InboundReply) -> None:
+        self.seen.append((reply.customer_id, reply.body))
+        if self.fail:
+            session.add(
+                Reply(channel="sms", from_address="x", body="written by a failing hook", received_at=NOW)
+            )
+            session.flush()
+            raise RuntimeError("survey plugin bug")
+
+
+@pytest.mark.parametrize("fail", [False, True], ids=["ok", "hook-raises"])
+def test_ordinary_replies_reach_the_reply_hook_keywords_do_not(
+    tmp_path: Path, fake_twilio: FakeTwilio, fail: bool
+) -> None:
+    recorder = ReplyRecorder(fail=fail)
+    rt = twilio_runtime(f"sqlite:///{tmp_path / 'c.db'}", fake_twilio, extra_plugins=[recorder])
+    try:
+        customer_id = seed(rt, 1)["+8613800000000"]
+        with serving(rt) as base:
+            assert inbound(base, fake_twilio.auth_token, "+8613800000000", "5", "SM1")[0] == 200
+            assert inbound(base, fake_twilio.auth_token, "+8613800000000", "STOP", "SM2")[0] == 200
+            assert inbound(base, fake_twilio.auth_token, "+8613899999999", "who is this?", "SM3")[0] == 200
+        assert recorder.seen == [(customer_id, "5"), (None, "who is this?")]
+        with rt.sessions() as session:
+            bodies = list(session.scalars(select(Reply.body).order_by(Reply.id)))
+        assert bodies == ["5", "STOP", "who is this?"]  # the failing hook's own write was rolled back
+    finally:
+        rt.close()
