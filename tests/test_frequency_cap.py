@@ -17,16 +17,17 @@ NOW = parse_instant("2026-05-11T10:00:00+08:00")
 ENABLED = {name: {"enabled": True} for name in ("warranty", "points", "holiday")}
 
 
-def runtime_with_three_plugins(tmp_path: Path, fake_twilio: FakeTwilio, **center: object):  # type: ignore[no-untyped-def]
+def runtime_with_three_plugins(  # type: ignore[no-untyped-def]
+    tmp_path: Path, fake_twilio: FakeTwilio, db_url: str | None = None, **center: object
+):
     plugins = ExtraCarePlugins(
         tmp_path / "tpl",
         EveryoneToday("holiday", 10),
         EveryoneToday("warranty", 90),
         EveryoneToday("points", 50),
     )
-    return twilio_runtime(
-        f"sqlite:///{tmp_path / 'c.db'}", fake_twilio, extra_plugins=[plugins], plugins=ENABLED, center=center
-    )
+    url = db_url or f"sqlite:///{tmp_path / 'c.db'}"
+    return twilio_runtime(url, fake_twilio, extra_plugins=[plugins], plugins=ENABLED, center=center)
 
 
 def test_higher_priority_wins_and_the_rest_are_suppressed_with_a_reason(
@@ -55,8 +56,10 @@ def test_higher_priority_wins_and_the_rest_are_suppressed_with_a_reason(
         runtime.close()
 
 
-def test_messages_already_in_the_window_count(tmp_path: Path, fake_twilio: FakeTwilio) -> None:
-    runtime = runtime_with_three_plugins(tmp_path, fake_twilio, frequency_cap=2, frequency_window_days=7)
+def test_messages_already_in_the_window_count(tmp_path: Path, db_url: str, fake_twilio: FakeTwilio) -> None:
+    runtime = runtime_with_three_plugins(
+        tmp_path, fake_twilio, db_url, frequency_cap=2, frequency_window_days=7
+    )
     try:
         with runtime.sessions.begin() as session:
             customer = add_customer(session, external_id="A", phone="+8613800000001", locale="zh_CN")

@@ -34,6 +34,14 @@ def runtime(tmp_path: Path, fake_twilio: FakeTwilio) -> Iterator[Runtime]:
     rt.close()
 
 
+@pytest.fixture
+def any_db_runtime(db_url: str, fake_twilio: FakeTwilio) -> Iterator[Runtime]:
+    """On SQLite and again on the real PostgreSQL server."""
+    rt = twilio_runtime(db_url, fake_twilio)
+    yield rt
+    rt.close()
+
+
 def seed(runtime: Runtime, count: int) -> dict[str, int]:
     """Customers with a birthday today; phone -> customer id."""
     found = {}
@@ -53,8 +61,9 @@ def seed(runtime: Runtime, count: int) -> dict[str, int]:
 
 
 def test_stop_while_the_message_is_queued_means_it_is_never_sent(
-    runtime: Runtime, fake_twilio: FakeTwilio
+    any_db_runtime: Runtime, fake_twilio: FakeTwilio
 ) -> None:
+    runtime = any_db_runtime
     phones = seed(runtime, 3)
     stopper = "+8613800000001"
     plan(runtime, now=NOW)  # recorded and (in production) queued; nothing sent yet
@@ -150,8 +159,9 @@ def sent_event(runtime: Runtime, fake_twilio: FakeTwilio) -> CareEvent:
 
 
 def test_callbacks_out_of_order_or_repeated_never_move_status_backwards(
-    runtime: Runtime, fake_twilio: FakeTwilio
+    any_db_runtime: Runtime, fake_twilio: FakeTwilio
 ) -> None:
+    runtime = any_db_runtime
     with serving(runtime) as base:
         event = sent_event(runtime, fake_twilio)
         assert fake_twilio.messages[0].status_callback == f"{base}/webhooks/twilio/status"
