@@ -16,10 +16,8 @@ from tests.policy_support import events, twilio_runtime
 EVENING = parse_instant("2026-05-11T22:00:00+08:00")
 
 
-def test_events_planned_at_22_go_out_at_09_local_and_not_before(
-    tmp_path: Path, fake_twilio: FakeTwilio
-) -> None:
-    runtime = twilio_runtime(f"sqlite:///{tmp_path / 'c.db'}", fake_twilio)
+def test_events_planned_at_22_go_out_at_09_local_and_not_before(db_url: str, fake_twilio: FakeTwilio) -> None:
+    runtime = twilio_runtime(db_url, fake_twilio)
     try:
         with runtime.sessions.begin() as session:
             add_customer(
