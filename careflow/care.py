@@ -43,6 +43,9 @@ class Occasion:
     due_date: date
     context: Mapping[str, Any] = field(default_factory=dict)
     template: str | None = None  # defaults to the plugin's name
+    # Aware instant after which sending is pointless (a weather alert that has passed): a
+    # deferred or not-yet-planned event then expires with a reason instead of going out late.
+    expires_at: datetime | None = None
 
 
 class CarePlugin:
@@ -55,6 +58,8 @@ class CarePlugin:
     settings_model: ClassVar[type[PluginSettings]] = PluginSettings
     # Template variables this plugin provides, name -> description (listed to marketers).
     variables: ClassVar[Mapping[str, str]] = {}
+    # Example values of those variables, for template lint's segment count and previews.
+    samples: ClassVar[Mapping[str, Any]] = {}
 
     def occasions(self, ctx: PlanContext) -> Iterable[Occasion]:
         """Yield the occasions due in ``ctx``'s batch of customers; narrow candidates in SQL."""

@@ -111,6 +111,15 @@ name = "{center_name}"
 timezone = "{timezone}"
 locale = "{locale}"
 help_text = "Reply STOP to opt out. Call us on 400-000-0000."
+send_from = "09:00"                    # quiet hours: send only 09:00-20:00, customer's local time
+send_until = "20:00"
+frequency_cap = 2                      # at most 2 care messages per customer per 7 days
+frequency_window_days = 7
+stop_withdraws = "all"                 # STOP withdraws service and marketing; or "marketing"
+
+[web]
+# careflow serve: Twilio webhooks. public_url is the address Twilio calls (signatures use it).
+# public_url = "https://care.example.com"
 
 [delivery]
 max_attempts = 5
@@ -207,6 +216,11 @@ def run(day: datetime | None, now_text: str | None, dry_run: bool, as_json: bool
     now = _parse_now(now_text)
     plan_day = day.date() if day else None
     with opened_runtime() as runtime:
+        from careflow.rate_limit import backlog_warning
+
+        warning = backlog_warning(runtime)
+        if warning:  # before anything is queued: the operator can still stop and fix it
+            err.print(f"[yellow]warning:[/] {warning}", highlight=False)
         with _progress(enabled=not as_json) as on_batch:
             result = run_day(runtime, now=now, day=plan_day, dry_run=dry_run, on_batch=on_batch)
         report = result.report
@@ -218,8 +232,13 @@ def run(day: datetime | None, now_text: str | None, dry_run: bool, as_json: bool
             _print_summary(runtime, report.keys, result.report.per_plugin, dry_run=dry_run)
             if result.requeued:
                 out.print(f"re-queued {result.requeued} unsent event(s) from earlier runs")
+            if result.released:
+                out.print(f"released {result.released} event(s) deferred by quiet hours")
             if not result.delivered_locally and not dry_run:
                 out.print("queued for delivery: run 'careflow worker' to send")
+                warning = backlog_warning(runtime)
+                if warning:
+                    err.print(f"[yellow]warning:[/] {warning}", highlight=False)
         for failure in report.failures:
             who = f", customer {failure.customer}" if failure.customer else ""
             err.print(
@@ -338,7 +357,12 @@ def _print_summary(
     if not dry_run:
         for event, _ in _events_by_keys(runtime, keys):
             statuses[(event.plugin, event.status)] += 1
-    columns = ["planned", "suppressed", "already recorded"] if dry_run else [s.value for s in EventStatus]
+    columns = (
+        ["planned", "deferred", "expired", "suppressed", "already recorded"]
+        if dry_run
+        # Only the statuses that occur (and always "sent"): ten mostly empty columns do not fit.
+        else [s.value for s in EventStatus if s == EventStatus.SENT or s in {st for _, st in statuses}]
+    )
     for col in columns:
         table.add_column(col, justify="right")
     plugins = sorted(set(per_plugin) | {p for p, _ in statuses})
@@ -495,4 +519,8 @@ from careflow.commands import load_commands  # noqa: E402  (modules register ont
 load_commands()
 
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    # Under ``python -m careflow.cli`` this module is ``__main__``, while command modules
+    # registered onto ``careflow.cli.main``, a second copy: run that one, which has them all.
+    from careflow.cli import main as main_with_commands
+
+    main_with_commands()

@@ -81,7 +81,9 @@ class TwilioSettings(_Section):
     messaging_service_sid: str | None = None
     base_url: str = "https://api.twilio.com"
     timeout_seconds: float = Field(default=10.0, gt=0)
+    # Where Twilio posts delivery status callbacks: <[web] public_url>/webhooks/twilio/status.
     status_callback_url: str | None = None
+<<<<<<< HEAD
     # The WhatsApp sender when a center names none; falls back to from_number.
     whatsapp_from: str | None = None
 
@@ -118,6 +120,11 @@ class WebSettings(_Section):
 
 
 CHANNEL_NAMES = ("sms", "whatsapp", "email")
+=======
+    # Per sender (from_number or messaging service), across every worker and host; 0: no limit.
+    # A long code sends 1 segment per second; toll-free and short codes more.
+    messages_per_second: float = Field(default=1.0, ge=0)
+>>>>>>> issue4-policy
 
 
 class CenterSettings(_Section):
@@ -125,6 +132,7 @@ class CenterSettings(_Section):
     timezone: str = "Asia/Shanghai"
     locale: str = "zh_CN"
     help_text: str = "Reply STOP to opt out."
+<<<<<<< HEAD
     # Postal address printed in every e-mail footer.
     address: str | None = None
     # This center's own senders; unset ones fall back to [twilio] / [email].
@@ -134,12 +142,23 @@ class CenterSettings(_Section):
     email_from: str | None = None
     # The order events fall back through when the preferred channel cannot reach a customer.
     channel_order: list[str] = Field(default_factory=lambda: list(CHANNEL_NAMES))
+=======
+    # What an inbound STOP withdraws: consent for every purpose, or only for marketing.
+    stop_withdraws: Literal["all", "marketing"] = "all"
+    # Quiet hours: care messages go out only between these local times (customer's time zone).
+    send_from: str = "09:00"
+    send_until: str = "20:00"
+    # Frequency cap: at most this many care messages per customer in a rolling window (0: no cap).
+    frequency_cap: int = Field(default=2, ge=0)
+    frequency_window_days: int = Field(default=7, ge=1, le=366)
+>>>>>>> issue4-policy
 
     @field_validator("timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:
         return _check_timezone(value)
 
+<<<<<<< HEAD
     @field_validator("sms_from", "whatsapp_from")
     @classmethod
     def _e164(cls, value: str | None) -> str | None:
@@ -166,12 +185,31 @@ class CenterSettings(_Section):
         if len(set(value)) != len(value) or not value:
             raise ValueError("list each channel at most once, and at least one")
         return value
+=======
+    @field_validator("send_from", "send_until")
+    @classmethod
+    def _clock_time(cls, value: str) -> str:
+        hours, sep, minutes = value.partition(":")
+        if not (sep and hours.isdigit() and minutes.isdigit() and len(minutes) == 2):
+            raise ValueError(f"{value!r} is not a local time; expected HH:MM, e.g. '09:00'")
+        if not (0 <= int(hours) <= 24 and 0 <= int(minutes) < 60) or (int(hours) == 24 and int(minutes)):
+            raise ValueError(f"{value!r} is not a time of day between 00:00 and 24:00")
+        return value
+
+    @model_validator(mode="after")
+    def _window_not_empty(self) -> CenterSettings:
+        if self.send_from == self.send_until:
+            raise ValueError("send_from and send_until are equal: the sending window would be empty")
+        return self
+>>>>>>> issue4-policy
 
 
 class TemplateSettings(_Section):
     # A directory that overrides shipped templates: <dir>/<plugin>/<channel>.<locale>.j2,
     # and <dir>/centers/<center>/<plugin>/... for one center.
     dir: Path | None = None
+    # Lint fails an SMS template whose rendered sample needs more segments than this (footer included).
+    sms_segment_budget: int = Field(default=3, ge=1, le=10)
 
 
 class DeliverySettings(_Section):
@@ -185,6 +223,7 @@ class SchedulerSettings(_Section):
     batch_size: int = Field(default=2_000, ge=1, le=100_000)
 
 
+<<<<<<< HEAD
 def check_e164(value: str | None) -> str | None:
     """A sender number must be E.164 (+ country code, digits), checked with phonenumbers."""
     if value is None:
@@ -206,6 +245,14 @@ def check_email(value: str | None) -> str | None:
         return str(validate_email(value, check_deliverability=False).normalized)
     except EmailNotValidError as exc:
         raise ValueError(f"{value!r} is not a valid e-mail address ({exc})") from None
+=======
+class WebSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    # The URL Twilio calls, as Twilio sees it (behind a proxy the Host header differs):
+    # signatures are computed over it, so it must match the console's webhook URLs exactly.
+    public_url: str | None = None
+>>>>>>> issue4-policy
 
 
 def _secret_text(value: SecretStr | str | None) -> str:
@@ -227,6 +274,7 @@ class Settings(_Section):
     templates: TemplateSettings = TemplateSettings()
     delivery: DeliverySettings = DeliverySettings()
     scheduler: SchedulerSettings = SchedulerSettings()
+    web: WebSettings = WebSettings()
 
     @model_validator(mode="after")
     def _twilio_complete(self) -> Settings:

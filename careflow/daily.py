@@ -15,6 +15,7 @@ from sqlalchemy import select, update
 from careflow.broker import LOCAL, make_broker
 from careflow.delivery import stale_event_ids
 from careflow.models import CareEvent, EventStatus
+from careflow.quiet_hours import release_deferred
 from careflow.runtime import Runtime
 from careflow.scheduler import PlanReport, plan
 from careflow.tasks import build_actors
@@ -30,6 +31,7 @@ class RunResult:
     report: PlanReport
     requeued: int  # planned-but-unsent events from earlier runs put back on the queue
     delivered_locally: bool
+    released: int = 0  # deferred events whose sending window had opened
 
 
 def run_day(
@@ -50,21 +52,23 @@ def run_day(
     if url != LOCAL:
         stale = _stale_remote(runtime, now, stuck_after)
         actors.enqueue_deliveries(stale)
+        released = release_deferred(runtime, now, enqueue=actors.enqueue_deliveries)
         report = plan(runtime, now=now, day=day, enqueue=actors.enqueue_deliveries, on_batch=on_batch)
         broker.close()
-        return RunResult(report, len(stale), False)
+        return RunResult(report, len(stale), False, len(released))
     worker = Worker(broker, worker_threads=runtime.settings.broker.worker_threads, worker_timeout=100)
     worker.start()
     try:
         # The in-process queue died with the last process: the outbox says what is unsent.
         stale = stale_event_ids(runtime, now=now, stuck_after=stuck_after)
         actors.enqueue_deliveries(stale)
+        released = release_deferred(runtime, now, enqueue=actors.enqueue_deliveries)
         report = plan(runtime, now=now, day=day, enqueue=actors.enqueue_deliveries, on_batch=on_batch)
         cast(StubBroker, broker).join(actors.queue, fail_fast=False)
     finally:
         worker.stop()
         broker.close()
-    return RunResult(report, len(stale), True)
+    return RunResult(report, len(stale), True, len(released))
 
 
 def _stale_remote(runtime: Runtime, now: datetime, stuck_after: timedelta) -> list[int]:

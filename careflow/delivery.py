@@ -12,16 +12,28 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from careflow.channels.base import OutgoingMessage, SendResult
+<<<<<<< HEAD
 from careflow.channels.whatsapp_content import ContentTemplate, content_template
 from careflow.email_content import with_footer
+=======
+from careflow.consent import withdraw_for_carrier_opt_out
+>>>>>>> issue4-policy
 from careflow.errors import SendError, TemplateError
 from careflow.models import CareEvent, Center, Customer, EventStatus, Purpose, utcnow
 from careflow.policies import consent_granted
+from careflow.rate_limit import back_off, pace
 from careflow.runtime import Runtime
+<<<<<<< HEAD
 from careflow.templates import Rendered
 from careflow.unsubscribe_links import unsubscribe_url
+=======
+from careflow.template_lint import lint_refusal
+>>>>>>> issue4-policy
 
 log = logging.getLogger(__name__)
+
+CARRIER_OPT_OUT = "21610"  # Twilio: the recipient replied STOP to this sender
+RATE_LIMITED = frozenset({"20429", "http-429"})
 
 
 class Outcome(enum.StrEnum):
@@ -155,6 +167,7 @@ def _prepare(
                 status_reason=f"{event.purpose} consent on {event.channel} withdrawn before sending",
             )
             return Outcome.SUPPRESSED
+<<<<<<< HEAD
         try:
             if event.body is None:
                 rendered = render_event_parts(runtime, event, customer, center)
@@ -165,6 +178,25 @@ def _prepare(
         except TemplateError as exc:
             _set_status(session, event_id, EventStatus.FAILED, status_reason=str(exc), error_code="template")
             return Outcome.FAILED
+=======
+        if event.body is None:
+            refusal = lint_refusal(runtime, event, center)
+            if refusal is not None:  # a template that fails lint is never used for a send
+                _set_status(
+                    session, event_id, EventStatus.FAILED, status_reason=refusal, error_code="template-lint"
+                )
+                return Outcome.FAILED
+            try:
+                body, subject = render_event(runtime, event, customer, center)
+            except TemplateError as exc:
+                _set_status(
+                    session, event_id, EventStatus.FAILED, status_reason=str(exc), error_code="template"
+                )
+                return Outcome.FAILED
+            # Stored before sending so that every retry and every reconciliation sends and
+            # looks for exactly the same text, even if a marketer edits the template meanwhile.
+            event.body, event.subject = body, subject
+>>>>>>> issue4-policy
         message = OutgoingMessage(
             event_id=event.id,
             channel=event.channel,
@@ -218,11 +250,23 @@ def _send(
             if result is not None:
                 log.info("event %s: found at the provider after an unclear attempt; not resending", event_id)
         if result is None:
+            pace(runtime, message.channel)  # the sender's rate limit, shared by every worker
             result = channel.send(message)
     except SendError as exc:
         if exc.permanent:
-            _finish(runtime, event_id, EventStatus.FAILED, status_reason=str(exc), error_code=exc.code)
+            with runtime.sessions.begin() as session:
+                failed = _set_status(
+                    session, event_id, EventStatus.FAILED, status_reason=str(exc), error_code=exc.code
+                )
+                if failed and exc.code == CARRIER_OPT_OUT:
+                    # The handset opted out at the carrier: never try this channel again.
+                    event = session.get(CareEvent, event_id)
+                    assert event is not None
+                    withdraw_for_carrier_opt_out(session, event.customer_id, message.channel)
             return Outcome.FAILED
+        if exc.code in RATE_LIMITED:
+            waited = back_off(runtime, message.channel, attempts, exc.retry_after)
+            log.info("event %s: rate limited by the provider; sender held for %.1f s", event_id, waited)
         if attempts >= max_attempts:
             reason = f"gave up after {attempts} attempts: {exc}"
             if exc.ambiguous:

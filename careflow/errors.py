@@ -31,10 +31,18 @@ class SendError(CareflowError):
     """A channel could not send a message."""
 
     def __init__(
-        self, message: str, *, code: str | None = None, permanent: bool, ambiguous: bool = False
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        permanent: bool,
+        ambiguous: bool = False,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
         self.permanent = permanent
+        # Seconds the provider asked us to wait (HTTP Retry-After on a 429), when it said.
+        self.retry_after = retry_after
         # The request may have reached the provider: reconcile before sending again.
         self.ambiguous = ambiguous

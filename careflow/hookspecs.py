@@ -75,8 +75,8 @@ def careflow_reply_received(session: Session, reply: InboundReply) -> None:
     """React to an inbound message from a customer (an SMS or WhatsApp reply).
 
     Called by the webhook after the reply is matched to a customer and stored, inside the
-    webhook's transaction (``session``); opt-out keywords (STOP, 退订, ...) are handled by the
-    core before this hook runs. A survey plugin records a rating here, for example.
+    webhook's transaction (``session``); keyword messages (STOP, 退订, START, HELP, ...) are
+    handled by the core and not passed on. A survey plugin records a rating here, for example.
     Exceptions are logged and do not fail the webhook.
     """
 

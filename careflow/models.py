@@ -13,6 +13,7 @@ from sqlalchemy import (
     Boolean,
     Date,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -83,6 +84,8 @@ class EventStatus(enum.StrEnum):
     UNDELIVERED = "undelivered"  # provider reported it could not deliver
     FAILED = "failed"  # permanent error, or gave up after the last attempt
     SUPPRESSED = "suppressed"  # a policy decided not to send (reason recorded)
+    DEFERRED = "deferred"  # due outside the center's sending hours; released at ``not_before``
+    EXPIRED = "expired"  # no longer relevant when it could have been sent (reason recorded)
 
 
 FINAL_STATUSES = frozenset(
@@ -92,6 +95,7 @@ FINAL_STATUSES = frozenset(
         EventStatus.UNDELIVERED,
         EventStatus.FAILED,
         EventStatus.SUPPRESSED,
+        EventStatus.EXPIRED,
     }
 )
 
@@ -232,7 +236,39 @@ class CareEvent(Base):
     provider_message_id: Mapped[str | None] = mapped_column(String(64), index=True)
     claimed_at: Mapped[datetime | None]
     sent_at: Mapped[datetime | None]
+    # Quiet hours: a deferred event is released (planned and queued) at this instant.
+    not_before: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
+    # After this instant the occasion is no longer worth sending (e.g. a passed weather alert).
+    expires_at: Mapped[datetime | None]
     created_at: Mapped[created_at]
     updated_at: Mapped[updated_at]
 
     customer: Mapped[Customer] = relationship()
+
+
+class Reply(Base):
+    """An inbound message from a customer (or an unknown sender), stored before any reaction."""
+
+    __tablename__ = "replies"
+
+    id: Mapped[intpk]
+    # Twilio's MessageSid; UNIQUE so a retried webhook stores the reply once.
+    provider_message_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    customer_id: Mapped[int | None] = mapped_column(
+        ForeignKey("customers.id", ondelete="SET NULL"), index=True
+    )
+    center_id: Mapped[int | None] = mapped_column(ForeignKey("centers.id"), index=True)
+    channel: Mapped[str] = mapped_column(String(32))
+    from_address: Mapped[str] = mapped_column(String(320))
+    body: Mapped[str] = mapped_column(Text)
+    keyword: Mapped[str | None] = mapped_column(String(16))  # "stop", "start", "help" or None
+    received_at: Mapped[datetime]
+
+
+class SenderPace(Base):
+    """The next free send slot of one sender: the shared rate limiter when the broker is not Redis."""
+
+    __tablename__ = "sender_pace"
+
+    sender: Mapped[str] = mapped_column(String(200), primary_key=True)
+    next_slot: Mapped[float] = mapped_column(Float)  # seconds since the epoch

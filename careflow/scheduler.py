@@ -18,6 +18,7 @@ from careflow.care import CarePlugin, Occasion, PlanContext, PluginSettings
 from careflow.models import CareEvent, Center, Customer, EventStatus
 from careflow.policies import choose_channel, load_consents
 from careflow.runtime import Runtime
+from careflow.timing_policies import apply_timing_and_caps
 
 log = logging.getLogger(__name__)
 
@@ -212,8 +213,12 @@ def _plan_batch(
                 "context": dict(occ.context),
                 "status": EventStatus.PLANNED if choice.channel else EventStatus.SUPPRESSED,
                 "status_reason": choice.reason,
+                "expires_at": occ.expires_at,
+                "not_before": None,
             }
         )
+    # Expiry, frequency cap (by priority) and quiet hours decide the final status of each row.
+    apply_timing_and_caps(runtime, session, rows, {occ.customer.id: occ.customer for _, occ in found}, now)
     report.occasions += len(rows)
     report.keys.extend(r["idempotency_key"] for r in rows)
     if dry_run:
@@ -232,6 +237,9 @@ def _plan_batch(
                 report.new += 1
                 report.suppressed += 1
                 report.count(row["plugin"], "suppressed")
+            elif hit.status != EventStatus.PLANNED:  # deferred or expired: nothing to queue now
+                report.new += 1
+                report.count(row["plugin"], str(hit.status))
             else:
                 report.new += 1
                 report.count(row["plugin"], "planned")
@@ -259,7 +267,7 @@ def _preview(session: Session, rows: list[dict[str, Any]], report: PlanReport) -
             report.count(row["plugin"], "already recorded")
             continue
         report.new += 1
-        outcome = "suppressed" if row["status"] == EventStatus.SUPPRESSED else "planned"
+        outcome = str(row["status"])
         report.suppressed += outcome == "suppressed"
         report.count(row["plugin"], outcome)
         report.preview.append(row)

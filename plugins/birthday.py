@@ -5,7 +5,7 @@ from __future__ import annotations
 import calendar
 from collections.abc import Iterable, Mapping
 from datetime import date
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from sqlalchemy import select, tuple_
 
@@ -38,6 +38,7 @@ class BirthdayPlugin(CarePlugin):
         "customer.name": "the customer's name",
         "age": "the age the customer turns today, or null when the birth year is unknown",
     }
+    samples: ClassVar[Mapping[str, Any]] = {"age": 38}
 
     def occasions(self, ctx: PlanContext) -> Iterable[Occasion]:
         wanted: set[tuple[int, int]] = set()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Mapping
 from datetime import datetime
@@ -20,6 +21,40 @@ from careflow.hookspecs import hookimpl
 _clients: dict[tuple[str, str, str], Client] = {}
 _clients_lock = threading.Lock()
 
+# Where careflow's web app receives Twilio's webhooks (see careflow.web.webhooks).
+STATUS_CALLBACK_PATH = "/webhooks/twilio/status"
+INBOUND_PATH = "/webhooks/twilio/inbound"
+
+
+def status_callback_url(settings: Settings) -> str | None:
+    """The status callback sends ask for: configured explicitly, or derived from [web] public_url."""
+    if settings.twilio.status_callback_url:
+        return settings.twilio.status_callback_url
+    if settings.web.public_url:
+        return settings.web.public_url.rstrip("/") + STATUS_CALLBACK_PATH
+    return None
+
+
+# The SDK logs request URLs and query strings (phone numbers) at INFO: keep them out of logs.
+logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
+
+
+class _HeaderKeepingClient(TwilioHttpClient):  # type: ignore[misc]
+    """Remembers each thread's last response headers: Retry-After never reaches TwilioRestException."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._seen = threading.local()
+
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        self._seen.headers = {}
+        response = super().request(*args, **kwargs)
+        self._seen.headers = dict(response.headers or {})
+        return response
+
+    def last_headers(self) -> Mapping[str, str]:
+        return getattr(self._seen, "headers", {})
+
 
 def twilio_client(settings: TwilioSettings) -> Client:
     """One client per process and account: it pools its HTTP connections."""
@@ -29,7 +64,7 @@ def twilio_client(settings: TwilioSettings) -> Client:
     with _clients_lock:
         client = _clients.get(key)
         if client is None:
-            http = TwilioHttpClient(timeout=settings.timeout_seconds, pool_connections=True)
+            http = _HeaderKeepingClient(timeout=settings.timeout_seconds, pool_connections=True)
             client = Client(settings.account_sid, token, http_client=http)
             client.api.base_url = settings.base_url.rstrip("/")
             _clients[key] = client
@@ -39,12 +74,19 @@ def twilio_client(settings: TwilioSettings) -> Client:
 class TwilioChannel:
     """Creates messages with the Twilio REST API; errors become classified ``SendError``s."""
 
+<<<<<<< HEAD
     def __init__(
         self, settings: TwilioSettings, channel: str, centers: Mapping[str, CenterSettings] | None = None
     ) -> None:
         self._settings = settings
         self._channel = channel
         self._centers = centers or {}
+=======
+    def __init__(self, settings: TwilioSettings, channel: str, status_callback: str | None = None) -> None:
+        self._settings = settings
+        self._channel = channel
+        self._status_callback = status_callback or settings.status_callback_url
+>>>>>>> issue4-policy
         self._client = twilio_client(settings)
 
     def _address(self, number: str) -> str:
@@ -66,6 +108,7 @@ class TwilioChannel:
         return {"from_": tw.from_number or ""}
 
     def send(self, message: OutgoingMessage) -> SendResult:
+<<<<<<< HEAD
         kwargs: dict[str, Any] = {"to": self._address(message.to), **self._sender(message.center_code)}
         if message.content_sid:
             # An approved WhatsApp template: Twilio fills it in; free text would be refused
@@ -77,10 +120,15 @@ class TwilioChannel:
             kwargs["body"] = message.body
         if self._settings.status_callback_url:
             kwargs["status_callback"] = self._settings.status_callback_url
+=======
+        kwargs: dict[str, Any] = {"to": self._address(message.to), "body": message.body, **self._sender()}
+        if self._status_callback:
+            kwargs["status_callback"] = self._status_callback
+>>>>>>> issue4-policy
         try:
             created = self._client.messages.create(**kwargs)
         except TwilioRestException as exc:
-            raise _send_error(exc) from None
+            raise _send_error(exc, self._retry_after()) from None
         except TwilioException as exc:  # e.g. an unparsable answer from a misbehaving endpoint
             raise SendError(f"Twilio answered unexpectedly: {exc}", permanent=False, ambiguous=True) from None
         except OSError as exc:
@@ -90,6 +138,15 @@ class TwilioChannel:
                 f"no answer from Twilio: {type(exc).__name__}", permanent=False, ambiguous=True
             ) from None
         return SendResult(provider_message_id=created.sid)
+
+    def _retry_after(self) -> float | None:
+        http = self._client.http_client
+        headers = http.last_headers() if isinstance(http, _HeaderKeepingClient) else {}
+        value = {k.lower(): v for k, v in headers.items()}.get("retry-after")
+        try:
+            return float(value) if value is not None else None
+        except ValueError:  # an HTTP date: rare at Twilio; fall back to our own backoff
+            return None
 
     def lookup(self, message: OutgoingMessage, since: datetime) -> SendResult | None:
         sender = self._sender(message.center_code)
@@ -106,7 +163,7 @@ class TwilioChannel:
         return None
 
 
-def _send_error(exc: TwilioRestException) -> SendError:
+def _send_error(exc: TwilioRestException, retry_after: float | None = None) -> SendError:
     code = exc.code if isinstance(exc.code, int) else None
     cls = classify(exc.status, code)
     known = KNOWN_ERRORS.get(code) if code is not None else None
@@ -118,6 +175,7 @@ def _send_error(exc: TwilioRestException) -> SendError:
         permanent=cls is not ErrorClass.TRANSIENT,
         # A 5xx may come after Twilio accepted the message; a 429 or 4xx never does.
         ambiguous=cls is ErrorClass.TRANSIENT and exc.status >= 500,
+        retry_after=retry_after,
     )
 
 
@@ -126,7 +184,11 @@ class TwilioProvider:
     channels = frozenset({"sms", "whatsapp"})
 
     def create(self, settings: Settings, channel: str) -> Channel:
+<<<<<<< HEAD
         return TwilioChannel(settings.twilio, channel, settings.centers)
+=======
+        return TwilioChannel(settings.twilio, channel, status_callback_url(settings))
+>>>>>>> issue4-policy
 
 
 @hookimpl(trylast=True)

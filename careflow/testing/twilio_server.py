@@ -113,6 +113,7 @@ class Fault:
     message: str = "injected fault"
     hang_seconds: float = 0.0
     record: bool = False
+    retry_after: float | None = None  # sent as a Retry-After header (seconds), as on a real 429
 
     def __post_init__(self) -> None:
         if not 100 <= self.status <= 599:
@@ -194,11 +195,14 @@ class _DateFilter:
 class _HTTPError(Exception):
     """Raised inside request handling to answer with Twilio's error JSON."""
 
-    def __init__(self, status: int, code: int | None, message: str) -> None:
+    def __init__(
+        self, status: int, code: int | None, message: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.headers = headers or {}
 
 
 class _Server(ThreadingHTTPServer):
@@ -259,14 +263,16 @@ class _Handler(BaseHTTPRequestHandler):
         self._dispatch("DELETE")
 
     def _dispatch(self, method: str) -> None:
+        extra: dict[str, str] = {}
         try:
             body = self._read_body()
             status, payload = self._fake._handle(method, self.path, self.headers.get("Authorization"), body)
         except _HTTPError as err:
             status, payload = err.status, _error_payload(err.status, err.code, err.message)
+            extra = err.headers
         except Exception:  # a bug in the fake must not look like a hung Twilio
             status, payload = 500, _error_payload(500, 20500, "Internal server error in FakeTwilio")
-        self._send_json(status, payload)
+        self._send_json(status, payload, extra)
 
     def _read_body(self) -> bytes:
         length_header = self.headers.get("Content-Length")
@@ -283,13 +289,17 @@ class _Handler(BaseHTTPRequestHandler):
             raise _HTTPError(413, None, "Request body too large")
         return self.rfile.read(length) if length else b""
 
-    def _send_json(self, status: int, payload: dict[str, Any] | None) -> None:
+    def _send_json(
+        self, status: int, payload: dict[str, Any] | None, extra: dict[str, str] | None = None
+    ) -> None:
         data = b"" if payload is None else json.dumps(payload).encode("utf-8")
         try:
             self.send_response(status)
             self.send_header("Content-Type", "application/json; charset=utf-8")
             self.send_header("Content-Length", str(len(data)))
             self.send_header("Twilio-Request-Id", _new_sid("RQ"))
+            for name, value in (extra or {}).items():
+                self.send_header(name, value)
             self.end_headers()
             if data:
                 self.wfile.write(data)
@@ -576,7 +586,8 @@ class FakeTwilio:
         if fault.status < 400:
             return fault.status, self._message_json(message)
         code = fault.code if fault.code is not None else _DEFAULT_CODES.get(fault.status)
-        raise _HTTPError(fault.status, code, fault.message)
+        headers = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else None
+        raise _HTTPError(fault.status, code, fault.message, headers)
 
     def _record(self, message: RecordedMessage) -> None:
         with self._lock:

@@ -1,0 +1,45 @@
+"""``careflow templates lint``: every template checked before a customer sees it."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+from rich.table import Table
+
+from careflow.cli import _friendly_errors, main, opened_runtime, out
+
+
+@main.group()
+def templates() -> None:
+    """Check message templates."""
+
+
+@templates.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON finding per line.")
+@_friendly_errors
+def lint(as_json: bool) -> None:
+    """Lint every template: syntax, variables, unsafe constructs, SMS segments with the footer, locales.
+
+    Exits with status 1 when there is any finding: such a template is never used for a send.
+    """
+    from careflow.template_lint import lint_store
+
+    with opened_runtime() as runtime:
+        findings = lint_store(runtime)
+        budget = runtime.settings.templates.sms_segment_budget
+    if as_json:
+        for finding in findings:
+            click.echo(json.dumps(finding.as_dict(), ensure_ascii=False))
+    elif findings:
+        table = Table(title=f"{len(findings)} template finding(s)")
+        for col in ("template", "line", "kind", "message"):
+            table.add_column(col, overflow="fold")
+        for f in findings:
+            table.add_row(f.template, str(f.line or "-"), str(f.kind), f.message)
+        out.print(table)
+    else:
+        out.print(f"all templates pass lint (SMS segment budget {budget})")
+    if findings:
+        sys.exit(1)

@@ -1,0 +1,108 @@
+"""Frequency cap: at most N care messages per customer in a rolling window, highest priority first."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from careflow.config import CenterSettings
+from careflow.models import CareEvent, EventStatus
+
+# Statuses that mean "the customer got, or is about to get, a message": they use up the cap.
+COUNTED = (
+    EventStatus.PLANNED,
+    EventStatus.DEFERRED,
+    EventStatus.SENDING,
+    EventStatus.SENT,
+    EventStatus.DELIVERED,
+)
+
+
+@dataclass(frozen=True)
+class Cap:
+    limit: int  # 0: no cap
+    days: int
+
+    @classmethod
+    def of(cls, center: CenterSettings | None) -> Cap:
+        center = center or CenterSettings()
+        return cls(center.frequency_cap, center.frequency_window_days)
+
+
+def already_counted(
+    session: Session, customer_ids: Iterable[int], *, day: date, days: int, exclude_keys: set[str]
+) -> dict[int, int]:
+    """Events per customer in the window ending on ``day`` that use up the cap."""
+    ids = sorted(set(customer_ids))
+    counts: dict[int, int] = {}
+    for start in range(0, len(ids), 5_000):
+        chunk = ids[start : start + 5_000]
+        query = (
+            select(CareEvent.customer_id, func.count())
+            .where(
+                CareEvent.customer_id.in_(chunk),
+                CareEvent.status.in_([str(s) for s in COUNTED]),
+                CareEvent.due_date > day - timedelta(days=days),
+                CareEvent.due_date <= day,
+            )
+            .group_by(CareEvent.customer_id)
+        )
+        if exclude_keys:
+            query = query.where(CareEvent.idempotency_key.not_in(sorted(exclude_keys)))
+        counts.update({customer_id: int(n) for customer_id, n in session.execute(query)})
+    return counts
+
+
+def apply_frequency_cap(
+    session: Session,
+    rows: list[dict[str, Any]],
+    *,
+    cap_for: Callable[[int], Cap],
+    existing_keys: set[str],
+) -> None:
+    """Suppress the lowest-priority new events of customers over their cap, recording why.
+
+    ``rows`` are care_events values about to be recorded; ``existing_keys`` those already in
+    the outbox (re-runs insert nothing for them, so they neither compete nor count twice).
+    """
+    contenders: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        if row["status"] in (EventStatus.PLANNED, EventStatus.DEFERRED) and (
+            row["idempotency_key"] not in existing_keys
+        ):
+            contenders[row["customer_id"]].append(row)
+    by_window: dict[tuple[date, int], list[int]] = defaultdict(list)
+    for customer_id, mine in contenders.items():
+        cap = cap_for(mine[0]["center_id"])
+        if cap.limit:
+            by_window[(max(r["due_date"] for r in mine), cap.days)].append(customer_id)
+    for (day, days), customer_ids in by_window.items():
+        counted = already_counted(session, customer_ids, day=day, days=days, exclude_keys=existing_keys)
+        for customer_id in customer_ids:
+            mine = contenders[customer_id]
+            cap = cap_for(mine[0]["center_id"])
+            used = counted.get(customer_id, 0)
+            mine.sort(key=lambda r: (-r["priority"], r["plugin"], r["idempotency_key"]))
+            allowed = max(cap.limit - used, 0)
+            winners = mine[:allowed]
+            for row in mine[allowed:]:
+                row["status"] = EventStatus.SUPPRESSED
+                row["not_before"] = None
+                row["status_reason"] = _reason(cap, used, winners, row)
+
+
+def _reason(cap: Cap, used: int, winners: list[dict[str, Any]], row: dict[str, Any]) -> str:
+    reason = (
+        f"frequency cap: at most {cap.limit} care message(s) per {cap.days} days; "
+        f"{used} already recorded in the window"
+    )
+    if winners:
+        names = ", ".join(f"{w['plugin']} (priority {w['priority']})" for w in winners)
+        reason += f"; gave way to {names} (this: {row['plugin']}, priority {row['priority']})"
+    return reason

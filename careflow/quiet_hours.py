@@ -1,0 +1,112 @@
+"""Quiet hours: care messages go out only inside the center's sending window, in the customer's time zone.
+
+An event due outside the window is stored as ``deferred`` with ``not_before`` (UTC) -- in the
+database, not as a broker delay, so it survives restarts and broker loss -- and is released
+(back to ``planned`` and queued) by ``release_deferred`` once the window has opened.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select, update
+
+from careflow.config import CenterSettings
+from careflow.models import CareEvent, EventStatus
+from careflow.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+_DAY_MINUTES = 24 * 60
+
+
+def _minutes(text: str) -> int:
+    hours, _, minutes = text.partition(":")
+    return int(hours) * 60 + int(minutes)
+
+
+@dataclass(frozen=True)
+class SendWindow:
+    """Local minutes of the day when sending is allowed: [start, end), possibly across midnight."""
+
+    start: int
+    end: int
+
+    @classmethod
+    def of(cls, center: CenterSettings | None) -> SendWindow:
+        center = center or CenterSettings()
+        return cls(_minutes(center.send_from), _minutes(center.send_until))
+
+    def __str__(self) -> str:
+        return f"{self.start // 60:02d}:{self.start % 60:02d}-{self.end // 60:02d}:{self.end % 60:02d}"
+
+    def allows(self, local: datetime) -> bool:
+        minute = local.hour * 60 + local.minute
+        if self.start < self.end:
+            return self.start <= minute < self.end
+        return minute >= self.start or minute < self.end  # a window across midnight
+
+    def next_opening(self, now: datetime, tz: ZoneInfo) -> datetime | None:
+        """None when ``now`` is inside the window; otherwise the UTC instant it next opens."""
+        local = now.astimezone(tz)
+        if self.allows(local):
+            return None
+        opening = time(self.start // 60, self.start % 60) if self.start < _DAY_MINUTES else time(0)
+        day = local.date()
+        candidate = datetime.combine(day, opening, tzinfo=tz)
+        if candidate <= local:
+            candidate = datetime.combine(day + timedelta(days=1), opening, tzinfo=tz)
+        return candidate.astimezone(UTC)
+
+
+def release_deferred(
+    runtime: Runtime, now: datetime, *, enqueue: Callable[[Sequence[int]], None] | None = None
+) -> list[int]:
+    """Expire deferred events that are no longer relevant, release the due ones; returns released ids.
+
+    Safe to run from several processes at once: each release is a compare-and-set from
+    ``deferred``, so an event is released (and queued) by exactly one caller.
+    """
+    with runtime.sessions.begin() as session:
+        expired = session.execute(
+            update(CareEvent)
+            .where(
+                CareEvent.status == EventStatus.DEFERRED,
+                CareEvent.expires_at.is_not(None),
+                CareEvent.expires_at <= now,
+            )
+            .values(
+                status=EventStatus.EXPIRED,
+                status_reason=f"expired before its sending window opened (checked {now.isoformat()})",
+            )
+            .execution_options(synchronize_session=False)
+        )
+        due = list(
+            session.scalars(
+                select(CareEvent.id)
+                .where(CareEvent.status == EventStatus.DEFERRED, CareEvent.not_before <= now)
+                .order_by(CareEvent.priority.desc(), CareEvent.id)
+            )
+        )
+        released: list[int] = []
+        for start in range(0, len(due), 1_000):
+            chunk = due[start : start + 1_000]
+            result = session.execute(
+                update(CareEvent)
+                .where(CareEvent.id.in_(chunk), CareEvent.status == EventStatus.DEFERRED)
+                .values(status=EventStatus.PLANNED, status_reason="released when the sending window opened")
+                .returning(CareEvent.id)
+                .execution_options(synchronize_session=False)
+            )
+            released.extend(result.scalars())
+    count = getattr(expired, "rowcount", 0)
+    if count or released:
+        log.info("quiet hours: released %d deferred event(s), expired %d", len(released), count)
+    # Only after the commit: a queued message must point at a row that says "planned".
+    if released and enqueue is not None:
+        enqueue(sorted(released))
+    return sorted(released)

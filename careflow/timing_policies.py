@@ -1,0 +1,67 @@
+"""The planning-time policies after consent: expiry, frequency cap by priority, then quiet hours."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from careflow.config import CenterSettings
+from careflow.frequency import Cap, apply_frequency_cap
+from careflow.models import CareEvent, Customer, EventStatus
+from careflow.quiet_hours import SendWindow
+from careflow.runtime import Runtime
+
+
+def apply_timing_and_caps(
+    runtime: Runtime,
+    session: Session,
+    rows: list[dict[str, Any]],
+    customers: Mapping[int, Customer],
+    now: datetime,
+) -> None:
+    """Set each row's final status and reason in place: planned, deferred, expired or suppressed."""
+    if not rows:
+        return
+    centers = runtime.settings.centers
+    codes = {c.center_id: c.center.code for c in customers.values()}
+
+    def center_of(center_id: int) -> CenterSettings | None:
+        return centers.get(codes.get(center_id, ""))
+
+    for row in rows:
+        expires = row.get("expires_at")
+        if row["status"] == EventStatus.PLANNED and expires is not None and expires <= now:
+            row["status"] = EventStatus.EXPIRED
+            row["status_reason"] = f"the occasion expired at {expires.isoformat()}, before it was planned"
+    keys = [r["idempotency_key"] for r in rows]
+    existing = set(
+        session.scalars(select(CareEvent.idempotency_key).where(CareEvent.idempotency_key.in_(keys)))
+    )
+    apply_frequency_cap(session, rows, cap_for=lambda cid: Cap.of(center_of(cid)), existing_keys=existing)
+    for row in rows:
+        if row["status"] != EventStatus.PLANNED:
+            continue
+        customer = customers[row["customer_id"]]
+        tz = ZoneInfo(customer.timezone or customer.center.timezone)
+        window = SendWindow.of(center_of(row["center_id"]))
+        opening = window.next_opening(now, tz)
+        if opening is None:
+            continue
+        expires = row.get("expires_at")
+        if expires is not None and expires <= opening:
+            row["status"] = EventStatus.EXPIRED
+            row["status_reason"] = (
+                f"quiet hours ({window} {tz.key}): the occasion expires at {expires.isoformat()}, "
+                f"before the sending window opens at {opening.isoformat()}"
+            )
+            continue
+        row["status"] = EventStatus.DEFERRED
+        row["not_before"] = opening
+        row["status_reason"] = (
+            f"quiet hours ({window} {tz.key}): deferred until {opening.astimezone(tz).isoformat()}"
+        )

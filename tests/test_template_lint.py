@@ -1,0 +1,120 @@
+"""Template lint: one finding per kind of problem, and the send path refusing a template that fails."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from careflow.daily import run_day
+from careflow.models import EventStatus
+from careflow.sms_segments import count_segments
+from careflow.template_lint import FindingKind, LintContext, lint_source, lint_store
+from careflow.templates import TemplateStore
+from careflow.testing import add_customer, build_runtime, make_settings, parse_instant
+from careflow.testing.twilio_server import FakeTwilio
+from tests.policy_support import events, twilio_runtime
+
+ENV = TemplateStore().env
+CTX = LintContext(
+    variables={"age"}, samples={"age": 38}, marketing=True, segment_budget=2, center_name="安心汽车"
+)
+
+
+def kinds(
+    source: str, name: str = "birthday/sms.zh_CN.j2", ctx: LintContext = CTX
+) -> list[tuple[str, int | None]]:
+    return [(str(f.kind), f.line) for f in lint_source(ENV, source, name, ctx)]
+
+
+def test_a_clean_template_has_no_findings() -> None:
+    assert (
+        kinds("【{{ center.name }}】{{ customer.name }}，生日快乐！{% if age %}{{ age }}岁{% endif %}") == []
+    )
+
+
+def test_syntax_error_names_the_line() -> None:
+    assert kinds("hello\n{% if age %}no end") == [("syntax", 2)]
+    assert kinds("{{ customer.name | shout }}") == [("syntax", 1)]  # unknown filter
+
+
+def test_undefined_variables_against_the_plugins_declaration() -> None:
+    (finding,) = lint_source(ENV, "Hi\n{{ customer.name }} {{ coupon_code }}", "birthday/sms.en.j2", CTX)
+    assert (finding.kind, finding.line) == (FindingKind.UNDEFINED, 2)
+    assert "'coupon_code' is not a template variable" in finding.message
+    assert finding.as_dict()["template"] == "birthday/sms.en.j2"
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        "{{ customer.__class__.__mro__ }}",
+        "{{ customer['__class__'] }}",
+        "{{ customer | attr('format') }}",
+        "{{ '{0.__class__}'.format(customer) }}",
+        "{% for i in range(100000000) %}x{% endfor %}",
+        "{% include customer.name %}",
+    ],
+)
+def test_sandbox_escape_payloads_are_unsafe(payload: str) -> None:
+    assert {k for k, _ in kinds(payload)} == {"unsafe"}
+
+
+def test_segment_budget_counts_ucs2_and_the_footer() -> None:
+    # 67 characters fit one UCS-2 segment (70) alone; the 4-character footer pushes it over.
+    text = "【{{ center.name }}】" + "尊" * 61
+    one = LintContext(variables=set(), marketing=False, segment_budget=1, center_name="安心汽车")
+    assert kinds(text, ctx=one) == []
+    marketing = LintContext(variables=set(), marketing=True, segment_budget=1, center_name="安心汽车")
+    (finding,) = lint_source(ENV, text, "birthday/sms.zh_CN.j2", marketing)
+    assert finding.kind is FindingKind.SEGMENTS
+    assert "2 SMS segments (UCS-2, 71 units including the opt-out footer)" in finding.message
+
+
+def test_segment_counting_gsm7_and_ucs2() -> None:
+    assert (count_segments("a" * 160).count, count_segments("a" * 161).count) == (1, 2)
+    assert count_segments("a" * 306).count == 2 and count_segments("a" * 307).count == 3
+    assert (count_segments("好" * 70).count, count_segments("好" * 71).count) == (1, 2)
+    assert count_segments("€" * 80).units == 160  # extension characters take two septets
+    assert count_segments("a" * 100 + "😀").encoding == "UCS-2"
+
+
+def test_lint_store_reports_a_missing_locale_and_passes_shipped_templates(tmp_path: Path) -> None:
+    override = tmp_path / "tpl"
+    (override / "birthday").mkdir(parents=True)
+    (override / "birthday" / "sms.fr.j2").write_text("Joyeux anniversaire {{ customer.name }}", "utf-8")
+    (override / "winback").mkdir()
+    (override / "winback" / "sms.en.j2").write_text("We miss you, {{ customer.name }}", "utf-8")
+    runtime = build_runtime(make_settings(f"sqlite:///{tmp_path / 'c.db'}", templates={"dir": str(override)}))
+    try:
+        findings = lint_store(runtime)
+    finally:
+        runtime.close()
+    assert [(f.template, str(f.kind)) for f in findings] == [("winback/sms.zh_CN.j2", "missing-locale")]
+
+
+def test_a_template_that_fails_lint_is_never_used_for_a_send(tmp_path: Path, fake_twilio: FakeTwilio) -> None:
+    override = tmp_path / "tpl" / "birthday"
+    override.mkdir(parents=True)
+    (override / "sms.zh_CN.j2").write_text("{{ customer.name }} {{ customer.__class__ }}", "utf-8")
+    runtime = twilio_runtime(
+        f"sqlite:///{tmp_path / 'c.db'}", fake_twilio, templates={"dir": str(tmp_path / "tpl")}
+    )
+    try:
+        with runtime.sessions.begin() as session:
+            add_customer(
+                session, external_id="ZH", phone="+8613800000001", birthday=(1990, 5, 11), locale="zh_CN"
+            )
+            add_customer(
+                session, external_id="EN", phone="+8613800000002", birthday=(1990, 5, 11), locale="en"
+            )
+        run_day(runtime, now=parse_instant("2026-05-11T10:00:00+08:00"))
+        by_locale = {e.locale: e for e in events(runtime)}
+        broken = by_locale["zh_CN"]
+        assert broken.status == EventStatus.FAILED and broken.error_code == "template-lint"
+        assert "birthday/sms.zh_CN.j2 fails lint" in (broken.status_reason or "")
+        assert "unsafe" in (broken.status_reason or "")
+        assert by_locale["en"].status == EventStatus.SENT  # the rest of the run completes
+        assert [m.to for m in fake_twilio.messages] == ["+8613800000002"]
+    finally:
+        runtime.close()
