@@ -83,7 +83,9 @@ class TwilioSettings(_Section):
     timeout_seconds: float = Field(default=10.0, gt=0)
     # Where Twilio posts delivery status callbacks: <[web] public_url>/webhooks/twilio/status.
     status_callback_url: str | None = None
-<<<<<<< HEAD
+    # Per sender (from_number or messaging service), across every worker and host; 0: no limit.
+    # A long code sends 1 segment per second; toll-free and short codes more.
+    messages_per_second: float = Field(default=1.0, ge=0)
     # The WhatsApp sender when a center names none; falls back to from_number.
     whatsapp_from: str | None = None
 
@@ -117,14 +119,12 @@ class WebSettings(_Section):
     # Where customers (and Twilio) reach `careflow serve`, e.g. https://care.example.com;
     # links in e-mails start with it.
     public_url: str | None = None
+    # Where `careflow serve` listens.
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
 
 
 CHANNEL_NAMES = ("sms", "whatsapp", "email")
-=======
-    # Per sender (from_number or messaging service), across every worker and host; 0: no limit.
-    # A long code sends 1 segment per second; toll-free and short codes more.
-    messages_per_second: float = Field(default=1.0, ge=0)
->>>>>>> issue4-policy
 
 
 class CenterSettings(_Section):
@@ -132,7 +132,6 @@ class CenterSettings(_Section):
     timezone: str = "Asia/Shanghai"
     locale: str = "zh_CN"
     help_text: str = "Reply STOP to opt out."
-<<<<<<< HEAD
     # Postal address printed in every e-mail footer.
     address: str | None = None
     # This center's own senders; unset ones fall back to [twilio] / [email].
@@ -142,7 +141,6 @@ class CenterSettings(_Section):
     email_from: str | None = None
     # The order events fall back through when the preferred channel cannot reach a customer.
     channel_order: list[str] = Field(default_factory=lambda: list(CHANNEL_NAMES))
-=======
     # What an inbound STOP withdraws: consent for every purpose, or only for marketing.
     stop_withdraws: Literal["all", "marketing"] = "all"
     # Quiet hours: care messages go out only between these local times (customer's time zone).
@@ -151,14 +149,12 @@ class CenterSettings(_Section):
     # Frequency cap: at most this many care messages per customer in a rolling window (0: no cap).
     frequency_cap: int = Field(default=2, ge=0)
     frequency_window_days: int = Field(default=7, ge=1, le=366)
->>>>>>> issue4-policy
 
     @field_validator("timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:
         return _check_timezone(value)
 
-<<<<<<< HEAD
     @field_validator("sms_from", "whatsapp_from")
     @classmethod
     def _e164(cls, value: str | None) -> str | None:
@@ -185,7 +181,6 @@ class CenterSettings(_Section):
         if len(set(value)) != len(value) or not value:
             raise ValueError("list each channel at most once, and at least one")
         return value
-=======
     @field_validator("send_from", "send_until")
     @classmethod
     def _clock_time(cls, value: str) -> str:
@@ -201,7 +196,6 @@ class CenterSettings(_Section):
         if self.send_from == self.send_until:
             raise ValueError("send_from and send_until are equal: the sending window would be empty")
         return self
->>>>>>> issue4-policy
 
 
 class TemplateSettings(_Section):
@@ -223,7 +217,6 @@ class SchedulerSettings(_Section):
     batch_size: int = Field(default=2_000, ge=1, le=100_000)
 
 
-<<<<<<< HEAD
 def check_e164(value: str | None) -> str | None:
     """A sender number must be E.164 (+ country code, digits), checked with phonenumbers."""
     if value is None:
@@ -245,14 +238,6 @@ def check_email(value: str | None) -> str | None:
         return str(validate_email(value, check_deliverability=False).normalized)
     except EmailNotValidError as exc:
         raise ValueError(f"{value!r} is not a valid e-mail address ({exc})") from None
-=======
-class WebSettings(_Section):
-    host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=1, le=65535)
-    # The URL Twilio calls, as Twilio sees it (behind a proxy the Host header differs):
-    # signatures are computed over it, so it must match the console's webhook URLs exactly.
-    public_url: str | None = None
->>>>>>> issue4-policy
 
 
 def _secret_text(value: SecretStr | str | None) -> str:
@@ -274,7 +259,6 @@ class Settings(_Section):
     templates: TemplateSettings = TemplateSettings()
     delivery: DeliverySettings = DeliverySettings()
     scheduler: SchedulerSettings = SchedulerSettings()
-    web: WebSettings = WebSettings()
 
     @model_validator(mode="after")
     def _twilio_complete(self) -> Settings:

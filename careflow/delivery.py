@@ -12,23 +12,17 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from careflow.channels.base import OutgoingMessage, SendResult
-<<<<<<< HEAD
 from careflow.channels.whatsapp_content import ContentTemplate, content_template
-from careflow.email_content import with_footer
-=======
 from careflow.consent import withdraw_for_carrier_opt_out
->>>>>>> issue4-policy
+from careflow.email_content import with_footer
 from careflow.errors import SendError, TemplateError
 from careflow.models import CareEvent, Center, Customer, EventStatus, Purpose, utcnow
 from careflow.policies import consent_granted
 from careflow.rate_limit import back_off, pace
 from careflow.runtime import Runtime
-<<<<<<< HEAD
+from careflow.template_lint import lint_refusal
 from careflow.templates import Rendered
 from careflow.unsubscribe_links import unsubscribe_url
-=======
-from careflow.template_lint import lint_refusal
->>>>>>> issue4-policy
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +161,13 @@ def _prepare(
                 status_reason=f"{event.purpose} consent on {event.channel} withdrawn before sending",
             )
             return Outcome.SUPPRESSED
-<<<<<<< HEAD
+        if event.body is None:
+            refusal = lint_refusal(runtime, event, center)
+            if refusal is not None:  # a template that fails lint is never used for a send
+                _set_status(
+                    session, event_id, EventStatus.FAILED, status_reason=refusal, error_code="template-lint"
+                )
+                return Outcome.FAILED
         try:
             if event.body is None:
                 rendered = render_event_parts(runtime, event, customer, center)
@@ -178,25 +178,6 @@ def _prepare(
         except TemplateError as exc:
             _set_status(session, event_id, EventStatus.FAILED, status_reason=str(exc), error_code="template")
             return Outcome.FAILED
-=======
-        if event.body is None:
-            refusal = lint_refusal(runtime, event, center)
-            if refusal is not None:  # a template that fails lint is never used for a send
-                _set_status(
-                    session, event_id, EventStatus.FAILED, status_reason=refusal, error_code="template-lint"
-                )
-                return Outcome.FAILED
-            try:
-                body, subject = render_event(runtime, event, customer, center)
-            except TemplateError as exc:
-                _set_status(
-                    session, event_id, EventStatus.FAILED, status_reason=str(exc), error_code="template"
-                )
-                return Outcome.FAILED
-            # Stored before sending so that every retry and every reconciliation sends and
-            # looks for exactly the same text, even if a marketer edits the template meanwhile.
-            event.body, event.subject = body, subject
->>>>>>> issue4-policy
         message = OutgoingMessage(
             event_id=event.id,
             channel=event.channel,

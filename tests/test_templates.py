@@ -391,7 +391,7 @@ def test_broken_override_fails_only_its_event_and_sends_nothing_half_rendered(
 
     broken = events["en"]
     assert broken.status == EventStatus.FAILED
-    assert broken.error_code == "template"
+    assert broken.error_code == "template-lint"  # refused by lint before any render is attempted
     assert broken.status_reason is not None
     assert "birthday/sms.en.j2" in broken.status_reason
     assert "nickname" in broken.status_reason

@@ -74,19 +74,17 @@ def twilio_client(settings: TwilioSettings) -> Client:
 class TwilioChannel:
     """Creates messages with the Twilio REST API; errors become classified ``SendError``s."""
 
-<<<<<<< HEAD
     def __init__(
-        self, settings: TwilioSettings, channel: str, centers: Mapping[str, CenterSettings] | None = None
+        self,
+        settings: TwilioSettings,
+        channel: str,
+        centers: Mapping[str, CenterSettings] | None = None,
+        status_callback: str | None = None,
     ) -> None:
         self._settings = settings
         self._channel = channel
         self._centers = centers or {}
-=======
-    def __init__(self, settings: TwilioSettings, channel: str, status_callback: str | None = None) -> None:
-        self._settings = settings
-        self._channel = channel
         self._status_callback = status_callback or settings.status_callback_url
->>>>>>> issue4-policy
         self._client = twilio_client(settings)
 
     def _address(self, number: str) -> str:
@@ -108,7 +106,6 @@ class TwilioChannel:
         return {"from_": tw.from_number or ""}
 
     def send(self, message: OutgoingMessage) -> SendResult:
-<<<<<<< HEAD
         kwargs: dict[str, Any] = {"to": self._address(message.to), **self._sender(message.center_code)}
         if message.content_sid:
             # An approved WhatsApp template: Twilio fills it in; free text would be refused
@@ -118,13 +115,8 @@ class TwilioChannel:
                 kwargs["content_variables"] = message.content_variables
         else:
             kwargs["body"] = message.body
-        if self._settings.status_callback_url:
-            kwargs["status_callback"] = self._settings.status_callback_url
-=======
-        kwargs: dict[str, Any] = {"to": self._address(message.to), "body": message.body, **self._sender()}
         if self._status_callback:
             kwargs["status_callback"] = self._status_callback
->>>>>>> issue4-policy
         try:
             created = self._client.messages.create(**kwargs)
         except TwilioRestException as exc:
@@ -184,11 +176,7 @@ class TwilioProvider:
     channels = frozenset({"sms", "whatsapp"})
 
     def create(self, settings: Settings, channel: str) -> Channel:
-<<<<<<< HEAD
-        return TwilioChannel(settings.twilio, channel, settings.centers)
-=======
-        return TwilioChannel(settings.twilio, channel, status_callback_url(settings))
->>>>>>> issue4-policy
+        return TwilioChannel(settings.twilio, channel, settings.centers, status_callback_url(settings))
 
 
 @hookimpl(trylast=True)

@@ -143,7 +143,7 @@ def test_center_policy_can_keep_service_messages_after_stop(tmp_path: Path, fake
         run_day(rt, now=NOW)
         by_plugin = {e.plugin: e for e in events(rt)}
         assert by_plugin["birthday"].status == EventStatus.SUPPRESSED  # marketing
-        assert "no marketing consent" in (by_plugin["birthday"].status_reason or "")
+        assert "sms: opted out of marketing" in (by_plugin["birthday"].status_reason or "")
         assert by_plugin["warranty"].status == EventStatus.SENT  # service still goes out
         assert [m.body for m in fake_twilio.messages] == ["【Anxin Auto】客户0：warranty note"]
     finally:

@@ -18,9 +18,11 @@ from careflow.scheduler import PlanReport, plan
 from careflow.testing import add_customer, build_runtime, make_settings, parse_instant
 from careflow_plugins.birthday import BirthdayPlugin
 
+# These tests are about when a birthday is due, not about quiet hours: send around the clock.
+ALWAYS = {"send_from": "00:00", "send_until": "24:00"}
 CENTERS = {
-    "sh": {"name": "浦东汽车服务中心", "timezone": "Asia/Shanghai", "locale": "zh_CN"},
-    "la": {"name": "Sunset Motors", "timezone": "America/Los_Angeles", "locale": "en"},
+    "sh": {"name": "浦东汽车服务中心", "timezone": "Asia/Shanghai", "locale": "zh_CN", **ALWAYS},
+    "la": {"name": "Sunset Motors", "timezone": "America/Los_Angeles", "locale": "en", **ALWAYS},
 }
 
 # 23:30 UTC on May 10: already May 11 in Shanghai, still May 10 in Los Angeles.
