@@ -181,6 +181,7 @@ class CenterSettings(_Section):
         if len(set(value)) != len(value) or not value:
             raise ValueError("list each channel at most once, and at least one")
         return value
+
     @field_validator("send_from", "send_until")
     @classmethod
     def _clock_time(cls, value: str) -> str:
