@@ -179,6 +179,8 @@ class Vehicle(Base):
     # maintenance plugin narrows candidates with an index instead of replaying every history.
     next_service_due: Mapped[date | None] = mapped_column(Date, index=True)
     next_service_reason: Mapped[str | None] = mapped_column(String(16))  # "time" or "mileage"
+    # The last maintenance visit (or purchase date) the due date counts from: a new visit, a new cycle.
+    next_service_from: Mapped[date | None] = mapped_column(Date)
 
 
 class ServiceVisit(Base):
