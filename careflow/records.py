@@ -175,8 +175,9 @@ class _RecordImporter:
                 good.append((number, values))
         good = self.check_together(good, report)
         report.skipped_rows.sort()
+        report.problems.sort(key=_row_number)  # stable: a row's problems stay in column order
         if report.problems and not self.skip_invalid:
-            raise ImportDataError(sorted(report.problems, key=_row_number))
+            raise ImportDataError(report.problems)
         self.write([v for _, v in good], header, report)
         self.session.flush()
         return report
