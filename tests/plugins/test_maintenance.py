@@ -53,12 +53,20 @@ def recorded(runtime: Runtime) -> list[tuple[str, str, str, date]]:
 
 
 def serviced_car(
-    runtime: Runtime, external_id: str, last_service: date, *, months: int = 6, km: int | None = None, **kw: Any
+    runtime: Runtime,
+    external_id: str,
+    last_service: date,
+    *,
+    months: int = 6,
+    km: int | None = None,
+    **kw: Any,
 ) -> int:
     """A customer whose car had its last maintenance on ``last_service``; returns the vehicle id."""
     with runtime.sessions() as session:
         customer = add_customer(session, external_id=external_id, **kw)
-        vehicle = add_vehicle(session, customer, plate=f"沪A{external_id}", interval_months=months, interval_km=km)
+        vehicle = add_vehicle(
+            session, customer, plate=f"沪A{external_id}", interval_months=months, interval_km=km
+        )
         add_visit(session, vehicle, day=last_service, mileage=None)
         session.commit()
         return vehicle.id
@@ -95,7 +103,10 @@ def test_mileage_first_when_the_car_is_driven_a_lot() -> None:
 
 
 def test_time_first_when_the_car_is_rarely_driven() -> None:
-    visits = [VisitFact(date(2025, 7, 31), 20_000, "maintenance"), VisitFact(date(2025, 12, 31), 21_000, "repair")]
+    visits = [
+        VisitFact(date(2025, 7, 31), 20_000, "maintenance"),
+        VisitFact(date(2025, 12, 31), 21_000, "repair"),
+    ]
     due = next_service(visits, purchase_date=None, interval_months=6, interval_km=10_000)
     assert due is not None
     assert (due.due, due.reason) == (date(2026, 1, 31), "time")
@@ -179,7 +190,11 @@ def test_warranty_reminder_thirty_days_before_once(runtime: Runtime) -> None:
     with runtime.sessions() as session:
         customer = add_customer(session, external_id="W1")
         add_vehicle(
-            session, customer, purchase_date=date(2023, 3, 31), warranty_end=date(2026, 3, 31), interval_months=None
+            session,
+            customer,
+            purchase_date=date(2023, 3, 31),
+            warranty_end=date(2026, 3, 31),
+            interval_months=None,
         )
         session.commit()
     plan(runtime, now=NOW, day=date(2026, 2, 28))  # 31 days before
@@ -330,7 +345,9 @@ def test_messages_render_in_both_locales_with_plate_due_date_reason_and_voucher(
         with rt.sessions() as session:
             bodies = dict(
                 session.execute(
-                    select(Customer.external_id, CareEvent.body).join(Customer, Customer.id == CareEvent.customer_id)
+                    select(Customer.external_id, CareEvent.body).join(
+                        Customer, Customer.id == CareEvent.customer_id
+                    )
                 ).all()
             )
             statuses = set(session.scalars(select(CareEvent.status)))

@@ -78,14 +78,19 @@ def test_settings_are_validated_at_start_up(tmp_path: Path) -> None:
         make_runtime(f"sqlite:///{tmp_path / 'v.db'}", no_such_key=1)
 
 
-def test_spending_takes_the_soonest_expiring_points_first_and_expired_points_are_gone(session: Session) -> None:
+def test_spending_takes_the_soonest_expiring_points_first_and_expired_points_are_gone(
+    session: Session,
+) -> None:
     customer, car = customer_with_car(session)
     add_visit(session, car, day=date(2024, 5, 1), amount=3000, points=RULES)  # 300, expires 2026-05-01
     add_visit(session, car, day=date(2025, 3, 1), amount=5000, kind="repair", points=RULES)  # 500, 2027-03-01
     add_visit(session, car, day=date(2025, 9, 1), amount=4000, kind="repair", points=RULES)  # 400, 2027-09-01
     assert balance(session, customer.id, date(2026, 4, 30)) == 1200
     adjust(session, customer, -350, reason="goodwill correction", today=date(2026, 4, 30), rules=RULES)
-    lots = {e.entry_date: e.remaining for e in session.scalars(select(PointsEntry).where(PointsEntry.kind == "earn"))}
+    lots = {
+        e.entry_date: e.remaining
+        for e in session.scalars(select(PointsEntry).where(PointsEntry.kind == "earn"))
+    }
     assert lots == {date(2024, 5, 1): 0, date(2025, 3, 1): 450, date(2025, 9, 1): 400}
     assert balance(session, customer.id, date(2026, 4, 30)) == 850
     # On 2027-03-01 the 2025-03-01 lot has expired: only the newest lot is left to spend.
@@ -207,7 +212,9 @@ def test_threshold_crossing_is_told_once_per_crossing(runtime: Runtime) -> None:
     with runtime.sessions() as s:
         car3, c = s.get(Vehicle, car.id), s.get(Customer, customer.id)
         assert car3 is not None and c is not None
-        add_visit(s, car3, day=date(2026, 6, 5), amount=1000, kind="repair", points=RULES)  # 1200, still above
+        add_visit(
+            s, car3, day=date(2026, 6, 5), amount=1000, kind="repair", points=RULES
+        )  # 1200, still above
         redeem(s, c, kind="repair", blocks=1, today=date(2026, 6, 6), rules=RULES)  # 200: below again
         s.commit()
     plan(runtime, now=NOW, day=date(2026, 6, 6))
@@ -215,7 +222,9 @@ def test_threshold_crossing_is_told_once_per_crossing(runtime: Runtime) -> None:
     with runtime.sessions() as s:
         c = s.get(Customer, customer.id)
         assert c is not None
-        again = adjust(s, c, 900, reason="campaign", today=date(2026, 6, 7), rules=RULES)  # 1100: crossed again
+        again = adjust(
+            s, c, 900, reason="campaign", today=date(2026, 6, 7), rules=RULES
+        )  # 1100: crossed again
         s.commit()
         again_id = again.id
     plan(runtime, now=NOW, day=date(2026, 6, 7))
