@@ -175,23 +175,22 @@ def test_a_voucher_recorded_on_a_maintenance_visit_is_used_once(session: Session
     customer = session.get(Customer, c1)
     assert customer is not None
     voucher = redeem(session, customer, kind="repair", blocks=1, today=date(2026, 5, 1), rules=rules)
-    on_repair = (
-        f"customer_external_id,plate,date,kind,voucher_code\nC1,沪A12345,2026-05-20,repair,{voucher.code}\n"
-    )
+    head = "customer_external_id,plate,date,kind,voucher_code\n"
+    on_repair = f"{head}C1,沪A12345,2026-05-20,repair,{voucher.code}\n"
     with pytest.raises(ImportDataError, match=r"row 2, column voucher_code: .*only at a maintenance visit"):
         visits(session).run_text(on_repair)
-    by_c2 = f"customer_external_id,plate,date,kind,voucher_code\nC2,粤B88888,2026-05-20,maintenance,{voucher.code}\n"
+    by_c2 = f"{head}C2,粤B88888,2026-05-20,maintenance,{voucher.code}\n"
     with pytest.raises(ImportDataError, match="belongs to another customer"):
         visits(session).run_text(by_c2)
     good = on_repair.replace("repair,", "maintenance,")
     twice = good + f"C1,沪A12345,2026-05-21,maintenance,{voucher.code}\n"
-    with pytest.raises(ImportDataError, match="row 3, column voucher_code: .*already used on row 2"):
+    with pytest.raises(ImportDataError, match=r"row 3, column voucher_code: .*already used on row 2"):
         visits(session).run_text(twice)
     visits(session).run_text(good)
     visits(session).run_text(good)  # re-importing the same visit is not a second use
     session.refresh(voucher)
     assert voucher.used_on == date(2026, 5, 20)
-    later = f"customer_external_id,plate,date,kind,voucher_code\nC1,沪A12345,2026-05-30,maintenance,{voucher.code}\n"
+    later = f"{head}C1,沪A12345,2026-05-30,maintenance,{voucher.code}\n"
     with pytest.raises(ImportDataError, match="already used on 2026-05-20"):
         visits(session).run_text(later)
     # Taking the voucher off the visit (a correction) makes it usable again.

@@ -254,7 +254,7 @@ def test_points_expiring_within_30_days_are_told_once(runtime: Runtime) -> None:
 
 def test_voucher_expiring_within_14_days_unused_is_told_once(runtime: Runtime) -> None:
     with runtime.sessions() as s:
-        customer, car = rich_customer(s, points=1000)
+        customer, _ = rich_customer(s, points=1000)
         other, other_car = rich_customer(s, "C2", points=1000)
         voucher = redeem(s, customer, kind="repair", blocks=1, today=date(2026, 1, 1), rules=RULES)
         lapsed = redeem(s, other, kind="repair", blocks=1, today=date(2026, 1, 1), rules=RULES)
