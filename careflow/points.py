@@ -36,7 +36,9 @@ class PointsRules(BaseModel):
         default_factory=lambda: {"repair": Decimal(100), "accessory": Decimal(100)},
         description="value of one block's voucher, per kind",
     )
-    voucher_valid_days: int = Field(default=180, ge=1, le=3650)
+    voucher_valid_days: int = Field(
+        default=180, ge=1, le=3650, description="a voucher expires this long after"
+    )
 
 
 def points_rules(settings: Settings) -> PointsRules | None:

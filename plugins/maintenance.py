@@ -29,7 +29,9 @@ class MaintenanceSettings(PluginSettings):
     late_days: int = Field(
         default=3, ge=0, le=30, description="a missed due-day reminder still goes out this many days late"
     )
-    warranty_days_before: int = Field(default=30, ge=1, le=180)
+    warranty_days_before: int = Field(
+        default=30, ge=1, le=180, description="remind once this many days before the warranty ends"
+    )
     daily_capacity: int | None = Field(
         default=None, ge=1, description="maintenance bookings a center can take per day (pacing)"
     )
