@@ -503,4 +503,7 @@ from careflow.commands import load_commands  # noqa: E402  (modules register ont
 load_commands()
 
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    # Command modules register on the importable careflow.cli, not on this __main__ copy.
+    from careflow.cli import main as registered_main
+
+    registered_main()

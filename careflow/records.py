@@ -9,13 +9,14 @@ from datetime import date
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, ClassVar
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
 from careflow.errors import ImportDataError
 from careflow.importing import FieldProblem, ImportReport, read_rows
-from careflow.models import Center, Customer, ServiceVisit, Vehicle
+from careflow.models import Center, Customer, ServiceVisit, Vehicle, utcnow
 from careflow.points import (
     PointsError,
     PointsRules,
@@ -103,6 +104,11 @@ def parse_voucher_code(value: str) -> str:
     if len(code) > 32:
         raise FieldProblem("too long for a voucher code")
     return code
+
+
+def center_today(center: Center) -> date:
+    """The center's local date: records dated after it are refused as "in the future"."""
+    return utcnow().astimezone(ZoneInfo(center.timezone)).date()
 
 
 def refresh_service_due(session: Session, vehicle_ids: Iterable[int]) -> None:

@@ -8,10 +8,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from careflow.cli import _center, _friendly_errors, main, opened_runtime, out
-from careflow.commands.records import center_today
 from careflow.errors import CareflowError
 from careflow.models import Center, Customer, PointsEntry, Voucher
 from careflow.points import VOUCHER_KINDS, PointsRules, adjust, balance, points_rules, redeem
+from careflow.records import center_today
 from careflow.runtime import Runtime
 
 

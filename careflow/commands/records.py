@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from datetime import date, datetime
+from datetime import datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import click
 from sqlalchemy.orm import Session
@@ -14,16 +13,11 @@ from sqlalchemy.orm import Session
 from careflow.cli import _center, _friendly_errors, err, import_, main, opened_runtime, out
 from careflow.errors import ImportDataError
 from careflow.importing import ImportReport
-from careflow.models import Center, utcnow
+from careflow.models import Center
 from careflow.points import points_rules
-from careflow.records import VISIT_COLUMNS, VehicleImporter, VisitImporter, without_row_prefix
+from careflow.records import VISIT_COLUMNS, VehicleImporter, VisitImporter, center_today, without_row_prefix
 from careflow.runtime import Runtime
 from careflow.service_due import VISIT_KINDS
-
-
-def center_today(center: Center) -> date:
-    """The center's local date: records dated after it are refused as "in the future"."""
-    return utcnow().astimezone(ZoneInfo(center.timezone)).date()
 
 
 def _run_import(

@@ -274,6 +274,22 @@ def test_capacity_pacing_spreads_reminders_stably_and_reminds_everyone(tmp_path:
         rt.close()
 
 
+def test_cars_arriving_day_by_day_are_each_reminded_once_and_in_time(tmp_path: Path) -> None:
+    rt = make_runtime(f"sqlite:///{tmp_path / 'd.db'}", daily_capacity=1, max_advance_days=3)
+    try:
+        # Every day a new car joins the queue for March 15 (natural reminder day March 8):
+        # later arrivals push earlier ones earlier, and nobody may fall through.
+        for offset in range(8):
+            day = date(2026, 3, 1) + timedelta(days=offset)
+            serviced_car(rt, f"N{offset}", date(2026, 2, 15), months=1)
+            plan(rt, now=NOW, day=day)
+        events = [(c, d) for c, o, _, d in recorded(rt) if o == "service-soon"]
+        assert sorted(c for c, _ in events) == [f"N{i}" for i in range(8)]
+        assert all(date(2026, 3, 5) <= d <= date(2026, 3, 8) for _, d in events)
+    finally:
+        rt.close()
+
+
 def test_pacing_without_capacity_sends_all_on_the_natural_day(runtime: Runtime) -> None:
     for i in range(5):
         serviced_car(runtime, f"A{i}", date(2026, 2, 15), months=1)
