@@ -9,7 +9,7 @@ from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
-from sqlalchemy import func, select
+from sqlalchemy import Exists, func, select
 from sqlalchemy.orm import Session
 
 from careflow.config import Settings, format_validation_error
@@ -255,6 +255,19 @@ def check_voucher(
             f"{voucher.issued_on.isoformat()}, which was on {missed.isoformat()}"
         )
     return voucher
+
+
+def voucher_lapsed() -> Exists:
+    """SQL: a maintenance visit happened since the voucher was issued, so it can no longer be used."""
+    return (
+        select(ServiceVisit.id)
+        .where(
+            ServiceVisit.customer_id == Voucher.customer_id,
+            ServiceVisit.kind == MAINTENANCE,
+            ServiceVisit.date >= Voucher.issued_on,
+        )
+        .exists()
+    )
 
 
 def use_voucher(voucher: Voucher, visit: ServiceVisit) -> None:

@@ -14,6 +14,7 @@ from careflow.care import CarePlugin, Occasion, PlanContext, PluginSettings
 from careflow.hookspecs import hookimpl
 from careflow.models import CareEvent, Center, Customer, Purpose, Vehicle, Voucher
 from careflow.pacing import PacedItem, pace
+from careflow.points import voucher_lapsed
 
 SOON, DUE, WARRANTY = "service-soon", "service-due", "warranty-ending"
 
@@ -47,10 +48,9 @@ class MaintenanceSettings(PluginSettings):
         return self.daily_capacity
 
 
-def cycle_period(vehicle: Vehicle) -> str:
+def cycle_period(vehicle_id: int, cycle_start: date | None) -> str:
     """One service cycle of one vehicle: a new maintenance visit starts a new one."""
-    start = vehicle.next_service_from.isoformat() if vehicle.next_service_from else "none"
-    return f"{vehicle.id}-{start}"
+    return f"{vehicle_id}-{cycle_start.isoformat() if cycle_start else 'none'}"
 
 
 class MaintenancePlugin(CarePlugin):
@@ -117,7 +117,7 @@ class MaintenancePlugin(CarePlugin):
                     yield Occasion(
                         customer=customer,
                         key=key,
-                        period=cycle_period(vehicle),
+                        period=cycle_period(vehicle.id, vehicle.next_service_from),
                         due_date=today,
                         context={
                             **base,
@@ -184,7 +184,7 @@ def _center_plan(
             Vehicle.next_service_due.between(today + timedelta(days=1), horizon),
         )
     ).all()
-    periods = {vid: f"{vid}-{start.isoformat() if start else 'none'}" for vid, _, start in window}
+    periods = {vid: cycle_period(vid, start) for vid, _, start in window}
     reminded: set[str] = set()
     wanted = list(periods.values())
     for start in range(0, len(wanted), 5_000):
@@ -228,6 +228,7 @@ def _vouchers(ctx: PlanContext, customer_ids: set[int], earliest: date) -> dict[
         .where(
             Voucher.customer_id.in_(sorted(customer_ids)),
             and_(Voucher.used_visit_id.is_(None), Voucher.expires_on >= earliest),
+            ~voucher_lapsed(),
         )
         .order_by(Voucher.expires_on, Voucher.id)
     )

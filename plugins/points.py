@@ -11,9 +11,8 @@ from sqlalchemy import and_, func, select
 
 from careflow.care import CarePlugin, Occasion, PlanContext, PluginSettings
 from careflow.hookspecs import hookimpl
-from careflow.models import Customer, PointsEntry, Purpose, ServiceVisit, Voucher
-from careflow.points import PointsRules
-from careflow.service_due import MAINTENANCE
+from careflow.models import Customer, PointsEntry, Purpose, Voucher
+from careflow.points import PointsRules, voucher_lapsed
 
 THRESHOLD, POINTS_EXPIRING, VOUCHER_EXPIRING = "threshold", "points-expiring", "voucher-expiring"
 
@@ -164,15 +163,7 @@ class PointsPlugin(CarePlugin):
     ) -> Iterable[Occasion]:
         window = timedelta(days=settings.voucher_expiring_days)
         # A voucher is valid at the next maintenance visit only: once one happened, it lapsed.
-        lapsed = (
-            select(ServiceVisit.id)
-            .where(
-                ServiceVisit.customer_id == Voucher.customer_id,
-                ServiceVisit.kind == MAINTENANCE,
-                ServiceVisit.date >= Voucher.issued_on,
-            )
-            .exists()
-        )
+        lapsed = voucher_lapsed()
         rows = ctx.session.execute(
             select(Customer, Voucher)
             .join(Customer, Customer.id == Voucher.customer_id)

@@ -356,6 +356,20 @@ def test_messages_render_in_both_locales_with_plate_due_date_reason_and_voucher(
                     expires_on=date(2026, 8, 1),
                 )
             )
+            en = session.scalar(select(Customer).where(Customer.external_id == "EN"))
+            assert en is not None
+            # Issued before EN's last service on Jan 31: that visit was its "next maintenance".
+            session.add(
+                Voucher(
+                    code="V-LAPS-0001",
+                    customer_id=en.id,
+                    kind="repair",
+                    points=1000,
+                    value=100,
+                    issued_on=date(2026, 1, 1),
+                    expires_on=date(2026, 8, 1),
+                )
+            )
             session.commit()
         run_day(rt, now=NOW, day=date(2026, 2, 21))
         with rt.sessions() as session:
