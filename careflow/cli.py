@@ -483,6 +483,7 @@ def plugins() -> None:
             plugin.description,
         )
     out.print(table)
+    out.print(_settings_table(registry.care_plugins, checked))
     providers = Table(title="channel providers")
     providers.add_column("provider")
     providers.add_column("channels")
@@ -493,6 +494,19 @@ def plugins() -> None:
     out.print(providers)
     for failure in registry.failures:
         err.print(f"[red]plugin {failure.name} failed to load:[/] {failure.error}", highlight=False)
+
+
+def _settings_table(care_plugins: dict[str, Any], checked: dict[str, Any]) -> Table:
+    """Each care plugin's effective settings (defaults included), as ``[plugins.<name>]`` keys."""
+    table = Table(title=escape("care plugin settings ([plugins.<name>] in careflow.toml)"))
+    for col in ("plugin", "key", "value", "meaning"):
+        table.add_column(col, overflow="fold")
+    for name in sorted(care_plugins):
+        fields = type(checked[name]).model_fields
+        for key, value in checked[name].model_dump(mode="json", exclude={"enabled"}).items():
+            meaning = fields[key].description or ""
+            table.add_row(name, key, json.dumps(value, ensure_ascii=False), meaning)
+    return table
 
 
 @main.command()

@@ -114,6 +114,9 @@ def render_event_parts(runtime: Runtime, event: CareEvent, customer: Customer, c
         marketing=event.purpose == Purpose.MARKETING,
     )
     center_cfg = runtime.settings.centers.get(center.code)
+    if event.channel == "email" and rendered.subject is None:
+        # Written from an SMS template: the center's name is an honest subject line.
+        rendered = replace(rendered, subject=center.name)
     if event.channel == "email" and rendered.html is not None and center_cfg is not None:
         text, html = with_footer(
             rendered.body,

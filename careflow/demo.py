@@ -16,8 +16,10 @@ from sqlalchemy import func, select
 
 from careflow.config import load_settings
 from careflow.daily import run_day
+from careflow.demo_records import import_sample_records
 from careflow.importing import CUSTOMER_COLUMNS, CustomerImporter
 from careflow.models import CareEvent, Center, Customer
+from careflow.points import points_rules
 from careflow.runtime import Runtime
 
 DEMO_CONFIG = """\
@@ -47,9 +49,17 @@ timezone = "Asia/Shanghai"
 locale = "zh_CN"
 help_text = "回T退订，客服热线 400-800-1234"
 address = "上海市浦东新区世纪大道88号"
+frequency_cap = 3                      # care messages per customer per 7 days
 email_from = "care@anxin-auto.example.com"
 
 [plugins.birthday]
+enabled = true
+
+[plugins.maintenance]
+enabled = true
+daily_capacity = 8                     # maintenance bookings a day: reminders are paced to fit
+
+[plugins.points]
 enabled = true
 """
 
@@ -174,8 +184,14 @@ def run_demo(directory: Path, *, customers: int, now: datetime, out: Console, er
             center = session.scalars(select(Center).where(Center.code == "main")).one()
             imported = CustomerImporter(session, center).run(csv_path)
             session.commit()
+            records = import_sample_records(session, center, directory, today, points_rules(settings))
+            session.commit()
         out.print(f"[bold]careflow demo[/] in {directory.resolve()}")
         out.print(f"imported {csv_path.name}: {imported.created} new, {imported.updated} updated customers")
+        out.print(
+            f"imported vehicles.csv and visits.csv: {records.vehicles} vehicles, {records.visits} visits; "
+            f"{records.vouchers} points voucher(s) issued"
+        )
         out.print(
             f"running today's care ({today.isoformat()}, {center_tz.key}); messages go to the console:\n"
         )

@@ -181,11 +181,21 @@ class Vehicle(Base):
     warranty_end: Mapped[date | None] = mapped_column(Date, index=True)
     interval_months: Mapped[int | None] = mapped_column(SmallInteger)
     interval_km: Mapped[int | None] = mapped_column(Integer)
+    # Kept current by careflow.records whenever the vehicle or its visits change, so the
+    # maintenance plugin narrows candidates with an index instead of replaying every history.
+    next_service_due: Mapped[date | None] = mapped_column(Date, index=True)
+    next_service_reason: Mapped[str | None] = mapped_column(String(16))  # "time" or "mileage"
+    # The last maintenance visit (or purchase date) the due date counts from: a new visit, a new cycle.
+    next_service_from: Mapped[date | None] = mapped_column(Date)
 
 
 class ServiceVisit(Base):
     __tablename__ = "service_visits"
-    __table_args__ = (Index("ix_service_visits_customer_date", "customer_id", "date"),)
+    __table_args__ = (
+        Index("ix_service_visits_customer_date", "customer_id", "date"),
+        # Re-importing a visit updates it: one visit per customer, vehicle, day and kind.
+        UniqueConstraint("customer_id", "vehicle_id", "date", "kind"),
+    )
 
     id: Mapped[intpk]
     customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
@@ -195,6 +205,49 @@ class ServiceVisit(Base):
     amount: Mapped[Decimal | None] = mapped_column(Numeric(12, 2))
     kind: Mapped[str] = mapped_column(String(32))
     voucher_code: Mapped[str | None] = mapped_column(String(64))
+
+
+class Voucher(Base):
+    """A repair or accessory voucher bought with points, valid only at the next maintenance visit."""
+
+    __tablename__ = "vouchers"
+
+    id: Mapped[intpk]
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # "repair" or "accessory"
+    points: Mapped[int] = mapped_column(Integer)
+    value: Mapped[Decimal] = mapped_column(Numeric(12, 2))
+    issued_on: Mapped[date] = mapped_column(Date)
+    expires_on: Mapped[date] = mapped_column(Date, index=True)
+    used_visit_id: Mapped[int | None] = mapped_column(
+        ForeignKey("service_visits.id", ondelete="SET NULL"), unique=True
+    )
+    used_on: Mapped[date | None] = mapped_column(Date)
+    created_at: Mapped[created_at]
+
+
+class PointsEntry(Base):
+    """One line of a customer's points ledger; positive lines are lots consumed oldest-expiry first."""
+
+    __tablename__ = "points_ledger"
+    __table_args__ = (Index("ix_points_ledger_customer_expires", "customer_id", "expires_on"),)
+
+    id: Mapped[intpk]
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))  # earn, adjust, redeem
+    points: Mapped[int] = mapped_column(Integer)  # signed
+    # What is left of a positive lot; expired lots keep theirs (they can no longer be spent).
+    remaining: Mapped[int] = mapped_column(Integer, default=0)
+    entry_date: Mapped[date] = mapped_column(Date)
+    expires_on: Mapped[date | None] = mapped_column(Date, index=True)
+    # UNIQUE: a visit earns once however often it is re-imported.
+    visit_id: Mapped[int | None] = mapped_column(
+        ForeignKey("service_visits.id", ondelete="CASCADE"), unique=True
+    )
+    voucher_id: Mapped[int | None] = mapped_column(ForeignKey("vouchers.id", ondelete="SET NULL"))
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[created_at]
 
 
 class CareEvent(Base):

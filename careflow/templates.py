@@ -31,6 +31,10 @@ from careflow.errors import TemplateError
 
 MAX_OUTPUT_CHARS = 5_000
 
+# Channels whose messages can be written from another channel's template when a plugin
+# ships none of their own (plain text works everywhere).
+TEXT_FALLBACK: dict[str, tuple[str, ...]] = {"whatsapp": ("sms",), "email": ("sms",)}
+
 # The opt-out instruction each language requires on marketing SMS.
 OPT_OUT_FOOTERS: dict[str, str] = {
     "zh": "回T退订",
@@ -144,19 +148,24 @@ class TemplateStore:
     def resolve(
         self, template: str, channel: str, locale: str | None, center_code: str, center_locale: str
     ) -> str:
-        """The template file to use: center override, then global, per locale in fallback order."""
+        """The template file to use: center override, then global, per locale in fallback order.
+
+        A plugin that ships only SMS texts still reaches customers who prefer WhatsApp or
+        e-mail: those channels fall back to the SMS template in the same locale.
+        """
         tried = []
         for loc in locale_chain(locale, center_locale):
-            for prefix in (f"centers/{center_code}/", ""):
-                name = f"{prefix}{template}/{channel}.{loc}.j2"
-                tried.append(name)
-                try:
-                    self.env.get_template(name)
-                except TemplateNotFound:
-                    continue
-                except TemplateSyntaxError as exc:
-                    raise TemplateError(_describe(exc, name)) from None
-                return name
+            for candidate_channel in (channel, *TEXT_FALLBACK.get(channel, ())):
+                for prefix in (f"centers/{center_code}/", ""):
+                    name = f"{prefix}{template}/{candidate_channel}.{loc}.j2"
+                    tried.append(name)
+                    try:
+                        self.env.get_template(name)
+                    except TemplateNotFound:
+                        continue
+                    except TemplateSyntaxError as exc:
+                        raise TemplateError(_describe(exc, name)) from None
+                    return name
         raise TemplateError(f"no template for {template!r} on {channel}; looked for: {', '.join(tried)}")
 
     def render(

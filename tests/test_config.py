@@ -327,7 +327,7 @@ def test_unknown_plugin_section_names_the_plugin(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_plugins().plugin_settings(settings)
 
-    assert "[plugins.nosuch]: no such care plugin is installed (installed: birthday)" in str(caught.value)
+    assert "[plugins.nosuch]: no such care plugin is installed (installed: birthday" in str(caught.value)
 
 
 def test_runtime_build_refuses_an_unknown_plugin_section(tmp_path: Path) -> None:
@@ -489,7 +489,7 @@ def test_cli_unknown_plugin_section_is_an_error(here: Path) -> None:
     result = invoke("plugins")
 
     assert_clean_failure(result)
-    assert "error: [plugins.nosuch]: no such care plugin is installed (installed: birthday)" in result.stderr
+    assert "error: [plugins.nosuch]: no such care plugin is installed (installed: birthday" in result.stderr
 
 
 def test_cli_misspelt_plugin_key_is_an_error(here: Path) -> None:

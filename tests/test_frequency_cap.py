@@ -14,7 +14,7 @@ from tests.care_plugins_for_tests import EveryoneToday, ExtraCarePlugins
 from tests.policy_support import events, twilio_runtime
 
 NOW = parse_instant("2026-05-11T10:00:00+08:00")
-ENABLED = {name: {"enabled": True} for name in ("warranty", "points", "holiday")}
+ENABLED = {name: {"enabled": True} for name in ("warranty", "loyalty", "holiday")}
 
 
 def runtime_with_three_plugins(  # type: ignore[no-untyped-def]
@@ -24,7 +24,7 @@ def runtime_with_three_plugins(  # type: ignore[no-untyped-def]
         tmp_path / "tpl",
         EveryoneToday("holiday", 10),
         EveryoneToday("warranty", 90),
-        EveryoneToday("points", 50),
+        EveryoneToday("loyalty", 50),
     )
     url = db_url or f"sqlite:///{tmp_path / 'c.db'}"
     return twilio_runtime(url, fake_twilio, extra_plugins=[plugins], plugins=ENABLED, center=center)
@@ -41,12 +41,12 @@ def test_higher_priority_wins_and_the_rest_are_suppressed_with_a_reason(
         assert report.new == 3 and report.suppressed == 1
         by_plugin = {e.plugin: e for e in events(runtime)}
         assert by_plugin["warranty"].status == EventStatus.SENT
-        assert by_plugin["points"].status == EventStatus.SENT
+        assert by_plugin["loyalty"].status == EventStatus.SENT
         holiday = by_plugin["holiday"]
         assert holiday.status == EventStatus.SUPPRESSED
         assert holiday.status_reason == (
             "frequency cap: at most 2 care message(s) per 7 days; 0 already recorded in the window; "
-            "gave way to warranty (priority 90), points (priority 50) (this: holiday, priority 10)"
+            "gave way to warranty (priority 90), loyalty (priority 50) (this: holiday, priority 10)"
         )
         assert len(fake_twilio.messages) == 2
         # Re-running the day does not re-decide or send anything.
@@ -87,9 +87,9 @@ def test_messages_already_in_the_window_count(tmp_path: Path, db_url: str, fake_
         plan(runtime, now=NOW)
         today = {e.plugin: e for e in events(runtime) if e.plugin != "manual"}
         assert today["warranty"].status == EventStatus.PLANNED
-        assert today["points"].status == EventStatus.SUPPRESSED
+        assert today["loyalty"].status == EventStatus.SUPPRESSED
         assert today["holiday"].status == EventStatus.SUPPRESSED
-        assert "1 already recorded in the window" in (today["points"].status_reason or "")
+        assert "1 already recorded in the window" in (today["loyalty"].status_reason or "")
     finally:
         runtime.close()
 

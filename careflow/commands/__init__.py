@@ -7,7 +7,12 @@ from __future__ import annotations
 
 import importlib
 
-COMMAND_MODULES: tuple[str, ...] = ("careflow.commands.serve", "careflow.commands.templates")
+COMMAND_MODULES: tuple[str, ...] = (
+    "careflow.commands.serve",
+    "careflow.commands.templates",
+    "careflow.commands.records",
+    "careflow.commands.points",
+)
 
 
 def load_commands() -> None:

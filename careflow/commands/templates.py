@@ -6,6 +6,7 @@ import json
 import sys
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from careflow.cli import _friendly_errors, main, opened_runtime, out
@@ -37,7 +38,7 @@ def lint(as_json: bool) -> None:
         for col in ("template", "line", "kind", "message"):
             table.add_column(col, overflow="fold")
         for f in findings:
-            table.add_row(f.template, str(f.line or "-"), str(f.kind), f.message)
+            table.add_row(f.template, str(f.line or "-"), str(f.kind), escape(f.message))
         out.print(table)
     else:
         out.print(f"all templates pass lint (SMS segment budget {budget})")

@@ -1,0 +1,51 @@
+"""`careflow plugins` lists the service plugins with their settings; the demo shows them firing."""
+
+from __future__ import annotations
+
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from rich.console import Console
+from sqlalchemy import create_engine, text
+
+from careflow.cli import main
+from careflow.demo import run_demo
+from careflow.testing import parse_instant
+
+
+def test_plugins_lists_maintenance_and_points_with_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CAREFLOW_CONFIG", raising=False)
+    (tmp_path / "careflow.toml").write_text(
+        '[database]\nurl = "sqlite:///x.db"\n[plugins.maintenance]\nenabled = true\ndaily_capacity = 12\n',
+        "utf-8",
+    )
+    result = CliRunner().invoke(main, ["plugins"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert any("maintenance" in line and "daily_capacity" in line and "12" in line for line in lines)
+    assert any("points" in line and "block_points" in line and "1000" in line for line in lines)
+
+
+def test_demo_shows_maintenance_and_points_firing(tmp_path: Path) -> None:
+    stream = StringIO()
+    console = Console(file=stream, width=200)
+    run_demo(
+        tmp_path, customers=120, now=parse_instant("2026-11-23T09:00:00+08:00"), out=console, err=console
+    )
+    engine = create_engine(f"sqlite:///{tmp_path / 'careflow.db'}")
+    with engine.connect() as conn:
+        fired = {
+            (plugin, occasion)
+            for plugin, occasion in conn.execute(
+                text("SELECT plugin, occasion FROM care_events WHERE status = 'sent'")
+            )
+        }
+    engine.dispose()
+    assert {("maintenance", "service-soon"), ("maintenance", "service-due")} <= fired
+    assert {("points", "threshold"), ("points", "points-expiring"), ("points", "voucher-expiring")} <= fired
+    assert "vehicles.csv and visits.csv: 120 vehicles" in stream.getvalue()
