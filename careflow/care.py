@@ -26,6 +26,9 @@ class PluginSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = False
+    # Limit the plugin to customers in these segments (A/B/C, "warranty", "lapsed", ...);
+    # None means everyone. Enforced by the scheduler, not by each plugin.
+    segments: list[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,25 @@ class CarePlugin:
     def occasions(self, ctx: PlanContext) -> Iterable[Occasion]:
         """Yield the occasions due in ``ctx``'s batch of customers; narrow candidates in SQL."""
         raise NotImplementedError
+
+    def prepare(self, ctx: PrepareContext) -> list[str]:
+        """Once per run, before any batch: fetch or set up what every batch needs (committed).
+
+        Returns problems to report (the run goes on); the default does nothing.
+        """
+        return []
+
+
+@dataclass
+class PrepareContext:
+    """What a plugin sees in the pre-planning step: its own session, committed after ``prepare``."""
+
+    session: Session
+    now: datetime
+    day: date | None
+    settings: PluginSettings
+    hook: Any  # the plugin manager's hook relay (``pm.hook``), e.g. to ask for weather providers
+    default_timezone: Mapping[int, str]  # center id -> the center's time zone
 
 
 @dataclass
@@ -113,6 +135,9 @@ class WeatherProvider:
 
     name: ClassVar[str]
 
-    def alerts(self, city: str, day: date) -> list[Mapping[str, Any]]:
-        """Alerts for ``city`` on ``day``: dicts with at least ``kind`` and ``id``; raise on failure."""
+    def alerts(self, city: str, day: date, settings: PluginSettings) -> list[Mapping[str, Any]]:
+        """Alerts for ``city`` on ``day``: dicts with at least ``kind`` and ``id``; raise on failure.
+
+        ``settings`` is the weather plugin's validated ``[plugins.weather]`` section.
+        """
         raise NotImplementedError
