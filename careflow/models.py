@@ -246,7 +246,7 @@ class CustomerSegment(Base):
     customer_id: Mapped[int] = mapped_column(
         ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True
     )
-    abc: Mapped[str] = mapped_column(String(1))  # A (top), B, C
+    tier: Mapped[str] = mapped_column(String(1))  # A (top customers), B, C
     warranty: Mapped[str] = mapped_column(String(16))  # "warranty", "out_of_warranty", "no_vehicle"
     activity: Mapped[str] = mapped_column(String(16))  # "active", "lapsed", "no_visits"
     visits_12m: Mapped[int] = mapped_column(Integer)

@@ -27,6 +27,7 @@ ENTRY_POINT_GROUP = "careflow"
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "careflow.channels.console",
     "careflow.channels.twilio_sms",
+    "careflow.segments",
 )
 
 

@@ -32,7 +32,7 @@ def upgrade() -> None:
     op.create_table(
         "customer_segments",
         sa.Column("customer_id", sa.Integer().with_variant(sa.BigInteger(), "postgresql"), nullable=False),
-        sa.Column("abc", sa.String(length=1), nullable=False),
+        sa.Column("tier", sa.String(length=1), nullable=False),
         sa.Column("warranty", sa.String(length=16), nullable=False),
         sa.Column("activity", sa.String(length=16), nullable=False),
         sa.Column("visits_12m", sa.Integer(), nullable=False),
