@@ -243,9 +243,7 @@ class CustomerSegment(Base):
 
     __tablename__ = "customer_segments"
 
-    customer_id: Mapped[int] = mapped_column(
-        ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True
-    )
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True)
     tier: Mapped[str] = mapped_column(String(1))  # A (top customers), B, C
     warranty: Mapped[str] = mapped_column(String(16))  # "warranty", "out_of_warranty", "no_vehicle"
     activity: Mapped[str] = mapped_column(String(16))  # "active", "lapsed", "no_visits"

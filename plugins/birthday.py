@@ -17,7 +17,8 @@ from sqlalchemy import and_, or_, select, tuple_
 from careflow.care import CarePlugin, Occasion, PlanContext
 from careflow.hookspecs import hookimpl
 from careflow.models import Customer, Purpose
-from careflow_plugins.lunar import lunar_birthdays_on
+
+from .lunar import lunar_birthdays_on
 
 LUNAR = "lunar"
 

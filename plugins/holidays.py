@@ -1,4 +1,4 @@
-"""Holiday greetings: Spring Festival, Lantern Festival, Mid-Autumn (lunar), National Day, New Year, Christmas."""
+"""Holiday greetings: Spring Festival, Lantern, Mid-Autumn (lunar), National Day, New Year, Christmas."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from sqlalchemy import ColumnElement, and_, false, func, or_, select
 from careflow.care import CarePlugin, Occasion, PlanContext, PluginSettings
 from careflow.hookspecs import hookimpl
 from careflow.models import Center, Customer, Purpose
-from careflow_plugins.lunar import lunar_to_solar
+
+from .lunar import lunar_to_solar
 
 Holiday = Literal["spring_festival", "lantern", "mid_autumn", "national_day", "new_year", "christmas"]
 
@@ -36,12 +37,12 @@ class HolidaySettings(PluginSettings):
     holidays: list[Holiday] = Field(default_factory=lambda: list(HOLIDAY_DATES))  # type: ignore[arg-type]
     # Holiday -> the languages/locales it is sent to (prefix match: "en" covers en_GB).
     # Holidays not listed go to everyone.
-    locales: dict[Holiday, list[str]] = Field(default_factory=lambda: {"christmas": ["en"]})
+    locales: dict[Holiday, list[str]] = Field(default_factory=lambda: {"christmas": ["en"]})  # type: ignore[arg-type]
     # Center code -> the holidays that center sends (overrides ``holidays`` for it).
     centers: dict[str, list[Holiday]] = Field(default_factory=dict)
 
 
-def _locale_matches(column: ColumnElement[str | None], wanted: list[str]) -> ColumnElement[bool]:
+def _locale_matches(column: ColumnElement[str], wanted: list[str]) -> ColumnElement[bool]:
     options = [or_(column == loc, column.like(f"{loc}\\_%", escape="\\")) for loc in wanted]
     return or_(*options) if options else false()
 
@@ -52,7 +53,9 @@ def _locale_ok(locale: str, wanted: list[str]) -> bool:
 
 class HolidaysPlugin(CarePlugin):
     name = "holidays"
-    description = "Greets customers on Spring Festival, Lantern, Mid-Autumn, National Day, New Year, Christmas."
+    description = (
+        "Greets customers on Spring Festival, Lantern, Mid-Autumn, National Day, New Year, Christmas."
+    )
     priority = 10
     purpose = Purpose.MARKETING
     settings_model = HolidaySettings
@@ -72,8 +75,10 @@ class HolidaysPlugin(CarePlugin):
         locale = func.coalesce(Customer.locale, Center.locale)
         who = []
         for name in sorted(names):
-            centers = [cid for cid, code in center_codes.items() if name in cfg.centers.get(code, cfg.holidays)]
-            condition = Customer.center_id.in_(centers)
+            centers = [
+                cid for cid, code in center_codes.items() if name in cfg.centers.get(code, cfg.holidays)
+            ]
+            condition: ColumnElement[bool] = Customer.center_id.in_(centers)
             if name in cfg.locales:
                 condition = and_(condition, _locale_matches(locale, cfg.locales[name]))
             who.append(condition)

@@ -119,7 +119,11 @@ def _followup_context(response: SurveyResponse, customer: Customer, visit: Servi
     return {
         "score": response.score,
         "reply": response.body,
-        "rated_customer": {"name": customer.name, "external_id": customer.external_id, "phone": customer.phone},
+        "rated_customer": {
+            "name": customer.name,
+            "external_id": customer.external_id,
+            "phone": customer.phone,
+        },
         "visit_date": visit.date.isoformat(),
         "visit_kind": visit.kind,
     }
@@ -136,7 +140,7 @@ class SurveyPlugin(CarePlugin):
         "visit_date": "the date of the visit being rated (ISO; use | date)",
         "visit_kind": "maintenance, repair, inspection or other",
         "reply_by": "the last day a reply is counted (ISO)",
-        "score, reply, rated_customer": "follow-up template (survey_followup) only: the rating and who gave it",
+        "score, reply, rated_customer": "survey_followup template only: the rating and who gave it",
     }
 
     def prepare(self, ctx: PrepareContext) -> list[str]:
@@ -146,18 +150,29 @@ class SurveyPlugin(CarePlugin):
         for center in ctx.session.scalars(select(Center)):
             contact = cfg.contact_for(center.code)
             card = ctx.session.scalars(
-                select(Customer).where(Customer.center_id == center.id, Customer.external_id == STAFF_EXTERNAL_ID)
+                select(Customer).where(
+                    Customer.center_id == center.id, Customer.external_id == STAFF_EXTERNAL_ID
+                )
             ).first()
             if card is None:
                 if not (contact.phone or contact.email):
                     continue
-                card = Customer(center_id=center.id, external_id=STAFF_EXTERNAL_ID, name=f"{center.name} staff")
+                card = Customer(
+                    center_id=center.id, external_id=STAFF_EXTERNAL_ID, name=f"{center.name} staff"
+                )
                 ctx.session.add(card)
             card.is_staff = True
             card.phone, card.email, card.locale = contact.phone, contact.email, center.locale
             ctx.session.flush()
             for channel in ("sms", "email"):
-                set_consent(ctx.session, card, channel, True, source="survey staff settings", purposes=[Purpose.SERVICE])
+                set_consent(
+                    ctx.session,
+                    card,
+                    channel,
+                    True,
+                    source="survey staff settings",
+                    purposes=[Purpose.SERVICE],
+                )
         return []
 
     def occasions(self, ctx: PlanContext) -> Iterable[Occasion]:
@@ -280,7 +295,11 @@ def _raise_followup(session: Session, response: SurveyResponse, customer: Custom
         select(Customer).where(Customer.center_id == response.center_id, Customer.is_staff.is_(True))
     ).first()
     if card is None or not (card.phone or card.email):
-        log.warning("low survey score %s but no staff contact configured for center %s", response.score, customer.center_id)
+        log.warning(
+            "low survey score %s but no staff contact configured for center %s",
+            response.score,
+            customer.center_id,
+        )
         return
     key = followup_key(response.id, card.id)
     if session.scalar(select(CareEvent.id).where(CareEvent.idempotency_key == key)) is not None:

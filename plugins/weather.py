@@ -23,7 +23,8 @@ from sqlalchemy.exc import IntegrityError
 from careflow.care import CarePlugin, Occasion, PlanContext, PluginSettings, PrepareContext, WeatherProvider
 from careflow.hookspecs import hookimpl
 from careflow.models import Center, Customer, Purpose, WeatherReport
-from careflow_plugins.weather_sources import (
+
+from .weather_sources import (
     WEATHER_KINDS,
     AlertFileProvider,
     OpenMeteoProvider,
@@ -102,9 +103,9 @@ class WeatherPlugin(CarePlugin):
             .where(Customer.city.is_not(None), Customer.is_staff.is_(False))
             .distinct()
         )
-        for city, center_id in rows:
+        for city, center_id in rows.tuples():
             day = ctx.day or ctx.now.astimezone(ZoneInfo(center_tz[center_id])).date()
-            wanted.add((city, day))
+            wanted.add((str(city), day))
         if not wanted:
             return []
         stored = set(
@@ -161,7 +162,9 @@ class WeatherPlugin(CarePlugin):
         if not reports:
             return  # calm weather everywhere: no customer is loaded
         cities = sorted({city for city, _ in reports})
-        query = select(Customer).where(ctx.in_batch(), Customer.is_staff.is_(False), Customer.city.in_(cities))
+        query = select(Customer).where(
+            ctx.in_batch(), Customer.is_staff.is_(False), Customer.city.in_(cities)
+        )
         for customer in ctx.session.scalars(query):
             today = ctx.local_today(customer)
             for alert in reports.get((str(customer.city), today), []):

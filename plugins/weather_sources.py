@@ -60,7 +60,9 @@ def _settings_value(settings: PluginSettings, name: str) -> Any:
     return value
 
 
-def kinds_on(day: Mapping[str, float | None], previous: Mapping[str, float | None] | None, t: Thresholds) -> list[str]:
+def kinds_on(
+    day: Mapping[str, float | None], previous: Mapping[str, float | None] | None, t: Thresholds
+) -> list[str]:
     """The special-weather kinds one forecast day shows."""
     found = []
     code = day.get("weather_code")
@@ -81,7 +83,12 @@ def kinds_on(day: Mapping[str, float | None], previous: Mapping[str, float | Non
     if tmax is not None and tmax >= t.heat_c:
         found.append("heat")
     prev_min = previous.get("temperature_2m_min") if previous else None
-    if tmin is not None and prev_min is not None and tmin <= t.cold_wave_min_c and prev_min - tmin >= t.cold_wave_drop_c:
+    if (
+        tmin is not None
+        and prev_min is not None
+        and tmin <= t.cold_wave_min_c
+        and prev_min - tmin >= t.cold_wave_drop_c
+    ):
         found.append("cold_wave")
     return found
 
@@ -101,7 +108,9 @@ def parse_daily(payload: Any) -> list[dict[str, Any]]:
         try:
             entry: dict[str, Any] = {"day": date.fromisoformat(str(text))}
         except ValueError:
-            raise WeatherProviderError(f"malformed response: daily.time[{i}] = {text!r} is not a date") from None
+            raise WeatherProviderError(
+                f"malformed response: daily.time[{i}] = {text!r} is not a date"
+            ) from None
         days.append(entry)
     for name in DAILY_FIELDS:
         values = daily.get(name)
@@ -111,7 +120,9 @@ def parse_daily(payload: Any) -> list[dict[str, Any]]:
             )
         for i, value in enumerate(values):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-                raise WeatherProviderError(f"malformed response: daily.{name}[{i}] = {value!r} is not a number")
+                raise WeatherProviderError(
+                    f"malformed response: daily.{name}[{i}] = {value!r} is not a number"
+                )
             days[i][name] = value
     return days
 
@@ -172,7 +183,9 @@ class OpenMeteoProvider(WeatherProvider):
 
     @staticmethod
     def _get(url: str, timeout: float) -> Any:
-        request = urllib.request.Request(url, headers={"Accept": "application/json", "User-Agent": "careflow"})
+        request = urllib.request.Request(
+            url, headers={"Accept": "application/json", "User-Agent": "careflow"}
+        )
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 raw = response.read()
@@ -209,7 +222,10 @@ def read_alert_file(path: Path) -> list[dict[str, Any]]:
             data = data.get("alerts")
         if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
             raise WeatherProviderError(f'{path}: expected a list of alert objects (or {{"alerts": [...]}})')
-        rows = [({k: "" if v is None else str(v) for k, v in r.items()}, f"alert {i}") for i, r in enumerate(data, 1)]
+        rows = [
+            ({k: "" if v is None else str(v) for k, v in r.items()}, f"alert {i}")
+            for i, r in enumerate(data, 1)
+        ]
     else:
         reader = csv.DictReader(io.StringIO(text))
         header = [h.strip() for h in reader.fieldnames or []]
@@ -218,11 +234,15 @@ def read_alert_file(path: Path) -> list[dict[str, Any]]:
         if unknown or missing:
             raise WeatherProviderError(
                 f"{path}: row 1: "
-                + "; ".join([f"unknown column {h!r}" for h in unknown] + [f"missing column {h!r}" for h in missing])
+                + "; ".join(
+                    [f"unknown column {h!r}" for h in unknown] + [f"missing column {h!r}" for h in missing]
+                )
                 + f"; expected columns {','.join(ALERT_FIELDS)}"
             )
         reader.fieldnames = header
-        rows = [({k: (v or "").strip() for k, v in r.items() if k}, f"row {i}") for i, r in enumerate(reader, 2)]
+        rows = [
+            ({k: (v or "").strip() for k, v in r.items() if k}, f"row {i}") for i, r in enumerate(reader, 2)
+        ]
     alerts, problems = [], []
     for raw, where in rows:
         alert, row_problems = _parse_alert(raw, where)
