@@ -238,7 +238,7 @@ def labels_of(segment: CustomerSegment | None) -> frozenset[str]:
 
 
 def matches(labels: Iterable[str], wanted: Iterable[str]) -> bool:
-    """Any wanted label within a dimension, all dimensions named: ["A", "B", "lapsed"] = (A or B) and lapsed."""
+    """Any wanted label per dimension, all dimensions named: ["A", "B", "lapsed"] = (A or B) and lapsed."""
     have = set(labels)
     wanted_set = set(wanted)
     for dimension in SEGMENT_DIMENSIONS.values():
