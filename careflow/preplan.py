@@ -6,7 +6,10 @@ import logging
 from collections.abc import Mapping
 from datetime import date, datetime
 
+from sqlalchemy import select
+
 from careflow.care import CarePlugin, PluginSettings, PrepareContext
+from careflow.models import Center
 from careflow.runtime import Runtime
 from careflow.segments import refresh_segments
 
@@ -19,10 +22,11 @@ def prepare_run(
     *,
     now: datetime,
     day: date | None,
-    center_tz: Mapping[int, str],
 ) -> list[tuple[str, str]]:
     """Run the once-per-run work; returns (who, problem) pairs to report. Each part commits on its own."""
     problems: list[tuple[str, str]] = []
+    with runtime.sessions() as session:
+        center_tz = dict(session.execute(select(Center.id, Center.timezone)).all())
     try:
         with runtime.sessions.begin() as session:
             refresh_segments(session, runtime.settings.segments, now=now, day=day)

@@ -86,13 +86,13 @@ def plan(
     """
     report = PlanReport()
     enabled = runtime.registry.enabled(runtime.settings)
+    if not dry_run:
+        # Pre-planning: segments and each plugin's once-per-run work, committed before any batch.
+        for name, error in prepare_run(runtime, enabled, now=now, day=day):
+            report.failures.append(PluginFailure(name, (0, 0), error))
     with runtime.sessions() as session:
         batches = list(customer_id_batches(session, runtime.settings.scheduler.batch_size))
         center_tz = dict(session.execute(select(Center.id, Center.timezone)).all())
-    if not dry_run:
-        # Pre-planning: segments and each plugin's once-per-run work, committed before any batch.
-        for name, error in prepare_run(runtime, enabled, now=now, day=day, center_tz=center_tz):
-            report.failures.append(PluginFailure(name, (0, 0), error))
     for done, id_range in enumerate(batches, start=1):
         with runtime.sessions() as session:
             new_ids = _plan_batch(

@@ -253,9 +253,10 @@ def _surveyed_visit(session: Session, customer: Customer, reply: InboundReply) -
             CareEvent.plugin == NAME,
             CareEvent.occasion == "survey",
             CareEvent.status.in_([EventStatus.SENT, EventStatus.DELIVERED]),
-            CareEvent.sent_at <= reply.received_at,
+            # Planned days, not send instants: a reply on the survey's own day counts.
+            CareEvent.due_date <= local_day,
         )
-        .order_by(CareEvent.sent_at.desc(), CareEvent.id.desc())
+        .order_by(CareEvent.due_date.desc(), CareEvent.id.desc())
         .limit(1)
     ).first()
     if candidates is None or local_day.isoformat() > str(candidates.context.get("reply_by", "")):

@@ -103,19 +103,20 @@ class WeatherPlugin(CarePlugin):
             .where(Customer.city.is_not(None), Customer.is_staff.is_(False))
             .distinct()
         )
-        for city, center_id in rows.tuples():
+        for city, center_id in rows:
             day = ctx.day or ctx.now.astimezone(ZoneInfo(center_tz[center_id])).date()
             wanted.add((str(city), day))
         if not wanted:
             return []
-        stored = set(
-            ctx.session.execute(
+        stored = {
+            (city, day)
+            for city, day in ctx.session.execute(
                 select(WeatherReport.city, WeatherReport.day).where(
                     WeatherReport.provider == provider.name,
                     tuple_(WeatherReport.city, WeatherReport.day).in_(sorted(wanted)),
                 )
-            ).tuples()
-        )
+            )
+        }
         problems = []
         for city, day in sorted(wanted - stored):
             problem = self._fetch(ctx, provider, city, day)
