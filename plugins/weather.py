@@ -98,13 +98,14 @@ class WeatherPlugin(CarePlugin):
             return [f"[plugins.weather] provider {cfg.provider!r} is not installed (installed: {known})"]
         center_tz = dict(ctx.session.execute(select(Center.id, Center.timezone)).all())
         wanted: set[tuple[str, date]] = set()
+        # Each city on the local day of its customers' time zones (usually one day per city).
         rows = ctx.session.execute(
-            select(Customer.city, Customer.center_id)
+            select(Customer.city, Customer.timezone, Customer.center_id)
             .where(Customer.city.is_not(None), Customer.is_staff.is_(False))
             .distinct()
         )
-        for city, center_id in rows:
-            day = ctx.day or ctx.now.astimezone(ZoneInfo(center_tz[center_id])).date()
+        for city, timezone, center_id in rows:
+            day = ctx.day or ctx.now.astimezone(ZoneInfo(timezone or center_tz[center_id])).date()
             wanted.add((str(city), day))
         if not wanted:
             return []
