@@ -23,7 +23,15 @@ TODAY = date(2026, 11, 23)
 
 
 @pytest.fixture
-def runtime(db_url: str) -> Iterator[Runtime]:
+def runtime(careflow_db_url: str) -> Iterator[Runtime]:
+    rt = runtime_with(careflow_db_url, {})
+    yield rt
+    rt.close()
+
+
+@pytest.fixture
+def runtime_any_db(db_url: str) -> Iterator[Runtime]:
+    """The same runtime on SQLite and on PostgreSQL, for tests whose SQL differs between them."""
     rt = runtime_with(db_url, {})
     yield rt
     rt.close()
@@ -53,7 +61,8 @@ def _visits(n: int, amount: int, last: date = date(2026, 10, 1)) -> list[tuple[d
     ]
 
 
-def test_tiers_by_thresholds_only_count_the_last_12_months(runtime: Runtime) -> None:
+def test_tiers_by_thresholds_only_count_the_last_12_months(runtime_any_db: Runtime) -> None:
+    runtime = runtime_any_db
     _customer(runtime, "frequent-big", _visits(4, 1500))  # 4 visits, 6000: A
     _customer(runtime, "frequent-small", _visits(4, 100))  # 4 visits but 400: B (visits)
     _customer(runtime, "one-big", [(date(2026, 6, 1), 2000)])  # 1 visit, 2000: B (spend)
@@ -75,7 +84,8 @@ def test_tiers_by_thresholds_only_count_the_last_12_months(runtime: Runtime) -> 
     assert segs["nothing"].activity == "no_visits" and segs["nothing"].last_visit is None
 
 
-def test_tiers_by_percentiles(runtime: Runtime) -> None:
+def test_tiers_by_percentiles(runtime_any_db: Runtime) -> None:
+    runtime = runtime_any_db
     for i in range(1, 11):  # spend 100 .. 1000
         _customer(runtime, f"c{i:02d}", [(date(2026, 6, 1), 100 * i)])
     segs = _segments(runtime, method="percentiles", a_top_percent=20, b_top_percent=50)
@@ -84,7 +94,8 @@ def test_tiers_by_percentiles(runtime: Runtime) -> None:
     assert [k for k, t in sorted(tiers.items()) if t == "B"] == ["c06", "c07", "c08"]
 
 
-def test_rfm_scores_run_1_to_5(runtime: Runtime) -> None:
+def test_rfm_scores_run_1_to_5(runtime_any_db: Runtime) -> None:
+    runtime = runtime_any_db
     for i in range(1, 6):  # i visits, i*100 each, the last one i months after May
         _customer(runtime, f"r{i}", [(date(2026, 5 + i, 1 + k), 100 * i) for k in range(i)])
     _customer(runtime, "none", [])
@@ -113,7 +124,8 @@ def test_warranty_and_lapsed(runtime: Runtime) -> None:
     }
 
 
-def test_refresh_is_set_based_and_batchable(runtime: Runtime) -> None:
+def test_refresh_is_set_based_and_batchable(runtime_any_db: Runtime) -> None:
+    runtime = runtime_any_db
     """The statement count does not grow with customers; batch size changes nothing but batching."""
 
     def statements(customers: int, batch_size: int) -> tuple[int, dict[str, tuple[Any, ...]]]:

@@ -28,7 +28,15 @@ STAFF_PHONE = "+8613900000001"
 
 
 @pytest.fixture
-def runtime(db_url: str) -> Iterator[Runtime]:
+def runtime(careflow_db_url: str) -> Iterator[Runtime]:
+    rt = runtime_with(careflow_db_url, {"survey": {"staff_phone": STAFF_PHONE}})
+    yield rt
+    rt.close()
+
+
+@pytest.fixture
+def runtime_any_db(db_url: str) -> Iterator[Runtime]:
+    """The same runtime on SQLite and on PostgreSQL, for tests whose SQL differs between them."""
     rt = runtime_with(db_url, {"survey": {"staff_phone": STAFF_PHONE}})
     yield rt
     rt.close()
@@ -100,7 +108,8 @@ def test_local_day_across_a_dst_change(runtime: Runtime) -> None:
     assert recipients(runtime, "survey") == ["mar29"]
 
 
-def test_other_days_visitors_are_never_loaded_and_reruns_are_no_ops(runtime: Runtime) -> None:
+def test_other_days_visitors_are_never_loaded_and_reruns_are_no_ops(runtime_any_db: Runtime) -> None:
+    runtime = runtime_any_db
     _customer(runtime, "yesterday", [date(2026, 5, 10)])
     for i in range(4):
         _customer(runtime, f"other{i}", [date(2026, 5, 1 + i)])
@@ -132,7 +141,10 @@ def test_templates_render_in_both_locales(careflow_db_url: str, locale: str, exp
         rt.close()
 
 
-def test_reply_is_matched_to_the_latest_surveyed_visit_and_low_scores_alert_staff(runtime: Runtime) -> None:
+def test_reply_is_matched_to_the_latest_surveyed_visit_and_low_scores_alert_staff(
+    runtime_any_db: Runtime,
+) -> None:
+    runtime = runtime_any_db
     cid = _customer(runtime, "rater", [date(2026, 5, 1), date(2026, 5, 10)], name="张伟")
     run_day(runtime, now=parse_instant("2026-05-02T10:00:00+08:00"))
     run_day(runtime, now=parse_instant("2026-05-11T10:00:00+08:00"))

@@ -18,7 +18,15 @@ from tests.plugins.helpers import events, recipients, runtime_with
 
 
 @pytest.fixture
-def runtime(db_url: str) -> Iterator[Runtime]:
+def runtime(careflow_db_url: str) -> Iterator[Runtime]:
+    rt = runtime_with(careflow_db_url, {"winback": {"months": 9, "months_by_tier": {"A": 6}}})
+    yield rt
+    rt.close()
+
+
+@pytest.fixture
+def runtime_any_db(db_url: str) -> Iterator[Runtime]:
+    """The same runtime on SQLite and on PostgreSQL, for tests whose SQL differs between them."""
     rt = runtime_with(db_url, {"winback": {"months": 9, "months_by_tier": {"A": 6}}})
     yield rt
     rt.close()
@@ -56,7 +64,8 @@ def test_due_by_the_customers_own_local_day(runtime: Runtime) -> None:
     assert recipients(runtime, "winback") == ["auckland"]
 
 
-def test_once_per_lapse_and_a_new_visit_starts_a_new_lapse(runtime: Runtime) -> None:
+def test_once_per_lapse_and_a_new_visit_starts_a_new_lapse(runtime_any_db: Runtime) -> None:
+    runtime = runtime_any_db
     _customer(runtime, "away", [(date(2025, 1, 10), 300)])
     first = plan(runtime, now=parse_instant("2025-11-01T10:00:00+08:00"), day=date(2025, 11, 1))
     again = plan(runtime, now=parse_instant("2025-11-02T10:00:00+08:00"), day=date(2025, 11, 2))
@@ -71,7 +80,8 @@ def test_once_per_lapse_and_a_new_visit_starts_a_new_lapse(runtime: Runtime) -> 
     assert periods == ["2025-01-10", "2025-12-01"]
 
 
-def test_top_tier_is_written_to_sooner(runtime: Runtime) -> None:
+def test_top_tier_is_written_to_sooner(runtime_any_db: Runtime) -> None:
+    runtime = runtime_any_db
     # Four visits and 6000 spent in the last 12 months: tier A (6 months); the same last visit
     # with one small visit is tier C (9 months).
     visits = [(date(2026, 1, 10), 1500), (date(2026, 2, 10), 1500), (date(2026, 3, 10), 1500)]
