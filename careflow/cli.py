@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sqlalchemy import select
@@ -217,10 +218,15 @@ def run(day: datetime | None, now_text: str | None, dry_run: bool, as_json: bool
                 out.print("queued for delivery: run 'careflow worker' to send")
         for failure in report.failures:
             who = f", customer {failure.customer}" if failure.customer else ""
+            # Batch (0, 0) is the pre-planning step (segments, weather fetches), not a customer range.
+            where = (
+                "pre-planning"
+                if failure.batch == (0, 0)
+                else f"customers {failure.batch[0]}-{failure.batch[1]}"
+            )
+            # escape(): errors quote [plugins.x] section names, which rich would take for markup.
             err.print(
-                f"[red]plugin {failure.plugin} failed[/] "
-                f"(customers {failure.batch[0]}-{failure.batch[1]}{who}): "
-                f"{failure.error}",
+                f"[red]plugin {failure.plugin} failed[/] ({where}{who}): {escape(failure.error)}",
                 highlight=False,
             )
 

@@ -119,6 +119,14 @@ class WeatherPlugin(CarePlugin):
             )
         }
         problems = []
+        if provider.name == OpenMeteoProvider.name:
+            # One line for every city Open-Meteo cannot be asked about, not one per city and run.
+            unknown = sorted({city for city, _ in wanted if city not in cfg.cities})
+            if unknown:
+                problems.append(
+                    f"no weather care in {', '.join(unknown)}: no coordinates in [plugins.weather.cities]"
+                )
+            wanted = {(city, day) for city, day in wanted if city in cfg.cities}
         for city, day in sorted(wanted - stored):
             problem = self._fetch(ctx, provider, city, day)
             if problem:

@@ -193,7 +193,8 @@ def test_city_without_coordinates_is_reported(tmp_path: Path, openmeteo: FakeOpe
     try:
         _add(rt, "x", "Atlantis")
         report = plan(rt, now=NOW)
-        assert any("no coordinates for 'Atlantis'" in f.error for f in report.failures)
+        (failure,) = report.failures
+        assert failure.error == "no weather care in Atlantis: no coordinates in [plugins.weather.cities]"
         assert openmeteo.requests == []
     finally:
         rt.close()
