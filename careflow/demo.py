@@ -55,7 +55,7 @@ staff_phone = "+8613900000000"           # low ratings are passed on to this num
 
 [plugins.winback]
 enabled = true
-months_by_tier = {{ A = 6 }}
+months_by_tier = { A = 6 }
 """
 
 SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗"
@@ -191,7 +191,7 @@ def run_demo(directory: Path, *, customers: int, now: datetime, out: Console, er
     config = directory / "careflow.toml"
     alerts = (directory / "weather-alerts.csv").resolve()
     if not config.exists():
-        config.write_text(DEMO_CONFIG.format(alerts_file=alerts.as_posix()), encoding="utf-8")
+        config.write_text(DEMO_CONFIG.replace("{alerts_file}", alerts.as_posix()), encoding="utf-8")
     settings = load_settings(config)
     runtime = Runtime.build(settings, migrate_schema=True)
     try:
