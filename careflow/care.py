@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 from sqlalchemy import ColumnElement
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
@@ -20,12 +20,33 @@ _EARLIEST_OFFSET = timedelta(hours=-12)
 _LATEST_OFFSET = timedelta(hours=14)
 
 
+# Segment labels by dimension (careflow.segments computes them); a plugin's ``segments``
+# setting names labels: any of them within a dimension, all dimensions named.
+SEGMENT_DIMENSIONS: dict[str, frozenset[str]] = {
+    "tier": frozenset({"A", "B", "C"}),
+    "warranty": frozenset({"warranty", "out_of_warranty", "no_vehicle"}),
+    "activity": frozenset({"active", "lapsed", "no_visits"}),
+}
+
+
 class PluginSettings(BaseModel):
     """Settings every care plugin has; subclass it to declare a plugin's own keys."""
 
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = False
+    # Limit the plugin to customers in these segments (A/B/C, "warranty", "lapsed", ...);
+    # None means everyone. Enforced by the scheduler, not by each plugin.
+    segments: list[str] | None = None
+
+    @field_validator("segments")
+    @classmethod
+    def _known_segments(cls, value: list[str] | None) -> list[str] | None:
+        known = set().union(*SEGMENT_DIMENSIONS.values())
+        for label in value or []:
+            if label not in known:
+                raise ValueError(f"unknown segment {label!r}; expected some of: {', '.join(sorted(known))}")
+        return value
 
 
 @dataclass(frozen=True)
@@ -56,6 +77,8 @@ class CarePlugin:
     priority: ClassVar[int] = 50  # higher wins when a frequency cap allows fewer messages than are due
     purpose: ClassVar[Purpose] = Purpose.MARKETING
     settings_model: ClassVar[type[PluginSettings]] = PluginSettings
+    # Staff cards (Customer.is_staff) are never care targets unless a plugin says it writes to staff.
+    targets_staff: ClassVar[bool] = False
     # Template variables this plugin provides, name -> description (listed to marketers).
     variables: ClassVar[Mapping[str, str]] = {}
     # Example values of those variables, for template lint's segment count and previews.
@@ -64,6 +87,25 @@ class CarePlugin:
     def occasions(self, ctx: PlanContext) -> Iterable[Occasion]:
         """Yield the occasions due in ``ctx``'s batch of customers; narrow candidates in SQL."""
         raise NotImplementedError
+
+    def prepare(self, ctx: PrepareContext) -> list[str]:
+        """Once per run, before any batch: fetch or set up what every batch needs (committed).
+
+        Returns problems to report (the run goes on); the default does nothing.
+        """
+        return []
+
+
+@dataclass
+class PrepareContext:
+    """What a plugin sees in the pre-planning step: its own session, committed after ``prepare``."""
+
+    session: Session
+    now: datetime
+    day: date | None
+    settings: PluginSettings
+    hook: Any  # the plugin manager's hook relay (``pm.hook``), e.g. to ask for weather providers
+    default_timezone: Mapping[int, str]  # center id -> the center's time zone
 
 
 @dataclass
@@ -118,6 +160,9 @@ class WeatherProvider:
 
     name: ClassVar[str]
 
-    def alerts(self, city: str, day: date) -> list[Mapping[str, Any]]:
-        """Alerts for ``city`` on ``day``: dicts with at least ``kind`` and ``id``; raise on failure."""
+    def alerts(self, city: str, day: date, settings: PluginSettings) -> list[Mapping[str, Any]]:
+        """Alerts for ``city`` on ``day``: dicts with at least ``kind`` and ``id``; raise on failure.
+
+        ``settings`` is the weather plugin's validated ``[plugins.weather]`` section.
+        """
         raise NotImplementedError

@@ -241,10 +241,15 @@ def run(day: datetime | None, now_text: str | None, dry_run: bool, as_json: bool
                     err.print(f"[yellow]warning:[/] {warning}", highlight=False)
         for failure in report.failures:
             who = f", customer {failure.customer}" if failure.customer else ""
+            # Batch (0, 0) is the pre-planning step (segments, weather fetches), not a customer range.
+            where = (
+                "pre-planning"
+                if failure.batch == (0, 0)
+                else f"customers {failure.batch[0]}-{failure.batch[1]}"
+            )
+            # escape(): errors quote [plugins.x] section names, which rich would take for markup.
             err.print(
-                f"[red]plugin {failure.plugin} failed[/] "
-                f"(customers {failure.batch[0]}-{failure.batch[1]}{who}): "
-                f"{failure.error}",
+                f"[red]plugin {failure.plugin} failed[/] ({where}{who}): {escape(failure.error)}",
                 highlight=False,
             )
 
@@ -525,7 +530,7 @@ def demo(directory: Path, customers: int, now_text: str | None) -> None:
     """Create a demo workspace with sample customers and run today's care on the embedded default."""
     from careflow.demo import run_demo
 
-    run_demo(directory, customers=customers, now=_parse_now(now_text), out=out, err=err)
+    run_demo(directory, customers=customers, now=_parse_now(now_text) if now_text else None, out=out, err=err)
 
 
 from careflow.commands import load_commands  # noqa: E402  (modules register onto ``main``)

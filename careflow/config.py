@@ -241,6 +241,28 @@ def check_email(value: str | None) -> str | None:
         raise ValueError(f"{value!r} is not a valid e-mail address ({exc})") from None
 
 
+class SegmentSettings(_Section):
+    """How the nightly segmentation classifies customers (see docs/care-plugins.md#segments)."""
+
+    # "thresholds": A needs both a_min_visits and a_min_spend, B either b_min_*; "percentiles":
+    # A is the top a_top_percent by 12-month spend, B the next up to b_top_percent.
+    method: Literal["thresholds", "percentiles"] = "thresholds"
+    a_min_visits: int = Field(default=4, ge=1)
+    a_min_spend: float = Field(default=5_000, ge=0)
+    b_min_visits: int = Field(default=2, ge=1)
+    b_min_spend: float = Field(default=1_500, ge=0)
+    a_top_percent: float = Field(default=20, gt=0, le=100)
+    b_top_percent: float = Field(default=50, gt=0, le=100)
+    lapsed_after_months: int = Field(default=9, ge=1, le=120)
+    batch_size: int = Field(default=20_000, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SegmentSettings:
+        if self.b_top_percent < self.a_top_percent:
+            raise ValueError("b_top_percent must be at least a_top_percent (B includes everyone above it)")
+        return self
+
+
 def _secret_text(value: SecretStr | str | None) -> str:
     """The text of a possibly secret value ("" for None): an empty SecretStr is missing too."""
     if isinstance(value, SecretStr):
@@ -260,6 +282,7 @@ class Settings(_Section):
     templates: TemplateSettings = TemplateSettings()
     delivery: DeliverySettings = DeliverySettings()
     scheduler: SchedulerSettings = SchedulerSettings()
+    segments: SegmentSettings = SegmentSettings()
 
     @model_validator(mode="after")
     def _twilio_complete(self) -> Settings:

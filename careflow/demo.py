@@ -6,20 +6,23 @@ import csv
 import random
 import secrets
 from collections import Counter
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
-from careflow.config import load_settings
+from careflow.config import Settings, load_settings
 from careflow.daily import run_day
 from careflow.demo_records import import_sample_records
 from careflow.importing import CUSTOMER_COLUMNS, CustomerImporter
-from careflow.models import CareEvent, Center, Customer
+from careflow.models import CareEvent, Center, Customer, ServiceVisit, utcnow
 from careflow.points import points_rules
+from careflow.quiet_hours import SendWindow
 from careflow.runtime import Runtime
 
 DEMO_CONFIG = """\
@@ -61,6 +64,21 @@ daily_capacity = 8                     # maintenance bookings a day: reminders a
 
 [plugins.points]
 enabled = true
+[plugins.weather]
+enabled = true
+provider = "file"                        # alerts from the local meteorological bureau
+alerts_file = "{alerts_file}"
+
+[plugins.holidays]
+enabled = true
+
+[plugins.survey]
+enabled = true
+staff_phone = "+8613900000000"           # low ratings are passed on to this number
+
+[plugins.winback]
+enabled = true
+months_by_tier = { A = 6 }
 """
 
 SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗"
@@ -158,6 +176,38 @@ def sample_customers(count: int, today: date, seed: int = 20261123) -> list[dict
     return rows
 
 
+def add_sample_visits(session: Session, center_id: int, today: date) -> None:
+    """Visits that make the survey (yesterday), win-back (long ago) and segments show; added once."""
+    if session.scalar(select(func.count()).select_from(ServiceVisit)):
+        return
+    ids = list(
+        session.scalars(select(Customer.id).where(Customer.center_id == center_id).order_by(Customer.id))
+    )
+    for n, customer_id in enumerate(ids, start=1):
+        if n % 9 == 0:  # a regular: four visits this year, the last one yesterday
+            days = [today - timedelta(days=d) for d in (1, 60, 120, 180)]
+        elif n % 11 == 0:  # has not been back for ten months
+            days = [today - timedelta(days=305)]
+        elif n % 3 == 0:  # an ordinary customer, seen this spring
+            days = [today - timedelta(days=150)]
+        else:
+            continue
+        for day in days:
+            session.add(
+                ServiceVisit(customer_id=customer_id, date=day, kind="maintenance", amount=Decimal(1500))
+            )
+
+
+def write_sample_alerts(path: Path, today: date) -> None:
+    """A typhoon warning for Shanghai from today, as a bureau would send it."""
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["id", "city", "kind", "starts", "ends", "headline"])
+        writer.writerow(
+            [f"SH-TY-{today:%Y%m%d}", "Shanghai", "typhoon", today.isoformat(), "", "台风橙色预警"]
+        )
+
+
 def _safe_replace(day: date, year: int) -> date:
     try:
         return day.replace(year=year)
@@ -165,12 +215,40 @@ def _safe_replace(day: date, year: int) -> date:
         return day.replace(year=year, day=28)
 
 
-def run_demo(directory: Path, *, customers: int, now: datetime, out: Console, err: Console) -> None:
+def demo_instant(now: datetime | None, settings: Settings) -> tuple[datetime, str | None]:
+    """The instant the demo runs at: now, or 10:00 today when now is outside sending hours.
+
+    Quiet hours would defer every message of a demo run at night; the demo is meant to show them.
+    """
+    if now is not None:
+        return now, None
+    now = utcnow()
+    center = settings.centers["main"]
+    tz = ZoneInfo(center.timezone)
+    window = SendWindow.of(center)
+    if window.allows(now.astimezone(tz)):
+        return now, None
+    pretend = datetime.combine(now.astimezone(tz).date(), time(10, 0), tzinfo=tz)
+    note = (
+        f"it is {now.astimezone(tz):%H:%M} in {tz.key}, outside sending hours ({window}); "
+        f"the demo pretends it is 10:00 (a real run would defer messages to the morning)"
+    )
+    return pretend, note
+
+
+def run_demo(directory: Path, *, customers: int, now: datetime | None, out: Console, err: Console) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     config = directory / "careflow.toml"
+    alerts = (directory / "weather-alerts.csv").resolve()
     if not config.exists():
-        config.write_text(DEMO_CONFIG.replace("{secret_key}", secrets.token_urlsafe(32)), encoding="utf-8")
+        config.write_text(
+            DEMO_CONFIG.replace("{secret_key}", secrets.token_urlsafe(32)).replace(
+                "{alerts_file}", alerts.as_posix()
+            ),
+            encoding="utf-8",
+        )
     settings = load_settings(config)
+    now, note = demo_instant(now, settings)
     runtime = Runtime.build(settings, migrate_schema=True)
     try:
         center_tz = ZoneInfo(settings.centers["main"].timezone)
@@ -183,10 +261,14 @@ def run_demo(directory: Path, *, customers: int, now: datetime, out: Console, er
         with runtime.sessions() as session:
             center = session.scalars(select(Center).where(Center.code == "main")).one()
             imported = CustomerImporter(session, center).run(csv_path)
+            add_sample_visits(session, center.id, today)
             session.commit()
             records = import_sample_records(session, center, directory, today, points_rules(settings))
             session.commit()
+        write_sample_alerts(alerts, today)
         out.print(f"[bold]careflow demo[/] in {directory.resolve()}")
+        if note:
+            out.print(f"[yellow]note:[/] {note}", highlight=False)
         out.print(f"imported {csv_path.name}: {imported.created} new, {imported.updated} updated customers")
         out.print(
             f"imported vehicles.csv and visits.csv: {records.vehicles} vehicles, {records.visits} visits; "

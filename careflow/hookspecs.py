@@ -83,7 +83,13 @@ def careflow_reply_received(session: Session, reply: InboundReply) -> None:
 
 @hookspec
 def careflow_weather_providers() -> list[WeatherProvider]:
-    """Return weather alert sources (``name`` + ``alerts(city, day)``); see ``careflow_plugins.weather``.
+    """Return weather alert sources (``careflow.care.WeatherProvider``); see ``careflow_plugins.weather``.
 
-    Called once when careflow starts; ``[plugins.weather] provider = "<name>"`` picks one.
+    Called by the weather plugin once per run; ``[plugins.weather] provider = "<name>"`` picks
+    one (the first registered under a name wins, so an outside plugin overrides a built-in).
+    ``provider.alerts(city, day, settings)`` is called at most once per city and local day
+    (answers are stored in ``weather_reports``); it returns dicts with ``id`` (stable for one
+    weather event: it keys the message), ``kind`` (typhoon, rainstorm, snow, cold_wave, heat,
+    hail, strong_wind), and optionally ``day`` (ISO) and ``headline``; it raises on failure,
+    which is reported and skips that city only. Results of all implementations are combined.
     """

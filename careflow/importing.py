@@ -34,6 +34,7 @@ CUSTOMER_COLUMNS = (
     "whatsapp",
     "whatsapp_consent",
     "preferred_channel",
+    "birthday_calendar",
 )
 # Consent columns: an empty cell means "no", unlike other columns where it means "unknown".
 CONSENT_COLUMNS: dict[str, str] = {
@@ -108,6 +109,28 @@ def parse_birthday(value: str) -> tuple[int | None, int, int]:
     if d > date.today():
         raise FieldProblem("birthday is in the future")
     return d.year, d.month, d.day
+
+
+def parse_lunar_birthday(value: str) -> tuple[int | None, int, int]:
+    """A Chinese lunar birthday: ``YYYY-MM-DD`` or ``MM-DD`` with month 1-12 and day 1-30."""
+    parts = value.split("-")
+    if len(parts) not in (2, 3) or not all(p.isdigit() for p in parts):
+        raise FieldProblem("expected a lunar date as YYYY-MM-DD or MM-DD")
+    year = int(parts[0]) if len(parts) == 3 else None
+    month, day = int(parts[-2]), int(parts[-1])
+    if not (1 <= month <= 12 and 1 <= day <= 30):
+        raise FieldProblem("not a lunar date: the month must be 1-12 and the day 1-30")
+    return year, month, day
+
+
+def parse_calendar(value: str) -> str | None:
+    """``lunar`` or ``solar`` (empty means solar); stored as "lunar" or None."""
+    lowered = value.strip().lower()
+    if lowered in ("", "solar", "gregorian"):
+        return None
+    if lowered == "lunar":
+        return "lunar"
+    raise FieldProblem("expected solar or lunar")
 
 
 def parse_locale(value: str) -> str:
@@ -207,6 +230,7 @@ class CustomerImporter:
             "whatsapp": lambda v: parse_phone(v.removeprefix("whatsapp:"), region),
             "whatsapp_consent": parse_bool,
             "preferred_channel": parse_preferred_channel,
+            "birthday_calendar": parse_calendar,
         }
 
     def run(self, path: Path) -> ImportReport:
@@ -255,6 +279,8 @@ class CustomerImporter:
                 problems.append(f"row {number}, column {col}: value '': required, must not be empty")
                 continue
             parser = parsers.get(col)
+            if col == "birthday" and raw.get("birthday_calendar", "").strip().lower() == "lunar":
+                parser = parse_lunar_birthday
             if parser is None or (value == "" and col not in CONSENT_COLUMNS):
                 # Text stored as written must fit its column (PostgreSQL would fail the whole import).
                 limit = _stored_length(col)
@@ -301,6 +327,7 @@ class CustomerImporter:
                 "city",
                 "whatsapp",
                 "preferred_channel",
+                "birthday_calendar",
             ):
                 if col in header:
                     setattr(customer, col, values[col])

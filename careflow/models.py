@@ -24,6 +24,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -133,6 +134,10 @@ class Customer(Base):
     locale: Mapped[str | None] = mapped_column(String(16))
     timezone: Mapped[str | None] = mapped_column(String(64))
     city: Mapped[str | None] = mapped_column(String(100))
+    # "lunar" when birth_month/birth_day are a Chinese lunar date (greeted on its solar date).
+    birthday_calendar: Mapped[str | None] = mapped_column(String(8))
+    # An internal card for a center's staff (survey follow-ups go to it); never a care target.
+    is_staff: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[created_at]
     updated_at: Mapped[updated_at]
 
@@ -325,3 +330,52 @@ class SenderPace(Base):
 
     sender: Mapped[str] = mapped_column(String(200), primary_key=True)
     next_slot: Mapped[float] = mapped_column(Float)  # seconds since the epoch
+
+
+class CustomerSegment(Base):
+    """A customer's segments, recomputed by set-based SQL before each day's planning."""
+
+    __tablename__ = "customer_segments"
+
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True)
+    tier: Mapped[str] = mapped_column(String(1))  # A (top customers), B, C
+    warranty: Mapped[str] = mapped_column(String(16))  # "warranty", "out_of_warranty", "no_vehicle"
+    activity: Mapped[str] = mapped_column(String(16))  # "active", "lapsed", "no_visits"
+    visits_12m: Mapped[int] = mapped_column(Integer)
+    spend_12m: Mapped[Decimal] = mapped_column(Numeric(14, 2))
+    last_visit: Mapped[date | None] = mapped_column(Date)
+    recency: Mapped[int] = mapped_column(SmallInteger)  # 1-5, 5 = most recent
+    frequency: Mapped[int] = mapped_column(SmallInteger)  # 1-5, 5 = most visits
+    monetary: Mapped[int] = mapped_column(SmallInteger)  # 1-5, 5 = most spend
+    computed_on: Mapped[date] = mapped_column(Date)
+
+
+class SurveyResponse(Base):
+    """A 1-5 rating a customer replied to a satisfaction survey, matched to the visit it rates."""
+
+    __tablename__ = "survey_responses"
+    __table_args__ = (Index("ix_survey_responses_center_received", "center_id", "received_at"),)
+
+    id: Mapped[intpk]
+    center_id: Mapped[int] = mapped_column(ForeignKey("centers.id"))
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"), index=True)
+    # UNIQUE: one rating per visit; a second reply for the same visit updates it.
+    visit_id: Mapped[int] = mapped_column(ForeignKey("service_visits.id", ondelete="CASCADE"), unique=True)
+    score: Mapped[int] = mapped_column(SmallInteger)
+    body: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime]
+    provider_message_id: Mapped[str | None] = mapped_column(String(64))
+
+
+class WeatherReport(Base):
+    """One weather provider answer per city per day, so re-runs and other workers never ask again."""
+
+    __tablename__ = "weather_reports"
+    __table_args__ = (UniqueConstraint("provider", "city", "day"),)
+
+    id: Mapped[intpk]
+    provider: Mapped[str] = mapped_column(String(64))
+    city: Mapped[str] = mapped_column(String(100))
+    day: Mapped[date] = mapped_column(Date)
+    alerts: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    fetched_at: Mapped[datetime]

@@ -17,7 +17,9 @@ from sqlalchemy.orm import Session
 from careflow.care import CarePlugin, Occasion, PlanContext, PluginSettings
 from careflow.models import CareEvent, Center, Customer, EventStatus
 from careflow.policies import choose_channel, load_consents
+from careflow.preplan import prepare_run
 from careflow.runtime import Runtime
+from careflow.segments import load_labels, matches
 from careflow.timing_policies import apply_timing_and_caps
 
 log = logging.getLogger(__name__)
@@ -85,6 +87,10 @@ def plan(
     """
     report = PlanReport()
     enabled = runtime.registry.enabled(runtime.settings)
+    if not dry_run:
+        # Pre-planning: segments and each plugin's once-per-run work, committed before any batch.
+        for name, error in prepare_run(runtime, enabled, now=now, day=day):
+            report.failures.append(PluginFailure(name, (0, 0), error))
     with runtime.sessions() as session:
         batches = list(customer_id_batches(session, runtime.settings.scheduler.batch_size))
         center_tz = dict(session.execute(select(Center.id, Center.timezone)).all())
@@ -136,6 +142,27 @@ def _collect(plugin: CarePlugin, ctx: PlanContext, report: PlanReport) -> list[O
     return good
 
 
+def _for_audience(
+    session: Session,
+    enabled: dict[str, tuple[CarePlugin, PluginSettings]],
+    found: list[tuple[CarePlugin, Occasion]],
+    report: PlanReport,
+) -> list[tuple[CarePlugin, Occasion]]:
+    """Drop occasions for staff cards and for customers outside a plugin's ``segments`` setting."""
+    limited = {name for name, (_, cfg) in enabled.items() if cfg.segments is not None}
+    labels = load_labels(session, (o.customer.id for p, o in found if p.name in limited)) if limited else {}
+    kept = []
+    for plugin, occ in found:
+        if occ.customer.is_staff and not plugin.targets_staff:
+            continue
+        wanted = enabled[plugin.name][1].segments
+        if wanted is not None and not matches(labels[occ.customer.id], wanted):
+            report.count(plugin.name, "outside its segments")
+            continue
+        kept.append((plugin, occ))
+    return kept
+
+
 def _malformed(occ: Any, lo: int, hi: int) -> str | None:
     if not isinstance(occ, Occasion):
         return f"yielded {type(occ).__name__}, not an Occasion"
@@ -173,6 +200,7 @@ def _plan_batch(
             default_timezone=center_tz,
         )
         found.extend((plugin, occ) for occ in _collect(plugin, ctx, report))
+    found = _for_audience(session, enabled, found, report)
     if not found:
         return []
     consents = load_consents(session, (occ.customer.id for _, occ in found))

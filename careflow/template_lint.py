@@ -66,6 +66,7 @@ CORE_VARIABLES: dict[str, str] = {
     "occasion": "the occasion key, e.g. 'birthday'",
     "due_date": "the local day the occasion falls on (ISO date; use | date)",
     "locale": "the locale the template renders in, e.g. 'zh_CN'",
+    "segment": "the customer's segments: tier (A/B/C), warranty, activity, rfm scores",
 }
 
 
@@ -83,6 +84,12 @@ def core_samples(locale: str, center_name: str) -> dict[str, Any]:
         "occasion": "birthday",
         "due_date": "2026-05-11",
         "locale": locale,
+        "segment": {
+            "tier": "A",
+            "warranty": "warranty",
+            "activity": "active",
+            "rfm": {"recency": 5, "frequency": 4, "monetary": 5},
+        },
     }
 
 

@@ -83,14 +83,14 @@ def test_lint_store_reports_a_missing_locale_and_passes_shipped_templates(tmp_pa
     override = tmp_path / "tpl"
     (override / "birthday").mkdir(parents=True)
     (override / "birthday" / "sms.fr.j2").write_text("Joyeux anniversaire {{ customer.name }}", "utf-8")
-    (override / "winback").mkdir()
-    (override / "winback" / "sms.en.j2").write_text("We miss you, {{ customer.name }}", "utf-8")
+    (override / "anniversary").mkdir()
+    (override / "anniversary" / "sms.en.j2").write_text("We miss you, {{ customer.name }}", "utf-8")
     runtime = build_runtime(make_settings(f"sqlite:///{tmp_path / 'c.db'}", templates={"dir": str(override)}))
     try:
         findings = lint_store(runtime)
     finally:
         runtime.close()
-    assert [(f.template, str(f.kind)) for f in findings] == [("winback/sms.zh_CN.j2", "missing-locale")]
+    assert [(f.template, str(f.kind)) for f in findings] == [("anniversary/sms.zh_CN.j2", "missing-locale")]
 
 
 def test_a_template_that_fails_lint_is_never_used_for_a_send(tmp_path: Path, fake_twilio: FakeTwilio) -> None:

@@ -6,16 +6,18 @@ The same helpers back careflow's own tests and are offered to plugin authors thr
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from datetime import datetime
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from careflow.config import Settings
 from careflow.importing import set_consent
-from careflow.models import Center, Customer
+from careflow.models import Center, Customer, ServiceVisit
 from careflow.plugins import load_plugins
 from careflow.runtime import Runtime
 
@@ -94,3 +96,40 @@ def parse_instant(text: str) -> datetime:
     if value.tzinfo is None:
         raise ValueError("give an offset, e.g. 2026-03-01T09:00:00+08:00")
     return value
+
+
+@contextmanager
+def loaded_customers() -> Iterator[list[str]]:
+    """Collect the external ids of every Customer the ORM loads meanwhile (to prove SQL narrowing)."""
+    seen: list[str] = []
+
+    def on_load(target: Customer, _context: Any) -> None:
+        seen.append(target.external_id)
+
+    event.listen(Customer, "load", on_load)
+    try:
+        yield seen
+    finally:
+        event.remove(Customer, "load", on_load)
+
+
+def add_visit(
+    session: Session,
+    customer: Customer,
+    day: date,
+    *,
+    kind: str = "maintenance",
+    amount: str | int | None = 500,
+    mileage: int | None = None,
+) -> ServiceVisit:
+    """Record one service visit (flushed, not committed)."""
+    visit = ServiceVisit(
+        customer_id=customer.id,
+        date=day,
+        kind=kind,
+        amount=Decimal(str(amount)) if amount is not None else None,
+        mileage=mileage,
+    )
+    session.add(visit)
+    session.flush()
+    return visit

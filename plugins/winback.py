@@ -1,0 +1,89 @@
+"""Win-back: one message to a customer who has not visited for N months, once per lapse."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import date
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
+from sqlalchemy import String, case, cast, exists, func, select
+
+from careflow.care import CarePlugin, Occasion, PlanContext, PluginSettings
+from careflow.hookspecs import hookimpl
+from careflow.models import CareEvent, Customer, CustomerSegment, Purpose, ServiceVisit
+from careflow.segments import months_before
+
+Tier = Literal["A", "B", "C"]
+
+
+class WinbackSettings(PluginSettings):
+    months: int = Field(default=9, ge=1, le=120)
+    # Tier -> months without a visit before that tier is written to (e.g. A = 6: top customers sooner).
+    months_by_tier: dict[Tier, int] = Field(default_factory=dict)
+
+
+def _lapse_months(cfg: WinbackSettings, tier: str | None) -> int:
+    """Months without a visit after which a customer of ``tier`` is written to."""
+    return next((months for t, months in cfg.months_by_tier.items() if t == tier), cfg.months)
+
+
+class WinbackPlugin(CarePlugin):
+    name = "winback"
+    description = "Writes once to customers who have not visited for N months (per segment); once per lapse."
+    priority = 5
+    purpose = Purpose.MARKETING
+    settings_model = WinbackSettings
+    variables: ClassVar[Mapping[str, str]] = {
+        "last_visit": "the date of the customer's last visit (ISO; use | date)",
+        "months": "the months without a visit that made the customer due",
+    }
+    # Realistic values so template lint can trial-render the texts.
+    samples: ClassVar[Mapping[str, Any]] = {"last_visit": "2025-05-20", "months": 9}
+
+    def occasions(self, ctx: PlanContext) -> Iterable[Occasion]:
+        cfg = ctx.settings
+        assert isinstance(cfg, WinbackSettings)
+        latest_day = max(ctx.candidate_days())
+        last = (
+            select(ServiceVisit.customer_id, func.max(ServiceVisit.date).label("last_visit"))
+            .where(ctx.in_batch(ServiceVisit.customer_id))
+            .group_by(ServiceVisit.customer_id)
+            .subquery()
+        )
+        tier = CustomerSegment.tier
+        # The loosest cut-off any customer's local day allows, per tier; the exact check is below.
+        cutoff = case(
+            *[(tier == t, months_before(latest_day, _lapse_months(cfg, t))) for t in ("A", "B", "C")],
+            else_=months_before(latest_day, cfg.months),
+        )
+        already = exists().where(
+            CareEvent.customer_id == Customer.id,
+            CareEvent.plugin == self.name,
+            CareEvent.period == cast(last.c.last_visit, String),
+        )
+        query = (
+            select(Customer, last.c.last_visit, tier)
+            .join(last, last.c.customer_id == Customer.id)
+            .outerjoin(CustomerSegment, CustomerSegment.customer_id == Customer.id)
+            .where(ctx.in_batch(), Customer.is_staff.is_(False), last.c.last_visit <= cutoff, ~already)
+        )
+        for customer, last_visit, customer_tier in ctx.session.execute(query):
+            last_day = last_visit if isinstance(last_visit, date) else date.fromisoformat(str(last_visit))
+            months = _lapse_months(cfg, customer_tier)
+            today = ctx.local_today(customer)
+            if last_day > months_before(today, months):
+                continue
+            yield Occasion(
+                customer=customer,
+                key="winback",
+                # The lapse is named by its last visit: a later visit starts a new lapse.
+                period=last_day.isoformat(),
+                due_date=today,
+                context={"last_visit": last_day.isoformat(), "months": months},
+            )
+
+
+@hookimpl(trylast=True)
+def careflow_care_plugins() -> list[CarePlugin]:
+    return [WinbackPlugin()]
