@@ -409,7 +409,7 @@ def worker(threads: int | None) -> None:
                 "[broker] url is 'local': 'careflow run' delivers in-process; "
                 "set a redis:// or amqp:// URL to run separate workers"
             )
-        broker = make_broker(runtime.settings.broker.url)
+        broker = make_broker(runtime.settings.broker.url, runtime.settings.broker)
         build_actors(broker, runtime)
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import importlib
 
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = (
+    "careflow.commands.retry",
+    "careflow.commands.doctor",
+    "careflow.commands.scheduler",
+)
 
 
 def load_commands() -> None:
