@@ -116,33 +116,50 @@ def check_providers(settings: Settings) -> Iterator[Check]:
         if chosen.provider != "twilio":
             yield Check(f"provider {channel}", True, f"{chosen.provider}: nothing to authenticate")
             continue
-        from twilio.base.exceptions import TwilioException, TwilioRestException
-
-        from careflow.channels.twilio_sms import twilio_client
-
-        base = settings.twilio.base_url
-        try:
-            # Listing one message is authenticated and cheap, and proves the account can use
-            # the Messages API that careflow sends through.
-            twilio_client(settings.twilio).messages.list(limit=1)
-        except TwilioRestException as exc:
-            fix = "check [twilio] base_url and account_sid"
-            if exc.status in (401, 403) or exc.code == 20003:
-                fix = "set the right twilio.account_sid and CAREFLOW_TWILIO__AUTH_TOKEN"
-            yield Check(f"provider {channel}", False, f"twilio at {base}: HTTP {exc.status}: {exc.msg}", fix)
-            continue
-        except (TwilioException, OSError) as exc:
-            yield Check(
-                f"provider {channel}",
-                False,
-                f"twilio at {base}: no answer: {type(exc).__name__}: {_first_line(exc)}",
-                "check [twilio] base_url and the network path to it",
-            )
+        base = settings.twilio.base_url.rstrip("/")
+        problem = _twilio_auth_problem(settings)
+        if problem is not None:
+            detail, fix = problem
+            yield Check(f"provider {channel}", False, f"twilio at {base}: {detail}", fix)
             continue
         sender = settings.twilio.messaging_service_sid or settings.twilio.from_number
         yield Check(
             f"provider {channel}", True, f"twilio at {base}: credentials accepted, sending as {sender}"
         )
+
+
+def _twilio_auth_problem(settings: Settings) -> tuple[str, str] | None:
+    """None when Twilio accepts the credentials, else (what is wrong, how to fix it)."""
+    import json
+
+    from careflow.channels.twilio_sms import twilio_client
+
+    cfg = settings.twilio
+    token = cfg.auth_token.get_secret_value() if cfg.auth_token else ""
+    url = f"{cfg.base_url.rstrip('/')}/2010-04-01/Accounts/{cfg.account_sid}/Messages.json"
+    try:
+        # Listing one message is authenticated and cheap, and proves the account can use the
+        # Messages API careflow sends through; the SDK's own HTTP client, so proxies and TLS match.
+        response = twilio_client(cfg).http_client.request(
+            "GET", url, params={"PageSize": 1}, auth=(cfg.account_sid or "", token)
+        )
+    except Exception as exc:
+        return (
+            f"no answer: {type(exc).__name__}: {_first_line(exc)}",
+            "check [twilio] base_url and the network",
+        )
+    if response.status_code == 200:
+        return None
+    try:
+        message = json.loads(response.text).get("message", "")
+    except (ValueError, AttributeError):
+        message = ""
+    if response.status_code in (401, 403):
+        return (
+            f"HTTP {response.status_code}: credentials refused {message}".rstrip(),
+            "set the right twilio.account_sid and CAREFLOW_TWILIO__AUTH_TOKEN",
+        )
+    return f"HTTP {response.status_code} {message}".rstrip(), "check [twilio] base_url and account_sid"
 
 
 def check_templates(settings: Settings) -> Iterator[Check]:

@@ -39,8 +39,9 @@ def acquire(
             dialect.insert(SchedulerLease)
             .values(name=name, holder=holder, expires_at=now + ttl)
             .on_conflict_do_nothing(index_elements=["name"])
+            .returning(SchedulerLease.name)  # rowcount is not reliable for upserts on every driver
         )
-        return getattr(inserted, "rowcount", 0) == 1
+        return inserted.first() is not None
 
 
 def release(sessions: sessionmaker[Session], name: str, holder: str, *, now: datetime) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from careflow.cli import main, out
+import click
+
+from careflow.cli import main
 
 
 @main.command()
@@ -13,14 +15,14 @@ def doctor() -> None:
     from careflow.doctor import run_checks
 
     failed = 0
+    # Plain lines, never wrapped: operators paste them into tickets and grep them in logs.
     for check in run_checks():
-        mark = "[green]✓[/]" if check.ok else "[bold red]✗[/]"
-        out.print(f"{mark} [bold]{check.name}[/]: ", end="", markup=True, highlight=False)
-        out.print(check.detail, markup=False, highlight=False)
+        mark = click.style("✓", fg="green") if check.ok else click.style("✗", fg="red", bold=True)
+        click.echo(f"{mark} {click.style(check.name, bold=True)}: {check.detail}")
         if not check.ok:
             failed += 1
-            out.print(f"    fix: {check.fix}", markup=False, highlight=False)
+            click.echo(f"    fix: {check.fix}")
     if failed:
-        out.print(f"[bold red]{failed} problem(s) found[/]", markup=True)
+        click.secho(f"{failed} problem(s) found", fg="red", bold=True)
         sys.exit(1)
-    out.print("[green]all checks passed[/]", markup=True)
+    click.secho("all checks passed", fg="green")

@@ -42,7 +42,7 @@ def retry(ids: tuple[int, ...], status: str | None, plugin: str | None, day: dat
                 query = query.where(CareEvent.plugin == plugin)
             if day:
                 query = query.where(CareEvent.due_date == day.date())
-            found = dict(session.execute(query).tuples().all())
+            found: dict[int, str] = {row.id: row.status for row in session.execute(query)}
         for event_id in ids:
             if event_id not in found:
                 raise CareflowError(f"event {event_id} does not exist (see 'careflow events')")
