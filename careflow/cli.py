@@ -79,6 +79,8 @@ def main(verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # The Twilio SDK logs every request's headers at INFO: noise that would drown careflow's own.
+    logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
 
 
 INIT_TEMPLATE = """\
@@ -488,4 +490,8 @@ from careflow.commands import load_commands  # noqa: E402  (modules register ont
 load_commands()
 
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    # Run the imported ``careflow.cli``: command modules registered their commands on its ``main``,
+    # not on this ``__main__`` copy of the module.
+    from careflow.cli import main as registered_main
+
+    registered_main()

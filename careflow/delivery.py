@@ -149,7 +149,9 @@ def _claim_attempt(runtime: Runtime, event_id: int, now: datetime) -> Outcome | 
     max_attempts = runtime.settings.delivery.max_attempts
     with runtime.sessions.begin() as session:
         if not claim(session, event_id, now):
-            log.info("event %s: skipped (claimed by another worker, or already final)", event_id)
+            # A redelivered or duplicate message: whoever holds or finished the event decides.
+            status = session.scalar(select(CareEvent.status).where(CareEvent.id == event_id))
+            log.info("event %s: skipped (status %s)", event_id, status)
             return Outcome.SKIPPED
         row = session.execute(
             select(CareEvent.attempts, CareEvent.needs_reconcile, CareEvent.status_reason).where(

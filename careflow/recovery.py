@@ -21,26 +21,30 @@ def stuck_after(settings: Settings) -> timedelta:
     return timedelta(milliseconds=settings.delivery.time_limit_ms) * 2
 
 
-def recover_stuck_sends(runtime: Runtime, *, older_than: timedelta | None = None) -> int:
+def recover_stuck_sends(runtime: Runtime, *, older_than: timedelta | None = None) -> list[int]:
     """Put events stuck in ``sending`` back to ``planned``, flagged to ask the provider first.
 
     Their worker died (kill -9, OOM, host loss) somewhere between claiming and recording; the
     provider may or may not have the message, so the next attempt looks it up by recipient,
     time window and body and only sends if the provider has no record of it. Uses the real
-    clock: ``claimed_at`` is always written from it.
+    clock: ``claimed_at`` is always written from it. Returns the recovered ids, to queue now.
     """
     limit = utcnow() - (older_than if older_than is not None else stuck_after(runtime.settings))
+    stuck = (CareEvent.status == EventStatus.SENDING, CareEvent.claimed_at < limit)
     with runtime.sessions.begin() as session:
-        result = session.execute(
-            update(CareEvent)
-            .where(CareEvent.status == EventStatus.SENDING, CareEvent.claimed_at < limit)
-            .values(status=EventStatus.PLANNED, needs_reconcile=True, status_reason=RECOVERED)
-            .execution_options(synchronize_session=False)
+        ids = list(session.scalars(select(CareEvent.id).where(*stuck).order_by(CareEvent.id)))
+        for start in range(0, len(ids), 1_000):
+            session.execute(
+                update(CareEvent)
+                .where(CareEvent.id.in_(ids[start : start + 1_000]), *stuck)
+                .values(status=EventStatus.PLANNED, needs_reconcile=True, status_reason=RECOVERED)
+                .execution_options(synchronize_session=False)
+            )
+    if ids:
+        log.warning(
+            "recovered %d event(s) stuck in 'sending'; each is reconciled before any resend", len(ids)
         )
-        count = int(getattr(result, "rowcount", 0))
-    if count:
-        log.warning("recovered %d event(s) stuck in 'sending'; each is reconciled before any resend", count)
-    return count
+    return ids
 
 
 def lost_planned_ids(runtime: Runtime, *, older_than: timedelta, now: datetime | None = None) -> list[int]:

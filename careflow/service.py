@@ -114,12 +114,18 @@ def recover_and_requeue(ctx: JobContext) -> None:
     """Reconcile sends a dead worker left in ``sending``; re-queue planned events whose message was lost."""
     runtime = ctx.runtime
     recovered = recover_stuck_sends(runtime)
+    if recovered:
+        ctx.enqueue(recovered)
     older_than = timedelta(seconds=runtime.settings.scheduler.requeue_after_seconds)
-    ids = lost_planned_ids(runtime, older_than=older_than)
-    if ids:
-        ctx.enqueue(ids)
-    if recovered or ids:
-        ctx.report(f"recovery: {recovered} stuck send(s) flagged for reconciliation, {len(ids)} re-queued")
+    queued = set(recovered)
+    lost = [i for i in lost_planned_ids(runtime, older_than=older_than) if i not in queued]
+    if lost:
+        ctx.enqueue(lost)
+    if recovered or lost:
+        ctx.report(
+            f"recovery: {len(recovered)} stuck send(s) queued for reconciliation, "
+            f"{len(lost)} planned event(s) re-queued"
+        )
 
 
 def release_deferred_hook() -> Callable[[Runtime, datetime], Any] | None:

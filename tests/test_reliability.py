@@ -70,7 +70,7 @@ def test_a_worker_killed_after_the_provider_accepted_does_not_cause_a_second_sen
 
     # A redelivered message meanwhile is a no-op: the row is still claimed.
     assert deliver(twilio_runtime, accepted) is Outcome.SKIPPED
-    assert recover_stuck_sends(twilio_runtime, older_than=timedelta(0)) == 2
+    assert len(recover_stuck_sends(twilio_runtime, older_than=timedelta(0))) == 2
     assert deliver(twilio_runtime, accepted) is Outcome.SENT
     assert deliver(twilio_runtime, never_sent) is Outcome.SENT
 
