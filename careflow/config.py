@@ -60,8 +60,8 @@ class BrokerSettings(_Section):
     # Redis only: a worker silent this long is presumed dead and its unacknowledged messages
     # are redelivered (the outbox claim makes a redelivery of a message still in hand a no-op).
     heartbeat_timeout_ms: int = Field(default=60_000, ge=500)
-    # Redis only: chance in 100,000 that a broker call also requeues dead workers' messages.
-    maintenance_chance: int = Field(default=1_000, ge=0, le=100_000)
+    # Redis only: chance in 1,000,000 that a broker call also requeues dead workers' messages.
+    maintenance_chance: int = Field(default=1_000, ge=0, le=1_000_000)
 
     @field_validator("url")
     @classmethod

@@ -128,7 +128,7 @@ class Deployment:
                 "queue": f"careflow_t_{uuid.uuid4().hex[:10]}",
                 "worker_threads": 4,
                 "heartbeat_timeout_ms": 2000,
-                "maintenance_chance": 100_000,
+                "maintenance_chance": 1_000_000,
             },
             "channels.sms": {"provider": "twilio"},
             "twilio": {
@@ -221,8 +221,8 @@ def _toml(value: Any) -> str:
     return str(value)
 
 
-def seed_birthdays(runtime: Runtime, count: int) -> list[str]:
-    """``count`` customers with SMS consent whose birthday is NOW's local day; returns their phones."""
+def seed_birthdays(runtime: Runtime, count: int, *, birthday: tuple[int, int] = (5, 11)) -> list[str]:
+    """``count`` customers with SMS consent born on ``birthday`` (NOW's local day); returns their phones."""
     with runtime.sessions.begin() as session:
         center_id = session.scalar(select(Center.id).where(Center.code == "main"))
         first = session.scalar(select(func.coalesce(func.max(Customer.id), 0))) + 1
@@ -237,8 +237,8 @@ def seed_birthdays(runtime: Runtime, count: int) -> list[str]:
                     "name": f"客户{i}",
                     "phone": phone,
                     "birth_year": 1990,
-                    "birth_month": 5,
-                    "birth_day": 11,
+                    "birth_month": birthday[0],
+                    "birth_day": birthday[1],
                     "locale": "zh_CN",
                 }
                 for i, phone in enumerate(phones)

@@ -27,7 +27,7 @@ EVENTS = 2_000
 
 
 def test_kill_9_of_a_worker_mid_run_sends_every_event_exactly_once(
-    pg_url: str, deploy: Callable[..., Deployment], own_redis: RedisServer, fake_twilio: FakeTwilio
+    pg_url: str, own_redis: RedisServer, deploy: Callable[..., Deployment], fake_twilio: FakeTwilio
 ) -> None:
     site = deploy(
         db_url=pg_url,
@@ -99,7 +99,7 @@ def install_poison_plugin(directory: Path) -> str:
 
 
 def test_a_poison_message_is_bounded_recorded_and_dead_lettered(
-    deploy: Callable[..., Deployment], own_redis: RedisServer, tmp_path: Path, fake_twilio: FakeTwilio
+    own_redis: RedisServer, deploy: Callable[..., Deployment], tmp_path: Path, fake_twilio: FakeTwilio
 ) -> None:
     plugin_dir = tmp_path / "site"
     plugin_dir.mkdir()
