@@ -3,6 +3,7 @@ with backoff between attempts, and permanent errors are not retried."""
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -69,8 +70,10 @@ def test_500s_429s_and_hangs_end_in_one_send_each_with_backoff_and_permanent_err
         # and its last request was the accepted one.
         retried = {to: times for to, times in attempts.items() if len(times) > 1}
         assert retried
+        all_gaps = []
         for to, times in retried.items():
-            gaps = [b[0] - a[0] for a, b in zip(times, times[1:], strict=False)]
+            gaps = [b[0] - a[0] for a, b in itertools.pairwise(times)]
+            all_gaps.extend(gaps)
             assert all(gap >= MIN_BACKOFF for gap in gaps), (to, gaps)
             assert times[-1][1] in (201, 400), (to, times)
         # 40 first requests + one more per unaccepted fault (14); the two accepted-but-unanswered
@@ -79,5 +82,5 @@ def test_500s_429s_and_hangs_end_in_one_send_each_with_backoff_and_permanent_err
         print(
             f"\nprovider-fault figures: {fake_twilio.requests} create requests for 40 events, "
             f"{len(retried)} recipients retried, smallest gap "
-            f"{min(g for t in retried.values() for g in [b[0] - a[0] for a, b in zip(t, t[1:], strict=False)])}"
+            f"{min(all_gaps).total_seconds():.2f} s"
         )

@@ -84,5 +84,6 @@ def test_a_standby_scheduler_takes_over_within_the_lease_and_they_never_plan_at_
         assert not site.log_lines("sched-a2", "plan start")
         assert not site.log_lines("sched-a2", "leader: sched-a2")
         print(
-            f"\nscheduler failover figures: A killed with {at_kill}/{CUSTOMERS} planned; B led after {delay:.2f} s"
+            f"\nscheduler failover figures: A killed with {at_kill}/{CUSTOMERS} planned; "
+            f"B led after {delay:.2f} s"
         )
