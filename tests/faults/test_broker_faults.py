@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +21,6 @@ from tests.faults.harness import (
     all_final,
     assert_sent_exactly_once,
     seed_birthdays,
-    statuses,
     wait_until,
 )
 
@@ -97,33 +97,49 @@ def test_rabbitmq_connections_dropped_mid_run_lose_nothing_and_double_nothing(
 def test_a_send_slower_than_the_heartbeat_timeout_is_redelivered_but_sent_once(
     own_redis: RedisServer, deploy: Callable[..., Deployment], tmp_path: Path, fake_twilio: FakeTwilio
 ) -> None:
-    """Worker A holds two slow sends and stops heartbeating; worker B is handed both messages again."""
+    """Worker A is in the middle of a slow send and its heartbeats stop; Redis hands A's messages
+    to worker B while A still sends. B must skip the one A is sending and send the other once.
+
+    A slow send alone silences a worker's heartbeat only while every prefetch slot is busy and
+    its delay-queue consumer is between polls, which is a matter of luck; so A is also frozen
+    (SIGSTOP, like a long GC pause or a starved VM) for the length of its send, which makes the
+    redelivery certain. Its send is already at the provider and completes when A is thawed.
+    """
     site = deploy(
         db_url=f"sqlite:///{tmp_path / 'heartbeat.db'}",
         broker_url=own_redis.url,
         broker={"heartbeat_timeout_ms": 500},
-        twilio={"timeout_seconds": 10.0},
-        delivery={"time_limit_ms": 20_000},
+        twilio={"timeout_seconds": 20.0},
+        delivery={"time_limit_ms": 30_000},
     )
     with site.runtime() as runtime:
         phones = seed_birthdays(runtime, 2)
-        for phone in phones:  # accepted at once, answered after 3 s
-            fake_twilio.fail_recipient(phone, Fault(status=201, hang_seconds=3.0))
+        slow = Fault(status=201, hang_seconds=3.0)  # accepted at once, answered after 3 s
+        for phone in phones:
+            fake_twilio.fail_recipient(phone, slow)
         assert run_day(runtime, now=NOW).report.new == 2
-        site.worker("worker-a", threads=1)  # prefetches both, sends one at a time
-        wait_until(lambda: statuses(runtime)["sending"], timeout=30, what="worker A to start sending")
-        site.worker("worker-b", threads=1)
+        worker_a = site.worker("worker-a", threads=1)  # prefetches both, sends one at a time
+        first = wait_until(lambda: fake_twilio.messages, timeout=30, what="A's first send to arrive")[0]
+        with runtime.sessions() as session:
+            in_flight = session.scalars(select(CareEvent).where(CareEvent.recipient == first.to)).one()
+        assert in_flight.status == "sending"
+        worker_a.send_signal(signal.SIGSTOP)
+        try:
+            site.worker("worker-b", threads=1)
+            skipped = wait_until(
+                lambda: site.log_lines("worker-b", f"event {in_flight.id}: skipped (status sending)"),
+                timeout=30,
+                what="B to be handed the message A is still sending",
+            )
+            assert skipped
+            wait_until(lambda: len(fake_twilio.messages) == 2, timeout=30, what="B to send the other event")
+        finally:
+            worker_a.send_signal(signal.SIGCONT)
         wait_until(lambda: all_final(runtime, 2), timeout=60, what="both events final")
         time.sleep(1.0)
         assert_sent_exactly_once(runtime, fake_twilio, phones)
         assert fake_twilio.requests == 2
+        # A finished its slow send and recorded it; the other event was B's, and A skipped it.
         with runtime.sessions() as session:
-            ids = list(session.scalars(select(CareEvent.id)))
-        # The proof that a message came back while its first delivery was still in flight:
-        redelivered_in_flight = [
-            line
-            for name in ("worker-a", "worker-b")
-            for line in site.log_lines(name, "skipped (status sending)")
-            if any(f"event {i}:" in line for i in ids)
-        ]
-        assert redelivered_in_flight, "no redelivery happened while a send was in flight"
+            assert session.get(CareEvent, in_flight.id).attempts == 1  # type: ignore[union-attr]
+        assert site.log_lines("worker-a", "skipped (status sent)")
