@@ -131,7 +131,13 @@ def deliver(runtime: Runtime, event_id: int, *, now: datetime | None = None) -> 
     claimed = _claim_attempt(runtime, event_id, now or utcnow())
     if isinstance(claimed, Outcome):
         return claimed
-    prepared = _prepare(runtime, event_id, claimed)
+    try:
+        prepared = _prepare(runtime, event_id, claimed)
+    except Exception as exc:  # e.g. a plugin's template-context hook raised
+        log.exception("event %s: preparing the message failed", event_id)
+        # Nothing reached the provider; an earlier unclear attempt keeps its reconcile flag.
+        failure = SendError(f"preparing the message failed: {type(exc).__name__}: {exc}", permanent=False)
+        return _failed_attempt(runtime, event_id, claimed, failure, needs_reconcile=None)
     if isinstance(prepared, Outcome):
         return prepared
     message, needs_reconcile, created = prepared
@@ -268,9 +274,12 @@ def _send(
 
 
 def _failed_attempt(
-    runtime: Runtime, event_id: int, attempt: int, exc: SendError, *, needs_reconcile: bool
+    runtime: Runtime, event_id: int, attempt: int, exc: SendError, *, needs_reconcile: bool | None
 ) -> Outcome:
-    """Record a failed attempt: permanent errors and the last attempt fail, others retry."""
+    """Record a failed attempt: permanent errors and the last attempt fail, others retry.
+
+    ``needs_reconcile=None`` means this attempt never reached the provider: the flag is kept.
+    """
     if exc.permanent:
         _finish(runtime, event_id, attempt, EventStatus.FAILED, status_reason=str(exc), error_code=exc.code)
         return Outcome.FAILED
@@ -280,6 +289,7 @@ def _failed_attempt(
             reason += " (the last attempt may have reached the provider)"
         _finish(runtime, event_id, attempt, EventStatus.FAILED, status_reason=reason, error_code=exc.code)
         return Outcome.FAILED
+    flag = {} if needs_reconcile is None else {"needs_reconcile": needs_reconcile or exc.ambiguous}
     _finish(
         runtime,
         event_id,
@@ -287,7 +297,7 @@ def _failed_attempt(
         EventStatus.PLANNED,
         status_reason=f"attempt {attempt}: {exc}",
         error_code=exc.code,
-        needs_reconcile=needs_reconcile or exc.ambiguous,
+        **flag,
     )
     return Outcome.RETRY
 

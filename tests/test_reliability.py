@@ -17,13 +17,15 @@ from sqlalchemy import func, select
 
 from careflow import leases
 from careflow.cli import main
+from careflow.config import load_settings
 from careflow.delivery import DEAD_LETTER, Outcome, _claim_attempt, _finish, _prepare, deliver
-from careflow.models import CareEvent, EventStatus, SchedulerRun, utcnow
+from careflow.hookspecs import hookimpl
+from careflow.models import CareEvent, Customer, EventStatus, SchedulerRun, utcnow
 from careflow.recovery import lost_planned_ids, recover_stuck_sends
 from careflow.runtime import Runtime
 from careflow.scheduler import plan
 from careflow.service import LEASE_NAME, SchedulerService, default_jobs
-from careflow.testing import parse_instant
+from careflow.testing import build_runtime, parse_instant
 from careflow.testing.twilio_server import FakeTwilio, Fault
 from tests.test_delivery_e2e import NOW, runtime_for, seed_birthdays, worker_env, write_config
 
@@ -240,3 +242,42 @@ def test_doctor_passes_on_a_healthy_setup_and_explains_each_problem(
     assert "127.0.0.1:1/0: cannot connect" in sick.output
     assert "birthday/sms.en.j2" in sick.output and "nosuchfilter" in sick.output
     assert "wrong" not in sick.output  # the secret is never printed
+
+
+class BrokenContextPlugin:
+    """A plugin whose template-context hook raises for one customer (a bug, not a crash)."""
+
+    @hookimpl
+    def careflow_template_context(self, event: CareEvent, customer: Customer) -> dict[str, object] | None:
+        if customer.external_id == "C0001":
+            raise RuntimeError("weather lookup exploded")
+        return None
+
+
+def test_a_plugin_error_while_preparing_is_retried_then_fails_with_the_reason(
+    tmp_path: Path, fake_twilio: FakeTwilio
+) -> None:
+    config = write_config(
+        tmp_path, db_url=f"sqlite:///{tmp_path / 'c.db'}", twilio=fake_twilio, max_attempts=2
+    )
+    settings = load_settings(config, environ={"CAREFLOW_TWILIO__AUTH_TOKEN": fake_twilio.auth_token})
+    runtime = build_runtime(settings, extra_plugins=[BrokenContextPlugin()])
+    try:
+        phones = seed_birthdays(runtime, 2)
+        ids = planned_ids(runtime)
+        outcomes = [deliver(runtime, i) for i in ids]
+        assert sorted(outcomes) == sorted([Outcome.SENT, Outcome.RETRY])
+        broken = next(i for i, o in zip(ids, outcomes, strict=True) if o is Outcome.RETRY)
+        first = event(runtime, broken)
+        assert first.status == EventStatus.PLANNED and first.attempts == 1 and first.body is None
+        assert "attempt 1: preparing the message failed: RuntimeError: weather lookup exploded" in (
+            first.status_reason or ""
+        )
+        assert deliver(runtime, broken) is Outcome.FAILED
+        final = event(runtime, broken)
+        assert final.status == EventStatus.FAILED and "gave up after 2 attempts" in (
+            final.status_reason or ""
+        )
+        assert [m.to for m in fake_twilio.messages] == [phones["C0000"]]
+    finally:
+        runtime.close()
