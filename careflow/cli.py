@@ -109,6 +109,7 @@ name = "{center_name}"
 timezone = "{timezone}"
 locale = "{locale}"
 help_text = "Reply STOP to opt out. Call us on 400-000-0000."
+plan_at = "08:00"                      # local time 'careflow scheduler' plans this center's day
 
 [delivery]
 max_attempts = 5

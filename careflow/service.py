@@ -169,7 +169,7 @@ class SchedulerService:
     enqueue: Enqueue
     jobs: list[PeriodicJob] = field(default_factory=default_jobs)
     report: Report = field(default_factory=lambda: _log_report)
-    leader: bool = False
+    leader: bool | None = None  # None until the first tick has asked for the lease
 
     @property
     def ttl(self) -> timedelta:
@@ -182,7 +182,11 @@ class SchedulerService:
 
     def _set_leader(self, leader: bool) -> None:
         if leader != self.leader:
-            self.report(f"{'leader' if leader else 'standby'}: {self.holder}")
+            if leader:
+                self.report(f"leader: {self.holder}")
+            else:
+                current = leases.holder_of(self.runtime.sessions, LEASE_NAME, now=utcnow())
+                self.report(f"standby: {self.holder} (lease held by {current or 'nobody'})")
         self.leader = leader
 
     def tick(self, now: datetime | None = None) -> bool:

@@ -30,8 +30,9 @@ def scheduler(holder: str | None, once: bool) -> None:
     """
     from dramatiq import Worker
 
+    from careflow import leases
     from careflow.broker import LOCAL, make_broker
-    from careflow.service import SchedulerService
+    from careflow.service import LEASE_NAME, SchedulerService
     from careflow.tasks import build_actors
 
     with opened_runtime() as runtime:
@@ -55,6 +56,8 @@ def scheduler(holder: str | None, once: bool) -> None:
         try:
             if once:
                 service.tick()
+                if service.leader:  # a one-off round must not keep a standby waiting for the lease
+                    leases.release(runtime.sessions, LEASE_NAME, service.holder, now=utcnow())
                 if worker is not None:
                     from dramatiq.brokers.stub import StubBroker
 
