@@ -5,10 +5,12 @@ from __future__ import annotations
 from dramatiq import Broker
 from dramatiq.brokers.stub import StubBroker
 
+from careflow.config import BrokerSettings
+
 LOCAL = "local"
 
 
-def make_broker(url: str) -> Broker:
+def make_broker(url: str, settings: BrokerSettings | None = None) -> Broker:
     """Build the broker; nothing is bound to Dramatiq's global broker (see tasks.py for why)."""
     if url == LOCAL:
         # In-memory only: the outbox is the durable record, and every run first re-queues
@@ -17,7 +19,12 @@ def make_broker(url: str) -> Broker:
     if url.startswith(("redis://", "rediss://")):
         from dramatiq.brokers.redis import RedisBroker
 
-        return RedisBroker(url=url)  # type: ignore[no-untyped-call]
+        tuning = settings or BrokerSettings()
+        return RedisBroker(  # type: ignore[no-untyped-call]
+            url=url,
+            heartbeat_timeout=tuning.heartbeat_timeout_ms,
+            maintenance_chance=tuning.maintenance_chance,
+        )
     if url.startswith(("amqp://", "amqps://")):
         from dramatiq.brokers.rabbitmq import RabbitmqBroker
 

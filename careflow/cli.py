@@ -83,6 +83,8 @@ def main(verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # The Twilio SDK logs every request's headers at INFO: noise that would drown careflow's own.
+    logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
 
 
 INIT_TEMPLATE = """\
@@ -116,6 +118,7 @@ send_until = "20:00"
 frequency_cap = 2                      # at most 2 care messages per customer per 7 days
 frequency_window_days = 7
 stop_withdraws = "all"                 # STOP withdraws service and marketing; or "marketing"
+plan_at = "08:00"                      # local time 'careflow scheduler' plans this center's day
 
 [web]
 # careflow serve: Twilio webhooks. public_url is the address Twilio calls (signatures use it).
@@ -445,7 +448,7 @@ def worker(threads: int | None) -> None:
                 "[broker] url is 'local': 'careflow run' delivers in-process; "
                 "set a redis:// or amqp:// URL to run separate workers"
             )
-        broker = make_broker(runtime.settings.broker.url)
+        broker = make_broker(runtime.settings.broker.url, runtime.settings.broker)
         build_actors(broker, runtime)
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):

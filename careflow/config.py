@@ -59,6 +59,11 @@ class BrokerSettings(_Section):
     url: str = "local"
     queue: str = "careflow"
     worker_threads: int = Field(default=4, ge=1, le=256)
+    # Redis only: a worker silent this long is presumed dead and its unacknowledged messages
+    # are redelivered (the outbox claim makes a redelivery of a message still in hand a no-op).
+    heartbeat_timeout_ms: int = Field(default=60_000, ge=500)
+    # Redis only: chance in 1,000,000 that a broker call also requeues dead workers' messages.
+    maintenance_chance: int = Field(default=1_000, ge=0, le=1_000_000)
 
     @field_validator("url")
     @classmethod
@@ -149,6 +154,7 @@ class CenterSettings(_Section):
     # Frequency cap: at most this many care messages per customer in a rolling window (0: no cap).
     frequency_cap: int = Field(default=2, ge=0)
     frequency_window_days: int = Field(default=7, ge=1, le=366)
+    plan_at: str = "08:00"  # local time at which `careflow scheduler` plans this center's day
 
     @field_validator("timezone")
     @classmethod
@@ -198,6 +204,14 @@ class CenterSettings(_Section):
             raise ValueError("send_from and send_until are equal: the sending window would be empty")
         return self
 
+    @field_validator("plan_at")
+    @classmethod
+    def _plan_time(cls, value: str) -> str:
+        hours, sep, minutes = value.partition(":")
+        if sep and hours.isdigit() and minutes.isdigit() and int(hours) < 24 and int(minutes) < 60:
+            return f"{int(hours):02d}:{int(minutes):02d}"
+        raise ValueError(f"expected a local time as HH:MM, e.g. '08:00', got {value!r}")
+
 
 class TemplateSettings(_Section):
     # A directory that overrides shipped templates: <dir>/<plugin>/<channel>.<locale>.j2,
@@ -216,6 +230,12 @@ class DeliverySettings(_Section):
 
 class SchedulerSettings(_Section):
     batch_size: int = Field(default=2_000, ge=1, le=100_000)
+    # `careflow scheduler`: how often it wakes, how long its database lease lasts (a standby
+    # takes over at most this long after the leader dies), and after how long a planned event
+    # nobody touched is presumed to have lost its broker message and is queued again.
+    tick_seconds: float = Field(default=30.0, gt=0)
+    lease_seconds: float = Field(default=90.0, gt=0)
+    requeue_after_seconds: float = Field(default=900.0, gt=0)
 
 
 def check_e164(value: str | None) -> str | None:

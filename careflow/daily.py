@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import cast
 
 from dramatiq import Worker
 from dramatiq.brokers.stub import StubBroker
-from sqlalchemy import select, update
+from sqlalchemy import case, select, update
 
 from careflow.broker import LOCAL, make_broker
 from careflow.delivery import stale_event_ids
@@ -46,7 +46,7 @@ def run_day(
     if dry_run:
         return RunResult(plan(runtime, now=now, day=day, dry_run=True, on_batch=on_batch), 0, False)
     url = runtime.settings.broker.url
-    broker = make_broker(url)
+    broker = make_broker(url, runtime.settings.broker)
     actors = build_actors(broker, runtime)
     stuck_after = timedelta(milliseconds=runtime.settings.delivery.time_limit_ms) * 2
     if url != LOCAL:
@@ -86,12 +86,41 @@ def _stale_remote(runtime: Runtime, now: datetime, stuck_after: timedelta) -> li
 
 
 def retry_events(runtime: Runtime, event_ids: list[int]) -> int:
-    """Put failed events back to planned (after a fix); returns how many were reset."""
+    """Put failed events back to planned (after a fix); returns how many were reset.
+
+    The stored body is dropped so a fixed template applies, except where the last attempt
+    may have reached the provider: that body is what reconciliation looks for first.
+    """
     with runtime.sessions.begin() as session:
         result = session.execute(
             update(CareEvent)
             .where(CareEvent.id.in_(event_ids), CareEvent.status == EventStatus.FAILED)
-            .values(status=EventStatus.PLANNED, attempts=0, status_reason="retried by an operator", body=None)
+            .values(
+                status=EventStatus.PLANNED,
+                attempts=0,
+                status_reason="retried by an operator",
+                error_code=None,
+                body=case((CareEvent.needs_reconcile, CareEvent.body), else_=None),
+            )
             .execution_options(synchronize_session=False)
         )
         return int(getattr(result, "rowcount", 0))
+
+
+def queue_events(runtime: Runtime, event_ids: Sequence[int]) -> bool:
+    """Hand events to the broker; with ``local`` deliver them here and now. True if delivered."""
+    broker = make_broker(runtime.settings.broker.url, runtime.settings.broker)
+    actors = build_actors(broker, runtime)
+    if runtime.settings.broker.url != LOCAL:
+        actors.enqueue_deliveries(event_ids)
+        broker.close()
+        return False
+    worker = Worker(broker, worker_threads=runtime.settings.broker.worker_threads, worker_timeout=100)
+    worker.start()
+    try:
+        actors.enqueue_deliveries(event_ids)
+        cast(StubBroker, broker).join(actors.queue, fail_fast=False)
+    finally:
+        worker.stop()
+        broker.close()
+    return True

@@ -379,3 +379,26 @@ class WeatherReport(Base):
     day: Mapped[date] = mapped_column(Date)
     alerts: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     fetched_at: Mapped[datetime]
+
+
+class SchedulerLease(Base):
+    """Who may run the periodic jobs: one holder until ``expires_at`` (compare-and-set renewed)."""
+
+    __tablename__ = "scheduler_leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    expires_at: Mapped[datetime]
+
+
+class SchedulerRun(Base):
+    """A once-a-day job that completed (e.g. planning one center's day), so no leader repeats it."""
+
+    __tablename__ = "scheduler_runs"
+    __table_args__ = (UniqueConstraint("job", "day"),)
+
+    id: Mapped[intpk]
+    job: Mapped[str] = mapped_column(String(100))
+    day: Mapped[date] = mapped_column(Date)
+    holder: Mapped[str] = mapped_column(String(200))
+    finished_at: Mapped[datetime]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -80,10 +80,12 @@ def plan(
     dry_run: bool = False,
     enqueue: Callable[[Sequence[int]], None] | None = None,
     on_batch: Callable[[int, int], None] | None = None,
+    center_ids: Collection[int] | None = None,
 ) -> PlanReport:
     """Plan every enabled care plugin over all customers; enqueue each new event after its commit.
 
     ``on_batch(done, total)`` reports progress. With ``dry_run`` nothing is written or queued.
+    ``center_ids`` limits the recorded occasions to those centers' customers.
     """
     report = PlanReport()
     enabled = runtime.registry.enabled(runtime.settings)
@@ -106,6 +108,7 @@ def plan(
                 id_range=id_range,
                 center_tz=center_tz,
                 dry_run=dry_run,
+                center_ids=center_ids,
             )
             if not dry_run:
                 session.commit()
@@ -188,6 +191,7 @@ def _plan_batch(
     id_range: tuple[int, int],
     center_tz: dict[int, str],
     dry_run: bool,
+    center_ids: Collection[int] | None = None,
 ) -> list[int]:
     found: list[tuple[CarePlugin, Occasion]] = []
     for plugin, plugin_settings in enabled.values():
@@ -200,6 +204,8 @@ def _plan_batch(
             default_timezone=center_tz,
         )
         found.extend((plugin, occ) for occ in _collect(plugin, ctx, report))
+    if center_ids is not None:  # another center plans at its own local time
+        found = [(plugin, occ) for plugin, occ in found if occ.customer.center_id in center_ids]
     found = _for_audience(session, enabled, found, report)
     if not found:
         return []

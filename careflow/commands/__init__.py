@@ -13,6 +13,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "careflow.commands.records",
     "careflow.commands.points",
     "careflow.commands.report",
+    "careflow.commands.retry",
+    "careflow.commands.doctor",
+    "careflow.commands.scheduler",
 )
 
 

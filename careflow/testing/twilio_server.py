@@ -39,6 +39,7 @@ from typing import Any, Final, cast
 __all__ = [
     "DEFAULT_ACCOUNT_SID",
     "DEFAULT_AUTH_TOKEN",
+    "CreateRequest",
     "FakeTwilio",
     "Fault",
     "RecordedMessage",
@@ -96,6 +97,15 @@ class RecordedMessage:
     date_created: datetime
     content_sid: str | None
     content_variables: str | None
+
+
+@dataclass(frozen=True)
+class CreateRequest:
+    """One create request as it arrived, faulted or not: when, to whom, and the HTTP answer."""
+
+    at: datetime
+    to: str
+    status: int
 
 
 @dataclass
@@ -341,6 +351,7 @@ class FakeTwilio:
         self._messages: list[RecordedMessage] = []
         self._by_sid: dict[str, RecordedMessage] = {}
         self._requests = 0
+        self._request_log: list[CreateRequest] = []
         self._faults: deque[Fault] = deque()
         self._recipient_faults: dict[str, Fault] = {}
         self._latency = 0.0
@@ -412,6 +423,12 @@ class FakeTwilio:
         with self._lock:
             return self._requests
 
+    @property
+    def request_log(self) -> list[CreateRequest]:
+        """Every create request that reached message handling, oldest first (for backoff checks)."""
+        with self._lock:
+            return list(self._request_log)
+
     def sent_to(self, to: str) -> list[RecordedMessage]:
         """Accepted messages addressed to ``to``, oldest first."""
         return [m for m in self.messages if m.to == to]
@@ -439,6 +456,7 @@ class FakeTwilio:
             self._messages.clear()
             self._by_sid.clear()
             self._requests = 0
+            self._request_log.clear()
             self._faults.clear()
             self._recipient_faults.clear()
             self._latency = 0.0
@@ -577,6 +595,8 @@ class FakeTwilio:
         )
         with self._lock:
             fault = self._faults.popleft() if self._faults else self._recipient_faults.get(to)
+            answer = 201 if fault is None else fault.status
+            self._request_log.append(CreateRequest(at=message.date_created, to=to, status=answer))
         if fault is None:
             self._record(message)
             return 201, self._message_json(message)
