@@ -107,6 +107,8 @@ class DeliverySettings(_Section):
 
 class SchedulerSettings(_Section):
     batch_size: int = Field(default=2_000, ge=1, le=100_000)
+    # How long one care plugin may take over one batch before it is abandoned for the run.
+    plugin_time_budget_seconds: float = Field(default=120.0, gt=0, le=3_600)
 
 
 def _secret_text(value: SecretStr | str | None) -> str:

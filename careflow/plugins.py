@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from careflow import hookspecs
 from careflow.care import CarePlugin, PluginSettings
 from careflow.channels.base import ChannelProvider
+from careflow.compat import incompatibility
 from careflow.config import Settings, format_validation_error
 from careflow.errors import ConfigError
 
@@ -91,16 +92,42 @@ def load_plugins(extra: list[object] | None = None, *, entry_points_too: bool = 
             if pm.has_plugin(ep.name):
                 continue
             try:
-                pm.register(ep.load(), name=ep.name)
+                loaded = ep.load()
+                if _incompatible(registry, ep.name, loaded):
+                    continue
+                pm.register(loaded, name=ep.name)
             except Exception as exc:  # a broken package must not take careflow down
                 log.error("plugin %r (%s) failed to load: %s", ep.name, ep.value, exc)
                 registry.failures.append(LoadFailure(ep.name, f"{type(exc).__name__}: {exc}"))
     for obj in extra or []:
-        pm.register(obj)
+        if not _incompatible(registry, _object_name(obj), obj):
+            pm.register(obj)
     # A misspelled hook implementation fails here instead of silently never running.
     pm.check_pending()
     _collect(registry)
     return registry
+
+
+def registry_from_manager(pm: pluggy.PluginManager) -> PluginRegistry:
+    """A registry of what the plugins already registered on ``pm`` contribute (tests build these)."""
+    pm.check_pending()
+    registry = PluginRegistry(pm=pm)
+    _collect(registry)
+    return registry
+
+
+def _object_name(obj: object) -> str:
+    return obj.__name__ if isinstance(obj, ModuleType) else type(obj).__name__
+
+
+def _incompatible(registry: PluginRegistry, name: str, plugin: object) -> bool:
+    """Record (and log) a plugin that does not support this careflow; such a plugin is not used."""
+    problem = incompatibility(plugin)
+    if problem is None:
+        return False
+    log.error("plugin %r %s", name, problem)
+    registry.failures.append(LoadFailure(name, problem))
+    return True
 
 
 def _source_name(pm: pluggy.PluginManager, impl_plugin: Any) -> str:
@@ -126,6 +153,8 @@ def _collect(registry: PluginRegistry) -> None:
                 registry.failures.append(
                     LoadFailure(source, f"returned {plugin!r}, which is not a CarePlugin")
                 )
+                continue
+            if _incompatible(registry, f"{source} ({plugin.name})", plugin):
                 continue
             if plugin.name in registry.care_plugins:
                 first = registry.sources[plugin.name]

@@ -6,16 +6,20 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
+from functools import partial
 from typing import Any
 
 from sqlalchemy import Insert, func, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.exc import InvalidRequestError
+from sqlalchemy.orm import Session, sessionmaker
 
 from careflow.care import CarePlugin, Occasion, PlanContext, PluginSettings
+from careflow.isolation import planning_sessions, run_plugin_batch
 from careflow.models import CareEvent, Center, Customer, EventStatus
+from careflow.plugin_runs import record_run
 from careflow.policies import choose_channel, load_consents
 from careflow.runtime import Runtime
 
@@ -53,6 +57,16 @@ class PlanReport:
         self.per_plugin.setdefault(plugin, Counter())[outcome] += 1
 
 
+@dataclass
+class _Isolation:
+    """How plugins run in this pass: their own sessions, a time budget, and who overran it."""
+
+    sessions: sessionmaker[Session]
+    budget_seconds: float
+    commit: bool
+    abandoned: set[str] = field(default_factory=set)
+
+
 def idempotency_key(plugin: str, occasion: Occasion) -> str:
     """``plugin:occasion:period:customer``: the same occasion always maps to the same key."""
     return f"{plugin}:{occasion.key}:{occasion.period}:{occasion.customer.id}"
@@ -81,47 +95,78 @@ def plan(
     """Plan every enabled care plugin over all customers; enqueue each new event after its commit.
 
     ``on_batch(done, total)`` reports progress. With ``dry_run`` nothing is written or queued.
+    Each plugin runs isolated (see ``careflow.isolation``); its failures are in the report and,
+    unless ``dry_run``, recorded for ``careflow plugins``.
     """
     report = PlanReport()
     enabled = runtime.registry.enabled(runtime.settings)
     with runtime.sessions() as session:
         batches = list(customer_id_batches(session, runtime.settings.scheduler.batch_size))
         center_tz = dict(session.execute(select(Center.id, Center.timezone)).all())
-    for done, id_range in enumerate(batches, start=1):
-        with runtime.sessions() as session:
-            new_ids = _plan_batch(
-                runtime,
-                session,
-                enabled,
-                report,
-                now=now,
-                day=day,
-                id_range=id_range,
-                center_tz=center_tz,
-                dry_run=dry_run,
-            )
-            if not dry_run:
-                session.commit()
-        report.batches += 1
-        # Only after the commit: a message must never point at a row that might not exist.
-        if new_ids and enqueue is not None:
-            enqueue(new_ids)
-        if on_batch is not None:
-            on_batch(done, len(batches))
+    with planning_sessions(runtime.engine) as plugin_sessions:
+        isolation = _Isolation(
+            plugin_sessions, runtime.settings.scheduler.plugin_time_budget_seconds, commit=not dry_run
+        )
+        for done, id_range in enumerate(batches, start=1):
+            with runtime.sessions() as session:
+                new_ids = _plan_batch(
+                    runtime,
+                    session,
+                    enabled,
+                    report,
+                    now=now,
+                    day=day,
+                    id_range=id_range,
+                    center_tz=center_tz,
+                    dry_run=dry_run,
+                    isolation=isolation,
+                )
+                if not dry_run:
+                    session.commit()
+            report.batches += 1
+            # Only after the commit: a message must never point at a row that might not exist.
+            if new_ids and enqueue is not None:
+                enqueue(new_ids)
+            if on_batch is not None:
+                on_batch(done, len(batches))
+    if not dry_run:
+        record_run(
+            runtime.sessions,
+            plugins=enabled,
+            planned_for=now,
+            batches=report.batches,
+            occasions=Counter({p: sum(c.values()) for p, c in report.per_plugin.items()}),
+            failures=report.failures,
+        )
     return report
 
 
-def _collect(plugin: CarePlugin, ctx: PlanContext, report: PlanReport) -> list[Occasion]:
-    """Run one plugin over one batch, isolating its failures from the rest of the run."""
-    try:
-        found = list(plugin.occasions(ctx))
-    except Exception as exc:
-        log.exception("care plugin %r failed on customers %s-%s", plugin.name, *ctx.id_range)
-        report.failures.append(PluginFailure(plugin.name, ctx.id_range, f"{type(exc).__name__}: {exc}"))
+def _collect(
+    plugin: CarePlugin,
+    make_ctx: Callable[[Session], PlanContext],
+    session: Session,
+    id_range: tuple[int, int],
+    report: PlanReport,
+    isolation: _Isolation,
+) -> list[Occasion]:
+    """Run one plugin over one batch, isolating its failures (and hangs) from the rest of the run."""
+    if plugin.name in isolation.abandoned:
+        return []  # its abandoned thread may still be running; asking again would pile them up
+    outcome = run_plugin_batch(
+        plugin, make_ctx, isolation.sessions, budget_seconds=isolation.budget_seconds, commit=isolation.commit
+    )
+    if outcome.error is not None:
+        note = f" (customer {outcome.customer})" if outcome.customer else ""
+        log.error("care plugin %r failed on customers %s-%s%s: %s", plugin.name, *id_range, note, outcome.error)
+        error = outcome.error
+        if outcome.timed_out:
+            isolation.abandoned.add(plugin.name)
+            error += "; abandoned for the rest of this run"
+        report.failures.append(PluginFailure(plugin.name, id_range, error, customer=outcome.customer))
         return []
     good = []
-    lo, hi = ctx.id_range
-    for occ in found:
+    lo, hi = id_range
+    for occ in outcome.occasions:
         problem = _malformed(occ, lo, hi)
         if problem:
             who = (
@@ -129,10 +174,18 @@ def _collect(plugin: CarePlugin, ctx: PlanContext, report: PlanReport) -> list[O
                 if isinstance(occ, Occasion) and isinstance(occ.customer, Customer)
                 else None
             )
-            report.failures.append(PluginFailure(plugin.name, ctx.id_range, problem, customer=who))
+            report.failures.append(PluginFailure(plugin.name, id_range, problem, customer=who))
             continue
-        good.append(occ)
+        good.append(replace(occ, customer=_adopt(session, occ.customer)))
     return good
+
+
+def _adopt(session: Session, customer: Customer) -> Customer:
+    """The plugin's (detached) customer as an object of the batch's own session."""
+    try:
+        return session.merge(customer, load=False)
+    except InvalidRequestError:  # the plugin changed it without committing: take the stored row
+        return session.merge(customer)
 
 
 def _malformed(occ: Any, lo: int, hi: int) -> str | None:
@@ -140,8 +193,14 @@ def _malformed(occ: Any, lo: int, hi: int) -> str | None:
         return f"yielded {type(occ).__name__}, not an Occasion"
     if not isinstance(occ.customer, Customer) or not lo <= occ.customer.id <= hi:
         return "yielded an occasion for a customer outside its batch"
+    if not isinstance(occ.key, str) or not isinstance(occ.period, str):
+        return f"occasion key {occ.key!r} and period {occ.period!r} must be strings"
     if not occ.key or not occ.period or ":" in occ.key:
         return f"occasion key {occ.key!r} / period {occ.period!r} must be non-empty and the key free of ':'"
+    if not isinstance(occ.due_date, date) or isinstance(occ.due_date, datetime):
+        return f"occasion due_date {occ.due_date!r} must be a date"
+    if occ.template is not None and not isinstance(occ.template, str):
+        return f"occasion template {occ.template!r} must be a template name (str) or None"
     try:
         json.dumps(dict(occ.context))
     except (TypeError, ValueError) as exc:
@@ -160,18 +219,21 @@ def _plan_batch(
     id_range: tuple[int, int],
     center_tz: dict[int, str],
     dry_run: bool,
+    isolation: _Isolation,
 ) -> list[int]:
     found: list[tuple[CarePlugin, Occasion]] = []
     for plugin, plugin_settings in enabled.values():
-        ctx = PlanContext(
-            session=session,
+        # The plugin's worker thread supplies its own session.
+        make_ctx = partial(
+            PlanContext,
             now=now,
             day=day,
             id_range=id_range,
             settings=plugin_settings,
             default_timezone=center_tz,
         )
-        found.extend((plugin, occ) for occ in _collect(plugin, ctx, report))
+        collected = _collect(plugin, make_ctx, session, id_range, report, isolation)
+        found.extend((plugin, occ) for occ in collected)
     if not found:
         return []
     consents = load_consents(session, (occ.customer.id for _, occ in found))
