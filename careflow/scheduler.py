@@ -157,7 +157,8 @@ def _collect(
     )
     if outcome.error is not None:
         note = f" (customer {outcome.customer})" if outcome.customer else ""
-        log.error("care plugin %r failed on customers %s-%s%s: %s", plugin.name, *id_range, note, outcome.error)
+        lo, hi = id_range
+        log.error("care plugin %r failed on customers %s-%s%s: %s", plugin.name, lo, hi, note, outcome.error)
         error = outcome.error
         if outcome.timed_out:
             isolation.abandoned.add(plugin.name)
