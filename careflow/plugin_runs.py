@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, Protocol
 
-from sqlalchemy import Engine, delete, func, inspect, select
+from sqlalchemy import Engine, delete, func, inspect, make_url, select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from careflow.db import make_engine
 from careflow.models import PluginRun
+
+log = logging.getLogger(__name__)
 
 # Enough to see what went wrong; the full list is in the run's own output and log.
 FAILURES_KEPT = 20
@@ -45,6 +51,13 @@ class PluginOutcome:
     @property
     def failed(self) -> bool:
         return self.failure_count > 0
+
+    @property
+    def summary(self) -> str:
+        """A table cell: how the plugin fared."""
+        if self.failed:
+            return f"FAILED ({self.failure_count} problem(s)), {self.occasions} occasion(s)"
+        return f"ok, {self.occasions} occasion(s)"
 
 
 def record_run(
@@ -80,6 +93,21 @@ def record_run(
             )
         session.execute(delete(PluginRun).where(PluginRun.planned_for < planned_for - KEEP_FOR))
     return run_id
+
+
+def last_run_of(database_url: str) -> list[PluginOutcome]:
+    """``last_run`` for a database URL; empty when the database is not reachable or not set up."""
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite" and not (url.database and Path(url.database).exists()):
+        return []  # connecting would create an empty database file as a side effect
+    engine = make_engine(database_url)
+    try:
+        return last_run(engine)
+    except OperationalError as exc:
+        log.warning("cannot read the last plugin run from the database: %s", exc)
+        return []
+    finally:
+        engine.dispose()
 
 
 def last_run(engine: Engine) -> list[PluginOutcome]:

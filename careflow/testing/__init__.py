@@ -87,3 +87,24 @@ def parse_instant(text: str) -> datetime:
     if value.tzinfo is None:
         raise ValueError("give an offset, e.g. 2026-03-01T09:00:00+08:00")
     return value
+
+
+# The plugin-author kit, importable from here; each piece lives in its own module.
+from careflow.testing.capture import CapturingProvider  # noqa: E402
+from careflow.testing.careday import CareRunFailed, SentMessage, run_care_day  # noqa: E402
+from careflow.testing.clock import FrozenClock  # noqa: E402
+from careflow.testing.factories import Factories  # noqa: E402
+
+__all__ = [
+    "CapturingProvider",
+    "CareRunFailed",
+    "Factories",
+    "FrozenClock",
+    "SentMessage",
+    "add_customer",
+    "build_runtime",
+    "center",
+    "make_settings",
+    "parse_instant",
+    "run_care_day",
+]
