@@ -132,7 +132,7 @@ def _incompatible(registry: PluginRegistry, name: str, plugin: object) -> bool:
 
 def _source_name(pm: pluggy.PluginManager, impl_plugin: Any) -> str:
     name = pm.get_name(impl_plugin)
-    if name:
+    if name and name != str(id(impl_plugin)):  # pluggy names unnamed plugins by their id()
         return name
     return impl_plugin.__name__ if isinstance(impl_plugin, ModuleType) else type(impl_plugin).__name__
 
