@@ -102,10 +102,28 @@ def load_plugins(extra: list[object] | None = None, *, entry_points_too: bool = 
     for obj in extra or []:
         if not _incompatible(registry, _object_name(obj), obj):
             pm.register(obj)
-    # A misspelled hook implementation fails here instead of silently never running.
+    # A misspelled hook implementation is reported at start-up instead of silently never
+    # running; the plugin that has it is not used (after tox's check_pending).
+    _drop_unknown_hooks(registry)
     pm.check_pending()
     _collect(registry)
     return registry
+
+
+def _drop_unknown_hooks(registry: PluginRegistry) -> None:
+    pm = registry.pm
+    known = sorted(name for name in vars(hookspecs) if name.startswith("careflow_"))
+    for name, caller in list(vars(pm.hook).items()):
+        if caller.has_spec():
+            continue
+        for impl in caller.get_hookimpls():
+            if not pm.is_registered(impl.plugin):
+                continue
+            source = _source_name(pm, impl.plugin)
+            pm.unregister(impl.plugin)
+            problem = f"implements {name}, which is not a careflow hook (known: {', '.join(known)})"
+            log.error("plugin %r is not used: it %s", source, problem)
+            registry.failures.append(LoadFailure(source, f"{problem}; the plugin is not used"))
 
 
 def registry_from_manager(pm: pluggy.PluginManager) -> PluginRegistry:

@@ -109,3 +109,22 @@ def test_start_up_names_the_incompatible_installed_plugin(installed_too_new: str
     assert plugins.exit_code == 0, plugins.output
     expected = f"plugin {installed_too_new} failed to load: needs careflow >=0.2,<0.3, but this is careflow"
     assert f"{expected} {__version__}" in " ".join(plugins.output.split())
+
+
+class Misspelt:
+    @hookimpl
+    def careflow_care_plugin(self) -> list[CarePlugin]:  # the hook is careflow_care_plugins
+        raise AssertionError("never called")
+
+
+def test_a_misspelt_hook_is_reported_and_its_plugin_not_used() -> None:
+    bad = Misspelt()
+    registry = load_plugins([bad, ProvidesFutureCare()], entry_points_too=False)
+
+    assert not registry.pm.is_registered(bad)
+    [misspelt] = [f for f in registry.failures if f.name == "Misspelt"]
+    assert misspelt.error.startswith(
+        "implements careflow_care_plugin, which is not a careflow hook (known: careflow_care_plugins, "
+    )
+    assert misspelt.error.endswith("; the plugin is not used")
+    assert "console" in registry.providers  # the other plugins still load
