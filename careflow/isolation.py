@@ -42,7 +42,8 @@ class BatchOutcome:
 @contextmanager
 def planning_sessions(engine: Engine) -> Iterator[sessionmaker[Session]]:
     """Sessions for plugins to plan in, for the length of one planning pass."""
-    if engine.dialect.name != "sqlite":
+    if engine.dialect.name != "sqlite" or engine.url.database in (None, "", ":memory:"):
+        # A second engine on an in-memory SQLite database would see another, empty database.
         yield sessionmaker(engine, expire_on_commit=False)
         return
     reader = create_engine(engine.url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
