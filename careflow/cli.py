@@ -451,7 +451,7 @@ def plugins() -> None:
             "yes" if checked[name].enabled else "no",
             str(plugin.priority),
             str(plugin.purpose),
-            source,
+            registry.distributions.get(source, source),
             ", ".join(hooks),
             last[name].summary if name in last else "-",
             plugin.description,

@@ -49,6 +49,7 @@ class PluginRegistry:
     template_dirs: list[Path] = field(default_factory=list)
     failures: list[LoadFailure] = field(default_factory=list)
     sources: dict[str, str] = field(default_factory=dict)  # care plugin name -> package / module
+    distributions: dict[str, str] = field(default_factory=dict)  # entry point -> "dist-name version"
 
     def plugin_settings(self, settings: Settings) -> dict[str, PluginSettings]:
         """Validate every ``[plugins.<name>]`` section against its plugin's schema."""
@@ -96,6 +97,8 @@ def load_plugins(extra: list[object] | None = None, *, entry_points_too: bool = 
                 if _incompatible(registry, ep.name, loaded):
                     continue
                 pm.register(loaded, name=ep.name)
+                if ep.dist is not None:
+                    registry.distributions[ep.name] = f"{ep.dist.name} {ep.dist.version}"
             except Exception as exc:  # a broken package must not take careflow down
                 log.error("plugin %r (%s) failed to load: %s", ep.name, ep.value, exc)
                 registry.failures.append(LoadFailure(ep.name, f"{type(exc).__name__}: {exc}"))

@@ -69,6 +69,7 @@ def test_careflow_lists_it_and_sends_its_reminders(installed: tuple[Venv, Path],
     careflow("import", "customers", "customers.csv")
     listed = careflow("plugins")
     assert "tire_season" in listed and "Reminds customers to fit winter tires" in listed
+    assert "careflow-tire-season 0.1.0" in listed  # the distribution it came from
 
     lines = careflow("run", "--now", "2026-09-25T09:00:00+08:00", "--json").splitlines()
     events = {e["customer"]: e for e in map(json.loads, lines) if e["plugin"] == "tire_season"}
