@@ -37,6 +37,7 @@ class BatchOutcome:
     error: str | None = None
     customer: str | None = None  # external id of the customer it was working on, when that can be told
     timed_out: bool = False
+    exception: BaseException | None = None  # what it raised, for the log's traceback
 
 
 @contextmanager
@@ -116,6 +117,7 @@ def run_plugin_batch(
         return BatchOutcome(
             error=f"{type(exc).__name__}: {exc}",
             customer=_customer_in(reversed(frames)) or shared.last_customer,
+            exception=exc,
         )
     return BatchOutcome(occasions=shared.occasions)
 

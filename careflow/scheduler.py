@@ -158,7 +158,11 @@ def _collect(
     if outcome.error is not None:
         note = f" (customer {outcome.customer})" if outcome.customer else ""
         lo, hi = id_range
-        log.error("care plugin %r failed on customers %s-%s%s: %s", plugin.name, lo, hi, note, outcome.error)
+        log.error(
+            "care plugin %r failed on customers %s-%s%s: %s",
+            *(plugin.name, lo, hi, note, outcome.error),
+            exc_info=outcome.exception,
+        )
         error = outcome.error
         if outcome.timed_out:
             isolation.abandoned.add(plugin.name)

@@ -2,7 +2,8 @@
 
 ``python -m careflow.devtools.hookdocs`` rewrites the section between the markers;
 ``--check`` only reports whether it is out of date (exit status 1), as the test suite does.
-Each hook's example lives in ``docs/hook_examples/<hook>.py`` next to the page.
+Each hook's example lives in ``docs/hook_examples/<hook>.py`` next to the page and is
+included verbatim: keep it ruff-formatted, since ruff also formats Markdown code blocks.
 """
 
 from __future__ import annotations

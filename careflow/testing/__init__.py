@@ -90,21 +90,10 @@ def parse_instant(text: str) -> datetime:
 
 
 # The plugin-author kit, importable from here; each piece lives in its own module.
-from careflow.testing.capture import CapturingProvider  # noqa: E402
-from careflow.testing.careday import CareRunFailed, SentMessage, run_care_day  # noqa: E402
-from careflow.testing.clock import FrozenClock  # noqa: E402
-from careflow.testing.factories import Factories  # noqa: E402
-
-__all__ = [
-    "CapturingProvider",
-    "CareRunFailed",
-    "Factories",
-    "FrozenClock",
-    "SentMessage",
-    "add_customer",
-    "build_runtime",
-    "center",
-    "make_settings",
-    "parse_instant",
-    "run_care_day",
-]
+# ("import X as X" marks an explicit re-export for mypy --strict.)
+from careflow.testing.capture import CapturingProvider as CapturingProvider  # noqa: E402
+from careflow.testing.careday import CareRunFailed as CareRunFailed  # noqa: E402
+from careflow.testing.careday import SentMessage as SentMessage  # noqa: E402
+from careflow.testing.careday import run_care_day as run_care_day  # noqa: E402
+from careflow.testing.clock import FrozenClock as FrozenClock  # noqa: E402
+from careflow.testing.factories import Factories as Factories  # noqa: E402
