@@ -178,10 +178,10 @@ def _customer_in(frames: Any) -> str | None:
     for frame in frames:
         for value in list(frame.f_locals.values()):
             if isinstance(value, Customer):
-                try:
-                    return str(value.external_id)
-                except Exception:  # an expired or detached object cannot tell us
-                    return None
+                # Read the loaded value only: an attribute access could make the (possibly still
+                # running) plugin thread's session load it, from this thread.
+                external_id = vars(value).get("external_id")
+                return None if external_id is None else str(external_id)
     return None
 
 
