@@ -69,13 +69,17 @@ DEFAULT_CITIES: dict[str, CityClimate] = {
 }
 
 
+def _default_cities() -> dict[str, CityClimate | str]:
+    return dict(DEFAULT_CITIES)
+
+
 class TireSeasonSettings(PluginSettings):
     """``[plugins.tire_season]``: the reminder window and the city -> climate table."""
 
     days_before: int = Field(default=14, ge=0, le=60)
     climates: dict[str, ClimateRule] = Field(default_factory=lambda: dict(DEFAULT_CLIMATES))
     # City -> climate name, or {climate = "...", hemisphere = "south"}. Replaces the defaults.
-    cities: dict[str, CityClimate | str] = Field(default_factory=lambda: dict(DEFAULT_CITIES))
+    cities: dict[str, CityClimate | str] = Field(default_factory=_default_cities)
 
     @model_validator(mode="after")
     def _known_climates(self) -> TireSeasonSettings:
