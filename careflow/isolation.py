@@ -15,8 +15,8 @@ import sys
 import sysconfig
 import threading
 import traceback
+import weakref
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
@@ -40,19 +40,17 @@ class BatchOutcome:
     exception: BaseException | None = None  # what it raised, for the log's traceback
 
 
-@contextmanager
-def planning_sessions(engine: Engine) -> Iterator[sessionmaker[Session]]:
-    """Sessions for plugins to plan in, for the length of one planning pass."""
+def planning_sessions(engine: Engine) -> tuple[sessionmaker[Session], Callable[[], None]]:
+    """Sessions for plugins to plan in during one planning pass, and how to release them after it."""
     if engine.dialect.name != "sqlite" or engine.url.database in (None, "", ":memory:"):
         # A second engine on an in-memory SQLite database would see another, empty database.
-        yield sessionmaker(engine, expire_on_commit=False)
-        return
+        return sessionmaker(engine, expire_on_commit=False), lambda: None
     reader = create_engine(engine.url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
     _deferred_transactions(reader)
-    try:
-        yield sessionmaker(reader, expire_on_commit=False)
-    finally:
-        reader.dispose()
+    sessions = sessionmaker(reader, expire_on_commit=False)
+    # Released by the caller after the pass, or when the pass is dropped after an exception.
+    weakref.finalize(sessions, reader.dispose)
+    return sessions, reader.dispose
 
 
 def _deferred_transactions(engine: Engine) -> None:

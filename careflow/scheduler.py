@@ -64,7 +64,14 @@ class _Isolation:
     sessions: sessionmaker[Session]
     budget_seconds: float
     commit: bool
+    close: Callable[[], None]
     abandoned: set[str] = field(default_factory=set)
+
+    @classmethod
+    def start(cls, runtime: Runtime, *, dry_run: bool) -> _Isolation:
+        sessions, close = planning_sessions(runtime.engine)
+        budget = runtime.settings.scheduler.plugin_time_budget_seconds
+        return cls(sessions, budget, commit=not dry_run, close=close)
 
 
 def idempotency_key(plugin: str, occasion: Occasion) -> str:
@@ -103,32 +110,30 @@ def plan(
     with runtime.sessions() as session:
         batches = list(customer_id_batches(session, runtime.settings.scheduler.batch_size))
         center_tz = dict(session.execute(select(Center.id, Center.timezone)).all())
-    with planning_sessions(runtime.engine) as plugin_sessions:
-        isolation = _Isolation(
-            plugin_sessions, runtime.settings.scheduler.plugin_time_budget_seconds, commit=not dry_run
-        )
-        for done, id_range in enumerate(batches, start=1):
-            with runtime.sessions() as session:
-                new_ids = _plan_batch(
-                    runtime,
-                    session,
-                    enabled,
-                    report,
-                    now=now,
-                    day=day,
-                    id_range=id_range,
-                    center_tz=center_tz,
-                    dry_run=dry_run,
-                    isolation=isolation,
-                )
-                if not dry_run:
-                    session.commit()
-            report.batches += 1
-            # Only after the commit: a message must never point at a row that might not exist.
-            if new_ids and enqueue is not None:
-                enqueue(new_ids)
-            if on_batch is not None:
-                on_batch(done, len(batches))
+    isolation = _Isolation.start(runtime, dry_run=dry_run)
+    for done, id_range in enumerate(batches, start=1):
+        with runtime.sessions() as session:
+            new_ids = _plan_batch(
+                runtime,
+                session,
+                enabled,
+                report,
+                now=now,
+                day=day,
+                id_range=id_range,
+                center_tz=center_tz,
+                dry_run=dry_run,
+                isolation=isolation,
+            )
+            if not dry_run:
+                session.commit()
+        report.batches += 1
+        # Only after the commit: a message must never point at a row that might not exist.
+        if new_ids and enqueue is not None:
+            enqueue(new_ids)
+        if on_batch is not None:
+            on_batch(done, len(batches))
+    isolation.close()
     if not dry_run:
         record_run(
             runtime.sessions,
