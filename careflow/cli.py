@@ -53,6 +53,8 @@ def _friendly_errors(fn: F) -> F:
 @contextmanager
 def opened_runtime(*, migrate_schema: bool = False) -> Iterator[Runtime]:
     runtime = Runtime.build(load_settings(), migrate_schema=migrate_schema)
+    for failure in runtime.registry.failures:  # e.g. a plugin made for another careflow version
+        err.print(f"[yellow]warning: plugin {failure.name} is not used:[/] {failure.error}", highlight=False)
     try:
         yield runtime
     finally:
@@ -469,13 +471,15 @@ def worker(threads: int | None) -> None:
 @_friendly_errors
 def plugins() -> None:
     """List care plugins and channel providers, where they come from, and whether each is enabled."""
+    from careflow.plugin_runs import last_run_of
     from careflow.plugins import load_plugins
 
     settings = load_settings()
     registry = load_plugins()
     checked = registry.plugin_settings(settings)
+    last = {o.plugin: o for o in last_run_of(settings.database.url)}
     table = Table(title="care plugins")
-    for col in ("name", "enabled", "priority", "purpose", "package", "hooks", "description"):
+    for col in ("name", "enabled", "priority", "purpose", "package", "hooks", "last run", "description"):
         table.add_column(col, overflow="fold")
     for name, plugin in sorted(registry.care_plugins.items(), key=lambda kv: -kv[1].priority):
         source = registry.sources[name]
@@ -486,8 +490,9 @@ def plugins() -> None:
             "yes" if checked[name].enabled else "no",
             str(plugin.priority),
             str(plugin.purpose),
-            source,
+            registry.distributions.get(source, source),
             ", ".join(hooks),
+            last[name].summary if name in last else "-",
             plugin.description,
         )
     out.print(table)
@@ -502,6 +507,18 @@ def plugins() -> None:
     out.print(providers)
     for failure in registry.failures:
         err.print(f"[red]plugin {failure.name} failed to load:[/] {failure.error}", highlight=False)
+    for outcome in last.values():
+        for problem in outcome.failures:
+            who = f", customer {problem['customer']}" if problem.get("customer") else ""
+            out.print(
+                f"[red]plugin {outcome.plugin} failed in the last run[/] "
+                f"(planned for {outcome.planned_for:%Y-%m-%d %H:%M} UTC, customers {problem['batch']}{who}): "
+                f"{problem['error']}",
+                highlight=False,
+            )
+        if outcome.failure_count > len(outcome.failures):
+            more = outcome.failure_count - len(outcome.failures)
+            out.print(f"plugin {outcome.plugin}: {more} more failure(s) in the last run; see its log")
 
 
 def _settings_table(care_plugins: dict[str, Any], checked: dict[str, Any]) -> Table:

@@ -236,6 +236,8 @@ class SchedulerSettings(_Section):
     tick_seconds: float = Field(default=30.0, gt=0)
     lease_seconds: float = Field(default=90.0, gt=0)
     requeue_after_seconds: float = Field(default=900.0, gt=0)
+    # How long one care plugin may take over one batch before it is abandoned for the run.
+    plugin_time_budget_seconds: float = Field(default=120.0, gt=0, le=3_600)
 
 
 def check_e164(value: str | None) -> str | None:

@@ -48,8 +48,8 @@ def careflow_channel_providers() -> list[ChannelProvider]:
 def careflow_template_dirs() -> list[Path]:
     """Return directories holding this package's templates as ``<template>/<channel>.<locale>.j2``.
 
-    Searched after the operator's override directory and before careflow's shipped
-    templates, so a plugin package can bring its own default texts.
+    Called once when careflow starts. Searched after the operator's override directory and
+    before careflow's shipped templates, so a plugin package can bring its own default texts.
     """
 
 

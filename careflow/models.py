@@ -402,3 +402,20 @@ class SchedulerRun(Base):
     day: Mapped[date] = mapped_column(Date)
     holder: Mapped[str] = mapped_column(String(200))
     finished_at: Mapped[datetime]
+
+
+class PluginRun(Base):
+    """How each care plugin fared in a planning run, so ``careflow plugins`` can show last-run failures."""
+
+    __tablename__ = "plugin_runs"
+
+    id: Mapped[intpk]
+    run_id: Mapped[str] = mapped_column(String(36), index=True)
+    plugin: Mapped[str] = mapped_column(String(64))
+    planned_for: Mapped[datetime]  # the instant the run planned ("now", possibly pretended)
+    batches: Mapped[int] = mapped_column(Integer, default=0)
+    occasions: Mapped[int] = mapped_column(Integer, default=0)
+    failure_count: Mapped[int] = mapped_column(Integer, default=0)
+    # The first few failures: [{"batch": "1-2000", "customer": "C042", "error": "..."}]
+    failures: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    created_at: Mapped[created_at]

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from careflow import hookspecs
 from careflow.care import CarePlugin, PluginSettings
 from careflow.channels.base import ChannelProvider
+from careflow.compat import incompatibility
 from careflow.config import Settings, format_validation_error
 from careflow.errors import ConfigError
 
@@ -50,6 +51,7 @@ class PluginRegistry:
     template_dirs: list[Path] = field(default_factory=list)
     failures: list[LoadFailure] = field(default_factory=list)
     sources: dict[str, str] = field(default_factory=dict)  # care plugin name -> package / module
+    distributions: dict[str, str] = field(default_factory=dict)  # entry point -> "dist-name version"
 
     def plugin_settings(self, settings: Settings) -> dict[str, PluginSettings]:
         """Validate every ``[plugins.<name>]`` section against its plugin's schema."""
@@ -93,21 +95,67 @@ def load_plugins(extra: list[object] | None = None, *, entry_points_too: bool = 
             if pm.has_plugin(ep.name):
                 continue
             try:
-                pm.register(ep.load(), name=ep.name)
+                loaded = ep.load()
+                if _incompatible(registry, ep.name, loaded):
+                    continue
+                pm.register(loaded, name=ep.name)
+                if ep.dist is not None:
+                    registry.distributions[ep.name] = f"{ep.dist.name} {ep.dist.version}"
             except Exception as exc:  # a broken package must not take careflow down
                 log.error("plugin %r (%s) failed to load: %s", ep.name, ep.value, exc)
                 registry.failures.append(LoadFailure(ep.name, f"{type(exc).__name__}: {exc}"))
     for obj in extra or []:
-        pm.register(obj)
-    # A misspelled hook implementation fails here instead of silently never running.
+        if not _incompatible(registry, _object_name(obj), obj):
+            pm.register(obj)
+    # A misspelled hook implementation is reported at start-up instead of silently never
+    # running; the plugin that has it is not used (after tox's check_pending).
+    _drop_unknown_hooks(registry)
     pm.check_pending()
     _collect(registry)
     return registry
 
 
+def _drop_unknown_hooks(registry: PluginRegistry) -> None:
+    pm = registry.pm
+    known = sorted(name for name in vars(hookspecs) if name.startswith("careflow_"))
+    for name, caller in list(vars(pm.hook).items()):
+        if caller.has_spec():
+            continue
+        for impl in caller.get_hookimpls():
+            if not pm.is_registered(impl.plugin):
+                continue
+            source = _source_name(pm, impl.plugin)
+            pm.unregister(impl.plugin)
+            problem = f"implements {name}, which is not a careflow hook (known: {', '.join(known)})"
+            log.error("plugin %r is not used: it %s", source, problem)
+            registry.failures.append(LoadFailure(source, f"{problem}; the plugin is not used"))
+
+
+def registry_from_manager(pm: pluggy.PluginManager) -> PluginRegistry:
+    """A registry of what the plugins already registered on ``pm`` contribute (tests build these)."""
+    pm.check_pending()
+    registry = PluginRegistry(pm=pm)
+    _collect(registry)
+    return registry
+
+
+def _object_name(obj: object) -> str:
+    return obj.__name__ if isinstance(obj, ModuleType) else type(obj).__name__
+
+
+def _incompatible(registry: PluginRegistry, name: str, plugin: object) -> bool:
+    """Record (and log) a plugin that does not support this careflow; such a plugin is not used."""
+    problem = incompatibility(plugin)
+    if problem is None:
+        return False
+    log.error("plugin %r %s", name, problem)
+    registry.failures.append(LoadFailure(name, problem))
+    return True
+
+
 def _source_name(pm: pluggy.PluginManager, impl_plugin: Any) -> str:
     name = pm.get_name(impl_plugin)
-    if name:
+    if name and name != str(id(impl_plugin)):  # pluggy names unnamed plugins by their id()
         return name
     return impl_plugin.__name__ if isinstance(impl_plugin, ModuleType) else type(impl_plugin).__name__
 
@@ -128,6 +176,8 @@ def _collect(registry: PluginRegistry) -> None:
                 registry.failures.append(
                     LoadFailure(source, f"returned {plugin!r}, which is not a CarePlugin")
                 )
+                continue
+            if _incompatible(registry, f"{source} ({plugin.name})", plugin):
                 continue
             if plugin.name in registry.care_plugins:
                 first = registry.sources[plugin.name]

@@ -6,16 +6,20 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
+from functools import partial
 from typing import Any
 
 from sqlalchemy import Insert, func, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.exc import InvalidRequestError
+from sqlalchemy.orm import Session, sessionmaker
 
 from careflow.care import CarePlugin, Occasion, PlanContext, PluginSettings
+from careflow.isolation import planning_sessions, run_plugin_batch
 from careflow.models import CareEvent, Center, Customer, EventStatus
+from careflow.plugin_runs import record_run
 from careflow.policies import choose_channel, load_consents
 from careflow.preplan import prepare_run
 from careflow.runtime import Runtime
@@ -56,6 +60,23 @@ class PlanReport:
         self.per_plugin.setdefault(plugin, Counter())[outcome] += 1
 
 
+@dataclass
+class _Isolation:
+    """How plugins run in this pass: their own sessions, a time budget, and who overran it."""
+
+    sessions: sessionmaker[Session]
+    budget_seconds: float
+    commit: bool
+    close: Callable[[], None]
+    abandoned: set[str] = field(default_factory=set)
+
+    @classmethod
+    def start(cls, runtime: Runtime, *, dry_run: bool) -> _Isolation:
+        sessions, close = planning_sessions(runtime.engine)
+        budget = runtime.settings.scheduler.plugin_time_budget_seconds
+        return cls(sessions, budget, commit=not dry_run, close=close)
+
+
 def idempotency_key(plugin: str, occasion: Occasion) -> str:
     """``plugin:occasion:period:customer``: the same occasion always maps to the same key."""
     return f"{plugin}:{occasion.key}:{occasion.period}:{occasion.customer.id}"
@@ -86,6 +107,8 @@ def plan(
 
     ``on_batch(done, total)`` reports progress. With ``dry_run`` nothing is written or queued.
     ``center_ids`` limits the recorded occasions to those centers' customers.
+    Each plugin runs isolated (see ``careflow.isolation``); its failures are in the report and,
+    unless ``dry_run``, recorded for ``careflow plugins``.
     """
     report = PlanReport()
     enabled = runtime.registry.enabled(runtime.settings)
@@ -96,6 +119,7 @@ def plan(
     with runtime.sessions() as session:
         batches = list(customer_id_batches(session, runtime.settings.scheduler.batch_size))
         center_tz = dict(session.execute(select(Center.id, Center.timezone)).all())
+    isolation = _Isolation.start(runtime, dry_run=dry_run)
     for done, id_range in enumerate(batches, start=1):
         with runtime.sessions() as session:
             new_ids = _plan_batch(
@@ -109,6 +133,7 @@ def plan(
                 center_tz=center_tz,
                 dry_run=dry_run,
                 center_ids=center_ids,
+                isolation=isolation,
             )
             if not dry_run:
                 session.commit()
@@ -118,20 +143,50 @@ def plan(
             enqueue(new_ids)
         if on_batch is not None:
             on_batch(done, len(batches))
+    isolation.close()
+    if not dry_run:
+        record_run(
+            runtime.sessions,
+            plugins=enabled,
+            planned_for=now,
+            batches=report.batches,
+            occasions=Counter({p: sum(c.values()) for p, c in report.per_plugin.items()}),
+            failures=report.failures,
+        )
     return report
 
 
-def _collect(plugin: CarePlugin, ctx: PlanContext, report: PlanReport) -> list[Occasion]:
-    """Run one plugin over one batch, isolating its failures from the rest of the run."""
-    try:
-        found = list(plugin.occasions(ctx))
-    except Exception as exc:
-        log.exception("care plugin %r failed on customers %s-%s", plugin.name, *ctx.id_range)
-        report.failures.append(PluginFailure(plugin.name, ctx.id_range, f"{type(exc).__name__}: {exc}"))
+def _collect(
+    plugin: CarePlugin,
+    make_ctx: Callable[[Session], PlanContext],
+    session: Session,
+    id_range: tuple[int, int],
+    report: PlanReport,
+    isolation: _Isolation,
+) -> list[Occasion]:
+    """Run one plugin over one batch, isolating its failures (and hangs) from the rest of the run."""
+    if plugin.name in isolation.abandoned:
+        return []  # its abandoned thread may still be running; asking again would pile them up
+    outcome = run_plugin_batch(
+        plugin, make_ctx, isolation.sessions, budget_seconds=isolation.budget_seconds, commit=isolation.commit
+    )
+    if outcome.error is not None:
+        note = f" (customer {outcome.customer})" if outcome.customer else ""
+        lo, hi = id_range
+        log.error(
+            "care plugin %r failed on customers %s-%s%s: %s",
+            *(plugin.name, lo, hi, note, outcome.error),
+            exc_info=outcome.exception,
+        )
+        error = outcome.error
+        if outcome.timed_out:
+            isolation.abandoned.add(plugin.name)
+            error += "; abandoned for the rest of this run"
+        report.failures.append(PluginFailure(plugin.name, id_range, error, customer=outcome.customer))
         return []
     good = []
-    lo, hi = ctx.id_range
-    for occ in found:
+    lo, hi = id_range
+    for occ in outcome.occasions:
         problem = _malformed(occ, lo, hi)
         if problem:
             who = (
@@ -139,9 +194,9 @@ def _collect(plugin: CarePlugin, ctx: PlanContext, report: PlanReport) -> list[O
                 if isinstance(occ, Occasion) and isinstance(occ.customer, Customer)
                 else None
             )
-            report.failures.append(PluginFailure(plugin.name, ctx.id_range, problem, customer=who))
+            report.failures.append(PluginFailure(plugin.name, id_range, problem, customer=who))
             continue
-        good.append(occ)
+        good.append(replace(occ, customer=_adopt(session, occ.customer)))
     return good
 
 
@@ -166,13 +221,27 @@ def _for_audience(
     return kept
 
 
+def _adopt(session: Session, customer: Customer) -> Customer:
+    """The plugin's (detached) customer as an object of the batch's own session."""
+    try:
+        return session.merge(customer, load=False)
+    except InvalidRequestError:  # the plugin changed it without committing: take the stored row
+        return session.merge(customer)
+
+
 def _malformed(occ: Any, lo: int, hi: int) -> str | None:
     if not isinstance(occ, Occasion):
         return f"yielded {type(occ).__name__}, not an Occasion"
     if not isinstance(occ.customer, Customer) or not lo <= occ.customer.id <= hi:
         return "yielded an occasion for a customer outside its batch"
+    if not isinstance(occ.key, str) or not isinstance(occ.period, str):
+        return f"occasion key {occ.key!r} and period {occ.period!r} must be strings"
     if not occ.key or not occ.period or ":" in occ.key:
         return f"occasion key {occ.key!r} / period {occ.period!r} must be non-empty and the key free of ':'"
+    if not isinstance(occ.due_date, date) or isinstance(occ.due_date, datetime):
+        return f"occasion due_date {occ.due_date!r} must be a date"
+    if occ.template is not None and not isinstance(occ.template, str):
+        return f"occasion template {occ.template!r} must be a template name (str) or None"
     try:
         json.dumps(dict(occ.context))
     except (TypeError, ValueError) as exc:
@@ -191,19 +260,22 @@ def _plan_batch(
     id_range: tuple[int, int],
     center_tz: dict[int, str],
     dry_run: bool,
+    isolation: _Isolation,
     center_ids: Collection[int] | None = None,
 ) -> list[int]:
     found: list[tuple[CarePlugin, Occasion]] = []
     for plugin, plugin_settings in enabled.values():
-        ctx = PlanContext(
-            session=session,
+        # The plugin's worker thread supplies its own session.
+        make_ctx = partial(
+            PlanContext,
             now=now,
             day=day,
             id_range=id_range,
             settings=plugin_settings,
             default_timezone=center_tz,
         )
-        found.extend((plugin, occ) for occ in _collect(plugin, ctx, report))
+        collected = _collect(plugin, make_ctx, session, id_range, report, isolation)
+        found.extend((plugin, occ) for occ in collected)
     if center_ids is not None:  # another center plans at its own local time
         found = [(plugin, occ) for plugin, occ in found if occ.customer.center_id in center_ids]
     found = _for_audience(session, enabled, found, report)

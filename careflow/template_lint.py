@@ -186,8 +186,9 @@ def _unsafe(tree: nodes.Template, name: str) -> list[Finding]:
 def _segments(env: Environment, source: str, name: str, locale: str, ctx: LintContext) -> list[Finding]:
     """Render with sample values, add the opt-out footer as a send would, and count segments."""
     variables = {**core_samples(locale, ctx.center_name), **ctx.samples}
-    for var in ctx.variables:
-        variables.setdefault(var, "X" * 10)  # a plausible length for a value without a sample
+    guessed = {var for var in ctx.variables if var not in variables}
+    for var in guessed:
+        variables[var] = "X" * 10  # a plausible length for a value without a sample
     try:
         tpl = env.from_string(source)
         if "body" in tpl.blocks:
@@ -195,6 +196,10 @@ def _segments(env: Environment, source: str, name: str, locale: str, ctx: LintCo
         else:
             body = tpl.render(variables)
     except (UndefinedError, SecurityError, TypeError, ValueError, ArithmeticError) as exc:
+        if guessed:
+            # A placeholder (say, text where a date is expected) broke the trial render, not the
+            # template: lint cannot judge it, and the real render at send time reports real errors.
+            return []
         return [
             Finding(
                 name,

@@ -16,6 +16,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "careflow.commands.retry",
     "careflow.commands.doctor",
     "careflow.commands.scheduler",
+    "careflow.commands.plugin",
 )
 
 

@@ -133,3 +133,13 @@ def add_visit(
     session.add(visit)
     session.flush()
     return visit
+
+
+# The plugin-author kit, importable from here; each piece lives in its own module.
+# ("import X as X" marks an explicit re-export for mypy --strict.)
+from careflow.testing.capture import CapturingProvider as CapturingProvider  # noqa: E402
+from careflow.testing.careday import CareRunFailed as CareRunFailed  # noqa: E402
+from careflow.testing.careday import SentMessage as SentMessage  # noqa: E402
+from careflow.testing.careday import run_care_day as run_care_day  # noqa: E402
+from careflow.testing.clock import FrozenClock as FrozenClock  # noqa: E402
+from careflow.testing.factories import Factories as Factories  # noqa: E402

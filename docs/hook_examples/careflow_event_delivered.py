@@ -1,0 +1,11 @@
+import logging
+
+from careflow.hookspecs import hookimpl
+from careflow.models import CareEvent
+
+audit = logging.getLogger("acme.audit")
+
+
+@hookimpl
+def careflow_event_delivered(event: CareEvent) -> None:
+    audit.info("sent %s to customer %s via %s", event.idempotency_key, event.customer_id, event.channel)
