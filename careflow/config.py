@@ -109,6 +109,16 @@ class SchedulerSettings(_Section):
     batch_size: int = Field(default=2_000, ge=1, le=100_000)
 
 
+class WebSettings(_Section):
+    # Signs console session cookies; set it in CAREFLOW_WEB__SECRET_KEY, never in the repository.
+    secret_key: SecretStr | None = None
+    cookie_secure: bool = True  # send the session cookie over HTTPS only (turn off for plain-HTTP dev)
+    session_idle_minutes: int = Field(default=60, ge=1, le=24 * 60)
+    session_max_hours: int = Field(default=12, ge=1, le=24 * 30)
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+
+
 def _secret_text(value: SecretStr | str | None) -> str:
     """The text of a possibly secret value ("" for None): an empty SecretStr is missing too."""
     if isinstance(value, SecretStr):
@@ -126,6 +136,7 @@ class Settings(_Section):
     templates: TemplateSettings = TemplateSettings()
     delivery: DeliverySettings = DeliverySettings()
     scheduler: SchedulerSettings = SchedulerSettings()
+    web: WebSettings = WebSettings()
 
     @model_validator(mode="after")
     def _twilio_complete(self) -> Settings:

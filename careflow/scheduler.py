@@ -14,7 +14,8 @@ from sqlalchemy import Insert, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from careflow.care import CarePlugin, Occasion, PlanContext, PluginSettings
+from careflow.care import CarePlugin, Occasion, PlanContext
+from careflow.center_plugins import PluginRun, plugin_runs
 from careflow.models import CareEvent, Center, Customer, EventStatus
 from careflow.policies import choose_channel, load_consents
 from careflow.runtime import Runtime
@@ -83,8 +84,9 @@ def plan(
     ``on_batch(done, total)`` reports progress. With ``dry_run`` nothing is written or queued.
     """
     report = PlanReport()
-    enabled = runtime.registry.enabled(runtime.settings)
     with runtime.sessions() as session:
+        # Each center's console settings win over careflow.toml (see careflow.center_plugins).
+        enabled = plugin_runs(runtime.registry, runtime.settings, session)
         batches = list(customer_id_batches(session, runtime.settings.scheduler.batch_size))
         center_tz = dict(session.execute(select(Center.id, Center.timezone)).all())
     for done, id_range in enumerate(batches, start=1):
@@ -152,7 +154,7 @@ def _malformed(occ: Any, lo: int, hi: int) -> str | None:
 def _plan_batch(
     runtime: Runtime,
     session: Session,
-    enabled: dict[str, tuple[CarePlugin, PluginSettings]],
+    enabled: list[PluginRun],
     report: PlanReport,
     *,
     now: datetime,
@@ -162,16 +164,20 @@ def _plan_batch(
     dry_run: bool,
 ) -> list[int]:
     found: list[tuple[CarePlugin, Occasion]] = []
-    for plugin, plugin_settings in enabled.values():
+    for run in enabled:
         ctx = PlanContext(
             session=session,
             now=now,
             day=day,
             id_range=id_range,
-            settings=plugin_settings,
+            settings=run.settings,
             default_timezone=center_tz,
         )
-        found.extend((plugin, occ) for occ in _collect(plugin, ctx, report))
+        found.extend(
+            (run.plugin, occ)
+            for occ in _collect(run.plugin, ctx, report)
+            if run.center_ids is None or occ.customer.center_id in run.center_ids
+        )
     if not found:
         return []
     consents = load_consents(session, (occ.customer.id for _, occ in found))
