@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("careflow.commands.users", "careflow.commands.console")
 
 
 def load_commands() -> None:
