@@ -1,0 +1,157 @@
+"""A console over two centers (north, south) with customers, events and one user of each role."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from careflow.config import Settings
+from careflow.models import CareEvent, Customer, EventStatus, Role
+from careflow.runtime import Runtime
+from careflow.testing import add_customer, build_runtime, center, make_settings
+from careflow.web.console import console_app
+from careflow.web.console.security import add_user
+
+PASSWORD = "correct horse battery"
+SECRET = "test-secret-key-not-for-production"
+
+
+class Clock:
+    """A clock the tests move forward (session expiry)."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 5, 10, 9, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **kwargs: float) -> None:
+        self.now += timedelta(**kwargs)
+
+
+@dataclass
+class World:
+    runtime: Runtime
+    clock: Clock
+    north_customer: int
+    south_customer: int
+    failed_event: int
+    south_event: int
+
+
+def world_settings(db_file: Path) -> Settings:
+    return make_settings(
+        f"sqlite:///{db_file}",
+        centers={
+            "north": {"name": "North Motors", "timezone": "Asia/Shanghai", "locale": "zh_CN"},
+            "south": {"name": "South Auto", "timezone": "Asia/Shanghai", "locale": "en"},
+        },
+        plugins={"birthday": {"enabled": True}},
+        web={"secret_key": SECRET, "cookie_secure": False, "session_idle_minutes": 30, "session_max_hours": 8},
+    )
+
+
+def make_world(tmp_path: Path) -> World:
+    runtime = build_runtime(world_settings(tmp_path / "console.db"))
+    with runtime.sessions.begin() as session:
+        north = add_customer(session, external_id="N-1", name="王伟", locale="zh_CN", center_code="north", birthday=(1985, 5, 11))
+        add_customer(session, external_id="N-2", name="Li Na", locale="en", center_code="north", birthday=(1990, 7, 1))
+        south = add_customer(session, external_id="S-1", name="Emma Clarke", locale="en", center_code="south", birthday=(1980, 5, 11))
+        failed = CareEvent(
+            idempotency_key="birthday:birthday:2026:%d" % north.id,
+            center_id=north.center_id,
+            customer_id=north.id,
+            plugin="birthday",
+            occasion="birthday",
+            period="2026",
+            purpose="marketing",
+            due_date=date(2026, 5, 10),
+            channel="sms",
+            recipient=north.phone,
+            template="birthday",
+            locale="zh_CN",
+            context={"age": 41},
+            status=EventStatus.FAILED,
+            status_reason="provider said: invalid number",
+            error_code="21211",
+            attempts=5,
+        )
+        south_event = CareEvent(
+            idempotency_key="birthday:birthday:2026:%d" % south.id,
+            center_id=south.center_id,
+            customer_id=south.id,
+            plugin="birthday",
+            occasion="birthday",
+            period="2026",
+            purpose="marketing",
+            due_date=date(2026, 5, 10),
+            channel="sms",
+            recipient=south.phone,
+            template="birthday",
+            locale="en",
+            context={"age": 46},
+            status=EventStatus.FAILED,
+            status_reason="south failure",
+            attempts=5,
+        )
+        session.add_all([failed, south_event])
+        session.flush()
+        add_user(session, "admin@example.com", PASSWORD, Role.ADMIN, None)
+        add_user(session, "manager@north.example", PASSWORD, Role.CENTER_MANAGER, center(session, "north"))
+        add_user(session, "marketer@north.example", PASSWORD, Role.MARKETER, center(session, "north"))
+        add_user(session, "marketer@south.example", PASSWORD, Role.MARKETER, center(session, "south"))
+        ids = (north.id, south.id, failed.id, south_event.id)
+    return World(runtime, Clock(), *ids)
+
+
+@pytest.fixture(scope="session")
+def _seeded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, World]:
+    """Built once (argon2 hashing and migrations take a while); each test gets a copy of the file."""
+    directory = tmp_path_factory.mktemp("console-seed")
+    seeded = make_world(directory)
+    seeded.runtime.close()
+    return directory / "console.db", seeded
+
+
+@pytest.fixture
+def world(tmp_path: Path, _seeded: tuple[Path, World]) -> Iterator[World]:
+    source, seeded = _seeded
+    shutil.copy(source, tmp_path / "console.db")
+    runtime = build_runtime(world_settings(tmp_path / "console.db"))
+    w = World(runtime, Clock(), seeded.north_customer, seeded.south_customer, seeded.failed_event, seeded.south_event)
+    yield w
+    w.runtime.close()
+
+
+@pytest.fixture
+def client(world: World) -> Iterator[TestClient]:
+    app = console_app(world.runtime, clock=world.clock)
+    with TestClient(app, base_url="http://testserver", follow_redirects=False) as c:
+        yield c
+
+
+def csrf_of(html: str) -> str:
+    marker = 'name="csrf_token" value="'
+    start = html.index(marker) + len(marker)
+    return html[start : html.index('"', start)]
+
+
+def sign_in(client: TestClient, email: str, password: str = PASSWORD) -> None:
+    page = client.get("/login")
+    response = client.post("/login", data={"email": email, "password": password, "csrf_token": csrf_of(page.text)})
+    assert response.status_code == 303, response.text
+
+
+def customer_of(world: World, external_id: str) -> Customer:
+    with world.runtime.sessions() as session:
+        from sqlalchemy import select
+
+        found = session.scalar(select(Customer).where(Customer.external_id == external_id))
+        assert found is not None
+        return found
