@@ -64,12 +64,12 @@ def make_world(tmp_path: Path) -> World:
         add_customer(session, external_id="N-2", name="Li Na", locale="en", center_code="north", birthday=(1990, 7, 1))
         south = add_customer(session, external_id="S-1", name="Emma Clarke", locale="en", center_code="south", birthday=(1980, 5, 11))
         failed = CareEvent(
-            idempotency_key="birthday:birthday:2026:%d" % north.id,
+            idempotency_key="birthday:birthday:2025:%d" % north.id,
             center_id=north.center_id,
             customer_id=north.id,
             plugin="birthday",
             occasion="birthday",
-            period="2026",
+            period="2025",
             purpose="marketing",
             due_date=date(2026, 5, 10),
             channel="sms",
@@ -83,12 +83,12 @@ def make_world(tmp_path: Path) -> World:
             attempts=5,
         )
         south_event = CareEvent(
-            idempotency_key="birthday:birthday:2026:%d" % south.id,
+            idempotency_key="birthday:birthday:2025:%d" % south.id,
             center_id=south.center_id,
             customer_id=south.id,
             plugin="birthday",
             occasion="birthday",
-            period="2026",
+            period="2025",
             purpose="marketing",
             due_date=date(2026, 5, 10),
             channel="sms",
