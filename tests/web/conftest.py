@@ -53,16 +53,37 @@ def world_settings(db_file: Path) -> Settings:
             "south": {"name": "South Auto", "timezone": "Asia/Shanghai", "locale": "en"},
         },
         plugins={"birthday": {"enabled": True}},
-        web={"secret_key": SECRET, "cookie_secure": False, "session_idle_minutes": 30, "session_max_hours": 8},
+        web={
+            "secret_key": SECRET,
+            "cookie_secure": False,
+            "session_idle_minutes": 30,
+            "session_max_hours": 8,
+        },
     )
 
 
 def make_world(tmp_path: Path) -> World:
     runtime = build_runtime(world_settings(tmp_path / "console.db"))
     with runtime.sessions.begin() as session:
-        north = add_customer(session, external_id="N-1", name="王伟", locale="zh_CN", center_code="north", birthday=(1985, 5, 11))
-        add_customer(session, external_id="N-2", name="Li Na", locale="en", center_code="north", birthday=(1990, 7, 1))
-        south = add_customer(session, external_id="S-1", name="Emma Clarke", locale="en", center_code="south", birthday=(1980, 5, 11))
+        north = add_customer(
+            session,
+            external_id="N-1",
+            name="王伟",
+            locale="zh_CN",
+            center_code="north",
+            birthday=(1985, 5, 11),
+        )
+        add_customer(
+            session, external_id="N-2", name="Li Na", locale="en", center_code="north", birthday=(1990, 7, 1)
+        )
+        south = add_customer(
+            session,
+            external_id="S-1",
+            name="Emma Clarke",
+            locale="en",
+            center_code="south",
+            birthday=(1980, 5, 11),
+        )
         failed = CareEvent(
             idempotency_key="birthday:birthday:2025:%d" % north.id,
             center_id=north.center_id,
@@ -124,7 +145,14 @@ def world(tmp_path: Path, _seeded: tuple[Path, World]) -> Iterator[World]:
     source, seeded = _seeded
     shutil.copy(source, tmp_path / "console.db")
     runtime = build_runtime(world_settings(tmp_path / "console.db"))
-    w = World(runtime, Clock(), seeded.north_customer, seeded.south_customer, seeded.failed_event, seeded.south_event)
+    w = World(
+        runtime,
+        Clock(),
+        seeded.north_customer,
+        seeded.south_customer,
+        seeded.failed_event,
+        seeded.south_event,
+    )
     yield w
     w.runtime.close()
 
@@ -144,7 +172,9 @@ def csrf_of(html: str) -> str:
 
 def sign_in(client: TestClient, email: str, password: str = PASSWORD) -> None:
     page = client.get("/login")
-    response = client.post("/login", data={"email": email, "password": password, "csrf_token": csrf_of(page.text)})
+    response = client.post(
+        "/login", data={"email": email, "password": password, "csrf_token": csrf_of(page.text)}
+    )
     assert response.status_code == 303, response.text
 
 

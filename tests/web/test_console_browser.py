@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import threading
 import time
@@ -52,7 +51,9 @@ def browser() -> Iterator[Browser]:
 @pytest.fixture
 def server(world: World) -> Iterator[str]:
     port = _free_port()
-    config = uvicorn.Config(console_app(world.runtime, clock=world.clock), host="127.0.0.1", port=port, log_level="warning")
+    config = uvicorn.Config(
+        console_app(world.runtime, clock=world.clock), host="127.0.0.1", port=port, log_level="warning"
+    )
     srv = uvicorn.Server(config)
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
@@ -105,7 +106,9 @@ def test_sign_in_and_out(page: Page, server: str) -> None:
     expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
 
 
-def test_edit_a_template_and_see_the_preview_change_then_publish(page: Page, server: str, world: World) -> None:
+def test_edit_a_template_and_see_the_preview_change_then_publish(
+    page: Page, server: str, world: World
+) -> None:
     sign_in(page, server, "marketer@north.example")
     page.get_by_role("link", name="Templates").click()
     page.get_by_role("row", name="birthday sms en").get_by_role("link", name="Edit").click()
@@ -113,12 +116,18 @@ def test_edit_a_template_and_see_the_preview_change_then_publish(page: Page, ser
     expect(preview).to_contain_text("Happy birthday")
     page.get_by_label("Preview for").select_option(label="王伟 (N-1)")
     expect(page.locator("#preview-h")).to_contain_text("王伟 (N-1)")
-    page.get_by_label("Template", exact=True).fill("Dear {{ customer.name }}, all of {{ center.name }} wish you a happy {{ age }}th birthday!")
-    expect(preview).to_have_text("Dear 王伟, all of North Motors wish you a happy 41th birthday! Reply STOP to opt out")
+    page.get_by_label("Template", exact=True).fill(
+        "Dear {{ customer.name }}, all of {{ center.name }} wish you a happy {{ age }}th birthday!"
+    )
+    expect(preview).to_have_text(
+        "Dear 王伟, all of North Motors wish you a happy 41th birthday! Reply STOP to opt out"
+    )
     expect(page.locator("#segments")).to_contain_text("UCS-2")
     expect(page.locator("#footer")).to_contain_text("Reply STOP to opt out")
     expect(page.locator("#lint")).to_contain_text("No problems found.")
-    page.get_by_label("Template", exact=True).fill("Hello {{ customer.name }}, happy birthday from {{ center.name }}!")
+    page.get_by_label("Template", exact=True).fill(
+        "Hello {{ customer.name }}, happy birthday from {{ center.name }}!"
+    )
     expect(preview).to_have_text("Hello 王伟, happy birthday from North Motors! Reply STOP to opt out")
     shot(page, "console-template-editor.png")
     page.get_by_role("button", name="Publish").click()
@@ -157,7 +166,9 @@ def test_rollback_restores_an_earlier_version_as_a_new_one(page: Page, server: s
     expect(page.locator("#history tbody tr").first).to_contain_text("rollback to v1")
 
 
-def test_toggle_a_plugin_for_one_center_changes_what_is_planned(page: Page, server: str, world: World) -> None:
+def test_toggle_a_plugin_for_one_center_changes_what_is_planned(
+    page: Page, server: str, world: World
+) -> None:
     sign_in(page, server, "manager@north.example")
     page.get_by_role("link", name="Plugins").click()
     row = page.locator("#plugin-birthday")
@@ -213,7 +224,11 @@ def test_a_marketer_cannot_open_another_centers_customer(page: Page, server: str
     page.goto(server + "/customers")
     expect(page.get_by_role("link", name="王伟")).to_be_visible()
     expect(page.get_by_text("Emma Clarke")).to_have_count(0)
-    for guess in (f"/customers/{world.south_customer}", f"/customers/{world.south_customer}?center=south", "/customers?center=south"):
+    for guess in (
+        f"/customers/{world.south_customer}",
+        f"/customers/{world.south_customer}?center=south",
+        "/customers?center=south",
+    ):
         response = page.goto(server + guess)
         assert response is not None and response.status == 403
         expect(page.get_by_role("heading", level=1)).to_have_text("Forbidden")
@@ -248,5 +263,3 @@ def test_phone_sized_screen_in_chinese(browser: Browser, server: str) -> None:
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 390, f"page is {width}px wide on a 390px screen"
     context.close()
-
-

@@ -21,7 +21,8 @@ def test_pages_need_sign_in(client: TestClient) -> None:
 def test_wrong_password_is_refused_without_saying_which_part_was_wrong(client: TestClient) -> None:
     page = client.get("/login")
     response = client.post(
-        "/login", data={"email": "admin@example.com", "password": "wrong password!", "csrf_token": csrf_of(page.text)}
+        "/login",
+        data={"email": "admin@example.com", "password": "wrong password!", "csrf_token": csrf_of(page.text)},
     )
     assert response.status_code == 401
     assert "Wrong e-mail or password." in response.text
@@ -32,22 +33,37 @@ def test_sign_in_returns_to_the_page_asked_for(client: TestClient) -> None:
     page = client.get("/login?next=/events")
     response = client.post(
         "/login",
-        data={"email": "admin@example.com", "password": PASSWORD, "csrf_token": csrf_of(page.text), "next": "/events"},
+        data={
+            "email": "admin@example.com",
+            "password": PASSWORD,
+            "csrf_token": csrf_of(page.text),
+            "next": "/events",
+        },
     )
     assert response.headers["location"] == "/events"
     again = client.get("/login")
     offsite = client.post(
         "/login",
-        data={"email": "admin@example.com", "password": PASSWORD, "csrf_token": csrf_of(again.text), "next": "//evil.example/"},
+        data={
+            "email": "admin@example.com",
+            "password": PASSWORD,
+            "csrf_token": csrf_of(again.text),
+            "next": "//evil.example/",
+        },
     )
     assert offsite.headers["location"] == "/"
 
 
 def test_session_cookie_is_signed_httponly_samesite_and_secure_when_configured(world: World) -> None:
     world.runtime.settings.web.cookie_secure = True
-    with TestClient(console_app(world.runtime, clock=world.clock), base_url="https://testserver", follow_redirects=False) as c:
+    with TestClient(
+        console_app(world.runtime, clock=world.clock), base_url="https://testserver", follow_redirects=False
+    ) as c:
         page = c.get("/login")
-        response = c.post("/login", data={"email": "admin@example.com", "password": PASSWORD, "csrf_token": csrf_of(page.text)})
+        response = c.post(
+            "/login",
+            data={"email": "admin@example.com", "password": PASSWORD, "csrf_token": csrf_of(page.text)},
+        )
         cookie = response.headers["set-cookie"].lower()
     assert "careflow_session=" in cookie
     assert "httponly" in cookie and "samesite=lax" in cookie and "secure" in cookie
@@ -63,13 +79,17 @@ def test_a_tampered_session_cookie_is_not_accepted(client: TestClient) -> None:
 
 def test_login_form_needs_its_csrf_token(client: TestClient) -> None:
     client.get("/login")
-    response = client.post("/login", data={"email": "admin@example.com", "password": PASSWORD, "csrf_token": "guess"})
+    response = client.post(
+        "/login", data={"email": "admin@example.com", "password": PASSWORD, "csrf_token": "guess"}
+    )
     assert response.status_code == 403
     assert "CSRF" in response.text
 
 
 @pytest.mark.parametrize("token", [None, "not-the-token"])
-def test_every_post_needs_the_sessions_csrf_token(client: TestClient, world: World, token: str | None) -> None:
+def test_every_post_needs_the_sessions_csrf_token(
+    client: TestClient, world: World, token: str | None
+) -> None:
     sign_in(client, "manager@north.example")
     data = {"event_id": str(world.failed_event)}
     if token:
@@ -85,7 +105,13 @@ def test_csrf_token_in_a_header_works_for_htmx(client: TestClient) -> None:
     page = client.get("/templates/edit?template=birthday&channel=sms&locale=en")
     response = client.post(
         "/templates/preview",
-        data={"template": "birthday", "channel": "sms", "locale": "en", "scope": "north", "source": "Hi {{ customer.name }}"},
+        data={
+            "template": "birthday",
+            "channel": "sms",
+            "locale": "en",
+            "scope": "north",
+            "source": "Hi {{ customer.name }}",
+        },
         headers={"X-CSRF-Token": csrf_of(page.text)},
     )
     assert response.status_code == 200
@@ -160,7 +186,12 @@ MATRIX = [
     ("marketer@north.example", "GET", "/customers/{s}?center=south", 403),
     ("marketer@north.example", "GET", "/events?center=south", 403),
     ("marketer@north.example", "GET", "/templates/edit?template=birthday&channel=sms&locale=en&scope=", 403),
-    ("marketer@north.example", "GET", "/templates/edit?template=birthday&channel=sms&locale=en&scope=south", 403),
+    (
+        "marketer@north.example",
+        "GET",
+        "/templates/edit?template=birthday&channel=sms&locale=en&scope=south",
+        403,
+    ),
     ("marketer@south.example", "GET", "/customers/{n}", 403),
     ("marketer@south.example", "GET", "/customers/{s}", 200),
 ]
@@ -184,7 +215,9 @@ def test_other_centers_records_never_appear_in_lists(client: TestClient, world: 
     assert "invalid number" in events and "south failure" not in events
 
 
-@pytest.mark.parametrize(("email", "expected"), [("marketer@north.example", 403), ("manager@north.example", 303)])
+@pytest.mark.parametrize(
+    ("email", "expected"), [("marketer@north.example", 403), ("manager@north.example", 303)]
+)
 def test_retry_needs_the_permission_and_never_touches_another_centers_event(
     client: TestClient, world: World, email: str, expected: int
 ) -> None:
@@ -192,7 +225,10 @@ def test_retry_needs_the_permission_and_never_touches_another_centers_event(
     page = client.get("/events")
     response = client.post(
         "/events/retry",
-        data={"csrf_token": csrf_of(page.text), "event_id": [str(world.failed_event), str(world.south_event)]},
+        data={
+            "csrf_token": csrf_of(page.text),
+            "event_id": [str(world.failed_event), str(world.south_event)],
+        },
     )
     assert response.status_code == expected
     with world.runtime.sessions() as session:
@@ -202,7 +238,10 @@ def test_retry_needs_the_permission_and_never_touches_another_centers_event(
         assert north.status == (EventStatus.PLANNED if expected == 303 else EventStatus.FAILED)
         assert south.status == EventStatus.FAILED
     if expected == 303:
-        assert "1 events marked planned; the next care run sends them." in client.get(response.headers["location"]).text
+        assert (
+            "1 events marked planned; the next care run sends them."
+            in client.get(response.headers["location"]).text
+        )
 
 
 def test_chinese_interface(client: TestClient) -> None:
