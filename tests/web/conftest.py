@@ -6,13 +6,14 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient
 
 from careflow.config import Settings
-from careflow.models import CareEvent, Customer, EventStatus, Role
+from careflow.models import CareEvent, Customer, EventStatus, Role, ServiceVisit, Vehicle
 from careflow.runtime import Runtime
 from careflow.testing import add_customer, build_runtime, center, make_settings
 from careflow.web.console import console_app
@@ -85,7 +86,7 @@ def make_world(tmp_path: Path) -> World:
             birthday=(1980, 5, 11),
         )
         failed = CareEvent(
-            idempotency_key="birthday:birthday:2025:%d" % north.id,
+            idempotency_key=f"birthday:birthday:2025:{north.id}",
             center_id=north.center_id,
             customer_id=north.id,
             plugin="birthday",
@@ -104,7 +105,7 @@ def make_world(tmp_path: Path) -> World:
             attempts=5,
         )
         south_event = CareEvent(
-            idempotency_key="birthday:birthday:2025:%d" % south.id,
+            idempotency_key=f"birthday:birthday:2025:{south.id}",
             center_id=south.center_id,
             customer_id=south.id,
             plugin="birthday",
@@ -120,6 +121,21 @@ def make_world(tmp_path: Path) -> World:
             status=EventStatus.FAILED,
             status_reason="south failure",
             attempts=5,
+        )
+        car = Vehicle(
+            customer_id=north.id, plate="沪A·12345", model="Camry 2.5", warranty_end=date(2027, 3, 1)
+        )
+        session.add(car)
+        session.flush()
+        session.add(
+            ServiceVisit(
+                customer_id=north.id,
+                vehicle_id=car.id,
+                date=date(2026, 3, 2),
+                mileage=41_200,
+                amount=Decimal("1280.00"),
+                kind="maintenance",
+            )
         )
         session.add_all([failed, south_event])
         session.flush()
