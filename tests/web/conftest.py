@@ -13,7 +13,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from careflow.config import Settings
-from careflow.models import CareEvent, Customer, EventStatus, Role, ServiceVisit, Vehicle
+from careflow.models import CareEvent, Consent, Customer, EventStatus, Role, ServiceVisit, Vehicle
 from careflow.runtime import Runtime
 from careflow.testing import add_customer, build_runtime, center, make_settings
 from careflow.web.console import console_app
@@ -46,9 +46,41 @@ class World:
     south_event: int
 
 
-def world_settings(db_file: Path) -> Settings:
+def history_events(center_id: int, customer_id: int) -> list[CareEvent]:
+    """Two weeks of made-up outcomes for one center, so the dashboard has something to chart."""
+    events = []
+    statuses = ["delivered", "delivered", "sent", "delivered", "failed", "suppressed", "delivered", "planned"]
+    for day in range(14):
+        for i in range((day * 5) % 7 + 2):
+            plugin = "maintenance" if (day + i) % 3 == 0 else "birthday"
+            status = statuses[(day * 3 + i) % len(statuses)]
+            events.append(
+                CareEvent(
+                    idempotency_key=f"{plugin}:history:{day}-{i}:{customer_id}",
+                    center_id=center_id,
+                    customer_id=customer_id,
+                    plugin=plugin,
+                    occasion="history",
+                    period=f"{day}-{i}",
+                    purpose="service" if plugin == "maintenance" else "marketing",
+                    due_date=date(2026, 4, 27) + timedelta(days=day),
+                    channel="sms",
+                    recipient="+8613800138000",
+                    template=plugin,
+                    locale="en",
+                    context={},
+                    status=status,
+                    status_reason="unreachable: sms: no marketing consent"
+                    if status == "suppressed"
+                    else None,
+                )
+            )
+    return events
+
+
+def world_settings(db_file: Path | str) -> Settings:
     return make_settings(
-        f"sqlite:///{db_file}",
+        db_file if isinstance(db_file, str) else f"sqlite:///{db_file}",
         centers={
             "north": {"name": "North Motors", "timezone": "Asia/Shanghai", "locale": "zh_CN"},
             "south": {"name": "South Auto", "timezone": "Asia/Shanghai", "locale": "en"},
@@ -63,8 +95,9 @@ def world_settings(db_file: Path) -> Settings:
     )
 
 
-def make_world(tmp_path: Path) -> World:
-    runtime = build_runtime(world_settings(tmp_path / "console.db"))
+def make_world(where: Path | str) -> World:
+    """The world in ``where`` (a directory for SQLite, or a database URL)."""
+    runtime = build_runtime(world_settings(where / "console.db" if isinstance(where, Path) else where))
     with runtime.sessions.begin() as session:
         north = add_customer(
             session,
@@ -74,7 +107,7 @@ def make_world(tmp_path: Path) -> World:
             center_code="north",
             birthday=(1985, 5, 11),
         )
-        add_customer(
+        other = add_customer(
             session, external_id="N-2", name="Li Na", locale="en", center_code="north", birthday=(1990, 7, 1)
         )
         south = add_customer(
@@ -139,6 +172,12 @@ def make_world(tmp_path: Path) -> World:
         )
         session.add_all([failed, south_event])
         session.flush()
+        session.add_all(history_events(north.center_id, other.id))
+        stop = Consent(
+            customer_id=other.id, channel="whatsapp", purpose="marketing", granted=False, source="reply:STOP"
+        )
+        stop.updated_at = datetime(2026, 5, 6, 3, 0, tzinfo=UTC)
+        session.add(stop)
         add_user(session, "admin@example.com", PASSWORD, Role.ADMIN, None)
         add_user(session, "manager@north.example", PASSWORD, Role.CENTER_MANAGER, center(session, "north"))
         add_user(session, "marketer@north.example", PASSWORD, Role.MARKETER, center(session, "north"))

@@ -9,16 +9,18 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
+from starlette.testclient import TestClient
 
 from careflow.center_plugins import plugin_runs
 from careflow.delivery import deliver
 from careflow.models import CareEvent, Center, CenterPluginSetting, ConsoleUser, EventStatus
 from careflow.scheduler import plan
+from careflow.web.console import console_app
 from careflow.web.console.lint import lint_template
 from careflow.web.console.preview import Draft
 from careflow.web.console.sms_segments import count_segments
 from careflow.web.console.template_versions import LintFailed, save_version
-from tests.web.conftest import World
+from tests.web.conftest import World, csrf_of, make_world, sign_in
 
 
 def _publish(world: World, scope: str, body: str, locale: str = "zh_CN") -> None:
@@ -181,3 +183,48 @@ def test_users_add_reads_the_password_from_stdin(world: World, tmp_path: Path) -
         assert (
             user is not None and user.role == "marketer" and "a long enough secret" not in user.password_hash
         )
+
+
+def test_console_publish_dashboard_and_send_on_sqlite_and_postgresql(db_url: str) -> None:
+    """The 0008_console tables and the console's queries on both databases, end to end."""
+    world = make_world(db_url)
+    try:
+        with TestClient(console_app(world.runtime, clock=world.clock), follow_redirects=False) as client:
+            sign_in(client, "marketer@north.example")
+            editor = client.get("/templates/edit?template=birthday&channel=sms&locale=zh_CN")
+            saved = client.post(
+                "/templates/save",
+                data={
+                    "csrf_token": csrf_of(editor.text),
+                    "template": "birthday",
+                    "channel": "sms",
+                    "locale": "zh_CN",
+                    "scope": "north",
+                    "source": "{{ center.name }}祝{{ customer.name }}生日快乐",
+                },
+            )
+            assert saved.status_code == 303
+            dashboard = client.get("/")
+            assert dashboard.status_code == 200
+            assert "<svg" in dashboard.text
+            assert "2026-05-06" in dashboard.text  # the day of the seeded STOP reply
+        bodies = _send_birthdays(world)
+        assert bodies["N-1"] == "North Motors祝王伟生日快乐回T退订"
+    finally:
+        world.runtime.close()
+
+
+def test_careflow_console_refuses_to_start_without_a_secret_key(tmp_path: Path) -> None:
+    config = tmp_path / "careflow.toml"
+    config.write_text(f'[database]\nurl = "sqlite:///{tmp_path / "c.db"}"\n', encoding="utf-8")
+    env = {"CAREFLOW_CONFIG": str(config), "PATH": "/usr/bin:/bin"}
+    careflow = str(Path(sys.executable).parent / "careflow")
+    assert (
+        subprocess.run([careflow, "init"], cwd=tmp_path, capture_output=True, env=env, check=False).returncode
+        == 0
+    )
+    done = subprocess.run(
+        [careflow, "console"], capture_output=True, text=True, env=env, check=False, timeout=60
+    )
+    assert done.returncode == 1
+    assert "web.secret_key is not set" in done.stderr

@@ -6,7 +6,7 @@ from collections import defaultdict
 from datetime import date, timedelta
 from typing import Any
 
-from sqlalchemy import Table, func, inspect, select
+from sqlalchemy import Date, Table, func, inspect, select
 from sqlalchemy.orm import Session
 
 from careflow.models import Base, CareEvent, Consent, Customer, EventStatus
@@ -32,16 +32,18 @@ def daily_counts(
 
 def opt_outs(session: Session, center_id: int, first: date, last: date) -> dict[str, int]:
     """ISO day -> consents withdrawn by the customer (a STOP reply or similar) that day."""
+    # Typed as Date so that both SQLite (text) and PostgreSQL (date) compare it with date bounds.
+    day = func.date(Consent.updated_at, type_=Date)
     rows = session.execute(
-        select(func.date(Consent.updated_at), func.count(Consent.id))
+        select(day, func.count(Consent.id))
         .join(Customer, Customer.id == Consent.customer_id)
         .where(
             Customer.center_id == center_id,
             Consent.granted.is_(False),
             Consent.source.like("reply%"),
-            func.date(Consent.updated_at).between(first.isoformat(), last.isoformat()),
+            day.between(first, last),
         )
-        .group_by(func.date(Consent.updated_at))
+        .group_by(day)
     )
     return {str(day)[:10]: int(count) for day, count in rows}
 
@@ -63,10 +65,10 @@ def survey_scores(session: Session, center_id: int, first: date, last: date) -> 
     table = optional_table(session, "survey_responses")
     if table is None or not {"score", "center_id", "created_at"} <= set(table.c.keys()):
         return []
-    day = func.date(table.c.created_at)
+    day = func.date(table.c.created_at, type_=Date)
     rows = session.execute(
         select(day, func.avg(table.c.score))
-        .where(table.c.center_id == center_id, day.between(first.isoformat(), last.isoformat()))
+        .where(table.c.center_id == center_id, day.between(first, last))
         .group_by(day)
         .order_by(day)
     )
