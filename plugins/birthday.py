@@ -5,7 +5,7 @@ from __future__ import annotations
 import calendar
 from collections.abc import Iterable, Mapping
 from datetime import date
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from sqlalchemy import select, tuple_
 
@@ -38,6 +38,9 @@ class BirthdayPlugin(CarePlugin):
         "customer.name": "the customer's name",
         "age": "the age the customer turns today, or null when the birth year is unknown",
     }
+
+    # What the console's template preview uses when no real customer is chosen.
+    sample_context: ClassVar[Mapping[str, Any]] = {"age": 36}
 
     def occasions(self, ctx: PlanContext) -> Iterable[Occasion]:
         wanted: set[tuple[int, int]] = set()

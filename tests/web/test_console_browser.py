@@ -262,4 +262,9 @@ def test_phone_sized_screen_in_chinese(browser: Browser, server: str) -> None:
     expect(page.get_by_role("heading", level=1)).to_contain_text("仪表盘")
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 390, f"page is {width}px wide on a 390px screen"
+    page.get_by_role("link", name="消息模板").click()
+    page.get_by_role("row", name="birthday sms zh_CN").get_by_role("link").first.click()
+    expect(page.locator("#preview-body")).to_contain_text("生日快乐")
+    expect(page.locator("#segments")).to_contain_text("UCS-2")
+    shot(page, "console-mobile-zh.png")
     context.close()

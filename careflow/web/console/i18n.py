@@ -132,6 +132,8 @@ ZH: dict[str, str] = {
     "Not a valid CSV upload": "上传的不是有效的 CSV 文件",
     "Choose a file to import.": "请选择要导入的文件。",
     "Role": "角色",
+    "New text": "新建文本",
+    "Add a locale or channel a plugin has no text for.": "为插件新增尚无文本的语言或渠道。",
 }
 
 

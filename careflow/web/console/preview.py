@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -67,7 +68,7 @@ def sample_customer(center: Center) -> Customer:
 def sample_context(plugin: CarePlugin | None) -> dict[str, Any]:
     """Occasion data for a preview: the plugin's ``sample_context`` if it offers one, else placeholders."""
     offered = getattr(plugin, "sample_context", None)
-    if isinstance(offered, dict):
+    if isinstance(offered, Mapping):
         return dict(offered)
     context: dict[str, Any] = {}
     for name in plugin.variables if plugin else {}:

@@ -84,7 +84,14 @@ def _check(ctx: Ctx, draft: Draft) -> tuple[Preview, list[Finding]]:
 def template_list(ctx: Ctx) -> Response:
     scopes = _scopes_for(ctx)
     keys = list_templates(ctx.runtime, ctx.db, scopes)
-    return ctx.render("templates.html", keys=keys, scopes=scopes, plugins=ctx.runtime.registry.care_plugins)
+    channels = sorted({*ctx.runtime.channel_order(), *(k.channel for k in keys)})
+    return ctx.render(
+        "templates.html",
+        keys=keys,
+        scopes=scopes,
+        plugins=ctx.runtime.registry.care_plugins,
+        channels=channels,
+    )
 
 
 @guarded(Perm.EDIT_TEMPLATES)
