@@ -92,20 +92,23 @@ def lint_template(
                 f"{preview.segments.units} units with the footer); at most {MAX_SMS_SEGMENTS} are allowed",
             )
         )
-    if True:  # missing locales: a warning, since the text being edited is not what is missing
-        have = existing_locales(runtime, session, draft.template, draft.channel, draft.scope) | {draft.locale}
-        needed = {c.locale for c in runtime.settings.centers.values()} if not draft.scope else {center.locale}
-        for loc in sorted(needed):
-            if loc not in have and loc.split("_")[0] not in have:
-                findings.append(
-                    Finding(
-                        "warning",
-                        "missing_locale",
-                        f"no {loc} text for {draft.template}/{draft.channel}: "
-                        f"{loc} customers get a fallback language",
-                    )
-                )
+    findings.extend(_missing_locales(runtime, session, draft, center))
     return findings
+
+
+def _missing_locales(runtime: Runtime, session: Session, draft: Draft, center: Center) -> list[Finding]:
+    """A warning, not an error: the text being edited is not the one that is missing."""
+    have = existing_locales(runtime, session, draft.template, draft.channel, draft.scope) | {draft.locale}
+    needed = {c.locale for c in runtime.settings.centers.values()} if not draft.scope else {center.locale}
+    return [
+        Finding(
+            "warning",
+            "missing_locale",
+            f"no {loc} text for {draft.template}/{draft.channel}: {loc} customers get a fallback language",
+        )
+        for loc in sorted(needed)
+        if loc not in have and loc.split("_")[0] not in have
+    ]
 
 
 def blocking(findings: list[Finding]) -> bool:

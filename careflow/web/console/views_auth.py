@@ -15,6 +15,7 @@ from careflow.web.console.security import (
     SESSION_COOKIE,
     authenticate,
     end_session,
+    purge_expired,
     sign,
     start_session,
     tokens_match,
@@ -76,6 +77,7 @@ async def login(request: Request) -> Response:
             user = authenticate(db, email, password)
             if user is None:
                 return None
+            purge_expired(db, console.clock())  # sign-ins are rare enough to tidy up here
             cookie = start_session(db, user, console.web, console.secret_key, console.clock())
             db.commit()
             return cookie

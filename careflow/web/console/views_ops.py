@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Any
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
@@ -27,6 +28,7 @@ from careflow.models import (
     Vehicle,
 )
 from careflow.scheduler import plan
+from careflow.tasks import build_actors
 from careflow.web.console import reports
 from careflow.web.console.app import Ctx, NotFound, guarded
 from careflow.web.console.charts import line_chart, stacked_bars
@@ -36,7 +38,7 @@ from careflow.web.console.security import Perm
 DASHBOARD_DAYS = 14
 
 
-def _center_today(ctx: Ctx) -> Any:
+def _center_today(ctx: Ctx) -> date:
     return ctx.console.clock().astimezone(ZoneInfo(ctx.center.timezone)).date()
 
 
@@ -274,8 +276,6 @@ def event_list(ctx: Ctx) -> Response:
     )
     if filters["day"]:
         try:
-            from datetime import date
-
             query = query.where(CareEvent.due_date == date.fromisoformat(filters["day"]))
         except ValueError:
             ctx.notices.append(f"{filters['day']!r}: expected a date like 2026-05-11")
@@ -315,16 +315,12 @@ def event_retry(ctx: Ctx) -> Response:
     if url == LOCAL or count == 0:
         message = f"{count} {ctx.t('events marked planned; the next care run sends them.')}"
     else:
-        from careflow.tasks import build_actors
-
         broker = make_broker(url)
         try:
             build_actors(broker, ctx.runtime).enqueue_deliveries(ids)
         finally:
             broker.close()
         message = f"{count} {ctx.t('events queued for delivery.')}"
-    from urllib.parse import quote
-
     return ctx.redirect(f"/events?status=failed&retried={quote(message)}")
 
 
@@ -347,5 +343,4 @@ def dry_run(ctx: Ctx) -> Response:
             except TemplateError as exc:
                 status, reason = "failed", str(exc)
         rows.append({"row": row, "customer": customer, "body": body, "status": status, "reason": reason})
-    failures = [f for f in report.failures]
-    return ctx.render("dry_run.html", rows=rows, day=tomorrow, failures=failures)
+    return ctx.render("dry_run.html", rows=rows, day=tomorrow, failures=list(report.failures))
