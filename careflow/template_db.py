@@ -7,15 +7,25 @@ The newest version of a key is the published one.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from jinja2 import BaseLoader, Environment, TemplateNotFound
-from sqlalchemy import Engine, NullPool, create_engine, func, select
+from sqlalchemy import Engine, create_engine, event, func, select
 
 from careflow.models import TemplateVersion
 
 # A database template's "filename" (db:v<id>/<name>), so errors say which version failed.
 DB_PREFIX = "db:"
+GENERATION_TTL_SECONDS = 2.0
+# Saves and deletions of template versions made by this process (see DatabaseTemplates.generation).
+_local_saves = [0]
+
+
+@event.listens_for(TemplateVersion, "after_insert")
+@event.listens_for(TemplateVersion, "after_delete")
+def _count_local_save(*_: object) -> None:
+    _local_saves[0] += 1
 
 
 def parse_name(name: str) -> tuple[str, str, str, str] | None:
@@ -48,27 +58,52 @@ class DatabaseTemplates:
 
     def __init__(self, engine: Engine) -> None:
         if engine.dialect.name == "sqlite":
-            self.engine = create_engine(
-                engine.url, poolclass=NullPool, connect_args={"timeout": 30, "check_same_thread": False}
-            )
+            self.engine = create_engine(engine.url, connect_args={"timeout": 30, "check_same_thread": False})
             self._owns_engine = True
         else:
             self.engine, self._owns_engine = engine, False
+        self._cached: tuple[int, int, int] | None = None
+        self._checked_at = 0.0
+        self._sources: dict[str, tuple[str, int] | None] = {}
+        self._sources_generation: tuple[int, int, int] | None = None
 
-    def generation(self) -> tuple[int, int]:
-        """Changes whenever a version is saved or removed: (highest id, row count)."""
+    def generation(self) -> tuple[int, int, int]:
+        """Changes whenever a version is saved or removed: (highest id, row count, local saves).
+
+        Asked on every template lookup, so the database is asked at most every
+        ``GENERATION_TTL_SECONDS``: another process's publish reaches sends within that time,
+        this process's own saves (counted by an ORM event) at once.
+        """
+        now = time.monotonic()
+        local = _local_saves[0]
+        if (
+            self._cached is not None
+            and local == self._cached[2]
+            and now - self._checked_at < GENERATION_TTL_SECONDS
+        ):
+            return self._cached
         with self.engine.connect() as conn:
             top, count = conn.execute(
                 select(func.coalesce(func.max(TemplateVersion.id), 0), func.count(TemplateVersion.id))
             ).one()
-        return int(top), int(count)
+        self._cached, self._checked_at = (int(top), int(count), local), now
+        return self._cached
 
     def source(self, name: str) -> tuple[str, int] | None:
         """The newest body saved for ``name`` and its version id, or None."""
         key = parse_name(name)
         if key is None:
             return None
-        scope, template, channel, locale = key
+        # Rows are only ever added (a rollback is a new version), so within one generation an
+        # answer, found or not, stays true.
+        generation = self.generation()
+        if generation != self._sources_generation:
+            self._sources, self._sources_generation = {}, generation
+        if name not in self._sources:
+            self._sources[name] = self._query_source(*key)
+        return self._sources[name]
+
+    def _query_source(self, scope: str, template: str, channel: str, locale: str) -> tuple[str, int] | None:
         with self.engine.connect() as conn:
             row = conn.execute(
                 select(TemplateVersion.body, TemplateVersion.id)

@@ -228,3 +228,37 @@ def test_careflow_console_refuses_to_start_without_a_secret_key(tmp_path: Path) 
     )
     assert done.returncode == 1
     assert "web.secret_key is not set" in done.stderr
+
+
+def test_another_processs_publish_reaches_sends_once_the_generation_is_rechecked(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy import insert
+
+    from careflow import template_db
+    from careflow.models import TemplateVersion
+
+    store = world.runtime.templates
+    kwargs = {
+        "locale": "en",
+        "center_code": "south",
+        "center_locale": "en",
+        "variables": {"customer": {"name": "A"}, "center": {"name": "S"}},
+    }
+    assert "Happy birthday" in store.render("birthday", "sms", **kwargs).body  # type: ignore[arg-type]
+    # A Core insert fires no ORM event: to this process it looks like another process's publish.
+    with world.runtime.engine.begin() as conn:
+        conn.execute(
+            insert(TemplateVersion.__table__).values(
+                scope="south",
+                template="birthday",
+                channel="sms",
+                locale="en",
+                version=1,
+                body="From elsewhere, {{ customer.name }}",
+                author="other@example.com",
+                created_at=datetime(2026, 5, 10, tzinfo=UTC),
+            )
+        )
+    monkeypatch.setattr(template_db, "GENERATION_TTL_SECONDS", 0.0)
+    assert store.render("birthday", "sms", **kwargs).body == "From elsewhere, A"  # type: ignore[arg-type]
