@@ -251,6 +251,21 @@ def test_customer_card_dashboard_and_dry_run(page: Page, server: str, world: Wor
     expect(page.locator("#dry-run")).not_to_contain_text("Emma")
 
 
+def test_filter_events_and_retry_a_failed_one(page: Page, server: str, world: World) -> None:
+    sign_in(page, server, "manager@north.example")
+    page.get_by_role("link", name="Events").click()
+    page.get_by_label("Status").select_option("failed")
+    page.get_by_label("Day").fill("2026-05-10")
+    page.get_by_role("button", name="Filter").click()
+    table = page.locator("#event-table")
+    expect(table).to_contain_text("[21211] provider said: invalid number")
+    expect(table.locator("tbody tr")).to_have_count(1)  # other days and statuses are filtered out
+    page.get_by_label(f"Select #{world.failed_event}").check()
+    page.get_by_role("button", name="Retry selected failed events").click()
+    expect(page.get_by_role("status")).to_have_text("1 events marked planned; the next care run sends them.")
+    expect(page.locator("#event-table")).not_to_contain_text("invalid number")
+
+
 def test_phone_sized_screen_in_chinese(browser: Browser, server: str) -> None:
     context = browser.new_context(viewport={"width": 390, "height": 844}, locale="zh-CN")
     page = context.new_page()

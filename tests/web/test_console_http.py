@@ -250,3 +250,18 @@ def test_chinese_interface(client: TestClient) -> None:
     page = client.get("/")
     assert '<html lang="zh-CN">' in page.text
     assert "仪表盘" in page.text and "消息模板" in page.text
+
+
+def test_form_tampering_cannot_reach_another_scope_or_centers_customer(
+    client: TestClient, world: World
+) -> None:
+    sign_in(client, "marketer@north.example")
+    token = csrf_of(client.get("/templates/edit?template=birthday&channel=sms&locale=en").text)
+    base = {"csrf_token": token, "template": "birthday", "channel": "sms", "locale": "en", "source": "Hi"}
+    assert client.post("/templates/save", data={**base, "scope": ""}).status_code == 403
+    assert client.post("/templates/save", data={**base, "scope": "south"}).status_code == 403
+    preview = client.post(
+        "/templates/preview", data={**base, "scope": "north", "customer_id": str(world.south_customer)}
+    )
+    assert preview.status_code == 403
+    assert "Emma" not in preview.text
