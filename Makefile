@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test setup lint typecheck pytest services clean
+.PHONY: demo test setup lint typecheck pytest services browser clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "careflow needs Python 3.11 or newer")'
@@ -20,10 +20,13 @@ demo: $(STAMP)
 	$(BIN)/careflow demo --dir careflow-demo
 
 ## Everything CI runs: services up, lint, types, the whole test suite.
-test: $(STAMP) services lint typecheck pytest
+test: $(STAMP) services browser lint typecheck pytest
 
 services:
 	bash .ci/services
+
+browser:
+	bash .ci/browser
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

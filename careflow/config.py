@@ -119,8 +119,12 @@ class EmailSettings(_Section):
 
 
 class WebSettings(_Section):
-    # Signs unsubscribe links (HMAC); set it from CAREFLOW_WEB__SECRET_KEY, never in code.
+    # Signs console session cookies and unsubscribe links (HMAC, each with its own label);
+    # set it from CAREFLOW_WEB__SECRET_KEY, never in the repository.
     secret_key: SecretStr | None = None
+    cookie_secure: bool = True  # send the session cookie over HTTPS only (turn off for plain-HTTP dev)
+    session_idle_minutes: int = Field(default=60, ge=1, le=24 * 60)
+    session_max_hours: int = Field(default=12, ge=1, le=24 * 30)
     # Where customers (and Twilio) reach `careflow serve`, e.g. https://care.example.com;
     # links in e-mails start with it.
     public_url: str | None = None

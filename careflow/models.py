@@ -419,3 +419,74 @@ class PluginRun(Base):
     # The first few failures: [{"batch": "1-2000", "customer": "C042", "error": "..."}]
     failures: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     created_at: Mapped[created_at]
+class Role(enum.StrEnum):
+    """What a console user may do; every role but admin is bound to one center."""
+
+    ADMIN = "admin"  # everything, every center
+    CENTER_MANAGER = "center_manager"  # own center: plugin settings, customers, reports
+    MARKETER = "marketer"  # own center: templates, previews, reports
+
+
+class ConsoleUser(Base):
+    __tablename__ = "console_users"
+
+    id: Mapped[intpk]
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(32))
+    center_id: Mapped[int | None] = mapped_column(ForeignKey("centers.id"), index=True)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[created_at]
+
+    center: Mapped[Center | None] = relationship(lazy="joined")
+
+
+class ConsoleSession(Base):
+    """A signed-in browser; expiry is decided here on the server, never by the cookie."""
+
+    __tablename__ = "console_sessions"
+
+    id: Mapped[intpk]
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 of the cookie token
+    user_id: Mapped[int] = mapped_column(ForeignKey("console_users.id", ondelete="CASCADE"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[created_at]
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class TemplateVersion(Base):
+    """Every save of a template in the console; the newest version of a key is the one sent."""
+
+    __tablename__ = "template_versions"
+    __table_args__ = (
+        UniqueConstraint("scope", "template", "channel", "locale", "version"),
+        Index("ix_template_versions_lookup", "scope", "template", "channel", "locale"),
+    )
+
+    id: Mapped[intpk]
+    # "" for the global default, else the center code: a plain string keeps the key unique
+    # (NULLs are never equal in a UNIQUE constraint).
+    scope: Mapped[str] = mapped_column(String(64))
+    template: Mapped[str] = mapped_column(String(100))
+    channel: Mapped[str] = mapped_column(String(32))
+    locale: Mapped[str] = mapped_column(String(16))
+    version: Mapped[int] = mapped_column(Integer)
+    body: Mapped[str] = mapped_column(Text)
+    author: Mapped[str] = mapped_column(String(320))
+    note: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[created_at]
+
+
+class CenterPluginSetting(Base):
+    """A center's own settings for one care plugin; they win over careflow.toml for that center."""
+
+    __tablename__ = "center_plugin_settings"
+    __table_args__ = (UniqueConstraint("center_id", "plugin"),)
+
+    id: Mapped[intpk]
+    center_id: Mapped[int] = mapped_column(ForeignKey("centers.id", ondelete="CASCADE"), index=True)
+    plugin: Mapped[str] = mapped_column(String(64))
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    updated_by: Mapped[str] = mapped_column(String(320))
+    updated_at: Mapped[updated_at]

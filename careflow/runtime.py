@@ -14,6 +14,7 @@ from careflow.db import make_engine, make_session_factory, migrate
 from careflow.errors import ConfigError
 from careflow.models import Center
 from careflow.plugins import PluginRegistry, load_plugins
+from careflow.template_db import DatabaseTemplates
 from careflow.templates import TemplateStore
 
 
@@ -56,7 +57,9 @@ class Runtime:
             engine=engine,
             sessions=make_session_factory(engine),
             registry=registry,
-            templates=TemplateStore(settings.templates.dir, registry.template_dirs),
+            templates=TemplateStore(
+                settings.templates.dir, registry.template_dirs, DatabaseTemplates(engine)
+            ),
         )
         runtime.sync_centers()
         return runtime
@@ -103,4 +106,5 @@ class Runtime:
         return order, unavailable
 
     def close(self) -> None:
+        self.templates.close()
         self.engine.dispose()

@@ -17,6 +17,7 @@ from sqlalchemy.exc import InvalidRequestError
 from sqlalchemy.orm import Session, sessionmaker
 
 from careflow.care import CarePlugin, Occasion, PlanContext, PluginSettings
+from careflow.center_plugins import PluginRun, plugin_runs
 from careflow.isolation import planning_sessions, run_plugin_batch
 from careflow.models import CareEvent, Center, Customer, EventStatus
 from careflow.plugin_runs import record_run
@@ -117,6 +118,8 @@ def plan(
         for name, error in prepare_run(runtime, enabled, now=now, day=day):
             report.failures.append(PluginFailure(name, (0, 0), error))
     with runtime.sessions() as session:
+        # Each center's console settings win over careflow.toml (see careflow.center_plugins).
+        runs = plugin_runs(runtime.registry, runtime.settings, session)
         batches = list(customer_id_batches(session, runtime.settings.scheduler.batch_size))
         center_tz = dict(session.execute(select(Center.id, Center.timezone)).all())
     isolation = _Isolation.start(runtime, dry_run=dry_run)
@@ -125,7 +128,7 @@ def plan(
             new_ids = _plan_batch(
                 runtime,
                 session,
-                enabled,
+                runs,
                 report,
                 now=now,
                 day=day,
@@ -202,18 +205,17 @@ def _collect(
 
 def _for_audience(
     session: Session,
-    enabled: dict[str, tuple[CarePlugin, PluginSettings]],
-    found: list[tuple[CarePlugin, Occasion]],
+    found: list[tuple[CarePlugin, Occasion, PluginSettings]],
     report: PlanReport,
 ) -> list[tuple[CarePlugin, Occasion]]:
     """Drop occasions for staff cards and for customers outside a plugin's ``segments`` setting."""
-    limited = {name for name, (_, cfg) in enabled.items() if cfg.segments is not None}
-    labels = load_labels(session, (o.customer.id for p, o in found if p.name in limited)) if limited else {}
+    limited = [o.customer.id for _, o, cfg in found if cfg.segments is not None]
+    labels = load_labels(session, limited) if limited else {}
     kept = []
-    for plugin, occ in found:
+    for plugin, occ, cfg in found:
         if occ.customer.is_staff and not plugin.targets_staff:
             continue
-        wanted = enabled[plugin.name][1].segments
+        wanted = cfg.segments
         if wanted is not None and not matches(labels[occ.customer.id], wanted):
             report.count(plugin.name, "outside its segments")
             continue
@@ -252,7 +254,7 @@ def _malformed(occ: Any, lo: int, hi: int) -> str | None:
 def _plan_batch(
     runtime: Runtime,
     session: Session,
-    enabled: dict[str, tuple[CarePlugin, PluginSettings]],
+    runs: list[PluginRun],
     report: PlanReport,
     *,
     now: datetime,
@@ -263,29 +265,33 @@ def _plan_batch(
     isolation: _Isolation,
     center_ids: Collection[int] | None = None,
 ) -> list[int]:
-    found: list[tuple[CarePlugin, Occasion]] = []
-    for plugin, plugin_settings in enabled.values():
+    found: list[tuple[CarePlugin, Occasion, PluginSettings]] = []
+    for run in runs:
         # The plugin's worker thread supplies its own session.
         make_ctx = partial(
             PlanContext,
             now=now,
             day=day,
             id_range=id_range,
-            settings=plugin_settings,
+            settings=run.settings,
             default_timezone=center_tz,
         )
-        collected = _collect(plugin, make_ctx, session, id_range, report, isolation)
-        found.extend((plugin, occ) for occ in collected)
+        collected = _collect(run.plugin, make_ctx, session, id_range, report, isolation)
+        found.extend(
+            (run.plugin, occ, run.settings)
+            for occ in collected
+            if run.center_ids is None or occ.customer.center_id in run.center_ids
+        )
     if center_ids is not None:  # another center plans at its own local time
-        found = [(plugin, occ) for plugin, occ in found if occ.customer.center_id in center_ids]
-    found = _for_audience(session, enabled, found, report)
-    if not found:
+        found = [(plugin, occ, cfg) for plugin, occ, cfg in found if occ.customer.center_id in center_ids]
+    audience = _for_audience(session, found, report)
+    if not audience:
         return []
-    consents = load_consents(session, (occ.customer.id for _, occ in found))
+    consents = load_consents(session, (occ.customer.id for _, occ in audience))
     routes = {code: runtime.channel_route(code) for code in runtime.settings.centers}
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
-    for plugin, occ in found:
+    for plugin, occ in audience:
         key = idempotency_key(plugin.name, occ)
         if key in seen:  # a plugin reporting the same occasion twice in one batch
             continue
@@ -324,7 +330,7 @@ def _plan_batch(
             }
         )
     # Expiry, frequency cap (by priority) and quiet hours decide the final status of each row.
-    apply_timing_and_caps(runtime, session, rows, {occ.customer.id: occ.customer for _, occ in found}, now)
+    apply_timing_and_caps(runtime, session, rows, {occ.customer.id: occ.customer for _, occ in audience}, now)
     report.occasions += len(rows)
     report.keys.extend(r["idempotency_key"] for r in rows)
     if dry_run:

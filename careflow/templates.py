@@ -15,6 +15,7 @@ from babel import Locale, UnknownLocaleError
 from babel.dates import format_date, format_datetime
 from babel.numbers import format_currency, format_decimal
 from jinja2 import (
+    BaseLoader,
     ChoiceLoader,
     FileSystemLoader,
     StrictUndefined,
@@ -28,6 +29,7 @@ from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from careflow.errors import TemplateError
+from careflow.template_db import DatabaseTemplates, PublishedFirstLoader
 
 MAX_OUTPUT_CHARS = 5_000
 
@@ -120,13 +122,21 @@ class Rendered:
 class TemplateStore:
     """Finds templates through the loader chain and renders them in the sandbox."""
 
-    def __init__(self, override_dir: Path | None = None, plugin_dirs: list[Path] | None = None) -> None:
+    def __init__(
+        self,
+        override_dir: Path | None = None,
+        plugin_dirs: list[Path] | None = None,
+        database: DatabaseTemplates | None = None,
+    ) -> None:
         dirs = (
             [d for d in (override_dir,) if d is not None] + list(plugin_dirs or []) + [builtin_template_dir()]
         )
         self.search_path = dirs
+        self.database = database
+        files: BaseLoader = ChoiceLoader([FileSystemLoader(str(d)) for d in dirs])
+        # Versions published in the console come before every file (see careflow.template_db).
         self.env = ImmutableSandboxedEnvironment(
-            loader=ChoiceLoader([FileSystemLoader(str(d)) for d in dirs]),
+            loader=PublishedFirstLoader(database, files) if database is not None else files,
             undefined=StrictUndefined,
             trim_blocks=True,
             lstrip_blocks=True,
@@ -144,6 +154,10 @@ class TemplateStore:
             autoescape=True,
         )
         self.html_env.filters.update(CAREFLOW_FILTERS)
+
+    def close(self) -> None:
+        if self.database is not None:
+            self.database.close()
 
     def resolve(
         self, template: str, channel: str, locale: str | None, center_code: str, center_locale: str

@@ -49,6 +49,9 @@ class BirthdayPlugin(CarePlugin):
     }
     samples: ClassVar[Mapping[str, Any]] = {"age": 38}
 
+    # What the console's template preview uses when no real customer is chosen.
+    sample_context: ClassVar[Mapping[str, Any]] = {"age": 36}
+
     def occasions(self, ctx: PlanContext) -> Iterable[Occasion]:
         wanted: set[tuple[int, int]] = set()
         wanted_lunar: set[tuple[int, int]] = set()

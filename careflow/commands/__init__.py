@@ -17,6 +17,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "careflow.commands.doctor",
     "careflow.commands.scheduler",
     "careflow.commands.plugin",
+    "careflow.commands.users",
+    "careflow.commands.console",
 )
 
 

@@ -10,9 +10,10 @@ from careflow.cli import _friendly_errors, err, main, opened_runtime
 @main.command()
 @click.option("--host", help="Interface to listen on (default: [web] host).")
 @click.option("--port", type=int, help="Port to listen on (default: [web] port).")
+@click.option("--dev", is_flag=True, help="Serve the console without [web] secret_key (throwaway sessions).")
 @_friendly_errors
-def serve(host: str | None, port: int | None) -> None:
-    """Run the webhook server for Twilio status callbacks and inbound messages (STOP, HELP, replies)."""
+def serve(host: str | None, port: int | None, dev: bool) -> None:
+    """Run the HTTP app: Twilio webhooks, unsubscribe links, the web console (/console) and /metrics."""
     import uvicorn
 
     from careflow.web.app import create_app
@@ -26,9 +27,15 @@ def serve(host: str | None, port: int | None) -> None:
                 "[yellow]warning:[/] [web] public_url is not set: signatures are checked against the URL "
                 "requests arrive at, which is wrong behind a proxy or tunnel"
             )
+        console = dev or bool(web.secret_key and web.secret_key.get_secret_value())
+        if not console:
+            err.print(
+                "[yellow]warning:[/] [web] secret_key is not set: the console is off "
+                "(set CAREFLOW_WEB__SECRET_KEY, or --dev on a development machine)"
+            )
         # No access log: it is noise, and query strings could one day carry numbers.
         uvicorn.run(
-            create_app(runtime),
+            create_app(runtime, console=console, dev=dev),
             host=host or web.host,
             port=port or web.port,
             access_log=False,

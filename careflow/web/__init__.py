@@ -1,1 +1,1 @@
-"""careflow's HTTP side: Twilio webhooks now, the web console later, in one Starlette app."""
+"""careflow over HTTP: Twilio webhooks, one-click unsubscribe and the web console, in one Starlette app."""

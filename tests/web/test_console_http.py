@@ -1,0 +1,267 @@
+"""HTTP-level console tests: sign-in, CSRF, session expiry, every role's permissions, center isolation."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+from starlette.testclient import TestClient
+
+from careflow.errors import ConfigError
+from careflow.models import CareEvent, ConsoleSession, EventStatus
+from careflow.web.console import console_app
+from tests.web.conftest import PASSWORD, World, csrf_of, sign_in
+
+
+def test_pages_need_sign_in(client: TestClient) -> None:
+    response = client.get("/customers?q=x")
+    assert response.status_code == 303
+    assert response.headers["location"] == "/login?next=/customers%3Fq%3Dx"
+
+
+def test_wrong_password_is_refused_without_saying_which_part_was_wrong(client: TestClient) -> None:
+    page = client.get("/login")
+    response = client.post(
+        "/login",
+        data={"email": "admin@example.com", "password": "wrong password!", "csrf_token": csrf_of(page.text)},
+    )
+    assert response.status_code == 401
+    assert "Wrong e-mail or password." in response.text
+    assert client.get("/").status_code == 303
+
+
+def test_sign_in_returns_to_the_page_asked_for(client: TestClient) -> None:
+    page = client.get("/login?next=/events")
+    response = client.post(
+        "/login",
+        data={
+            "email": "admin@example.com",
+            "password": PASSWORD,
+            "csrf_token": csrf_of(page.text),
+            "next": "/events",
+        },
+    )
+    assert response.headers["location"] == "/events"
+    again = client.get("/login")
+    offsite = client.post(
+        "/login",
+        data={
+            "email": "admin@example.com",
+            "password": PASSWORD,
+            "csrf_token": csrf_of(again.text),
+            "next": "//evil.example/",
+        },
+    )
+    assert offsite.headers["location"] == "/"
+
+
+def test_session_cookie_is_signed_httponly_samesite_and_secure_when_configured(world: World) -> None:
+    world.runtime.settings.web.cookie_secure = True
+    with TestClient(
+        console_app(world.runtime, clock=world.clock), base_url="https://testserver", follow_redirects=False
+    ) as c:
+        page = c.get("/login")
+        response = c.post(
+            "/login",
+            data={"email": "admin@example.com", "password": PASSWORD, "csrf_token": csrf_of(page.text)},
+        )
+        cookie = response.headers["set-cookie"].lower()
+    assert "careflow_session=" in cookie
+    assert "httponly" in cookie and "samesite=lax" in cookie and "secure" in cookie
+
+
+def test_a_tampered_session_cookie_is_not_accepted(client: TestClient) -> None:
+    sign_in(client, "admin@example.com")
+    value = client.cookies["careflow_session"]
+    token, mac = value.rsplit(".", 1)
+    client.cookies.set("careflow_session", f"{token}x.{mac}")
+    assert client.get("/").status_code == 303
+
+
+def test_login_form_needs_its_csrf_token(client: TestClient) -> None:
+    client.get("/login")
+    response = client.post(
+        "/login", data={"email": "admin@example.com", "password": PASSWORD, "csrf_token": "guess"}
+    )
+    assert response.status_code == 403
+    assert "CSRF" in response.text
+
+
+@pytest.mark.parametrize("token", [None, "not-the-token"])
+def test_every_post_needs_the_sessions_csrf_token(
+    client: TestClient, world: World, token: str | None
+) -> None:
+    sign_in(client, "manager@north.example")
+    data = {"event_id": str(world.failed_event)}
+    if token:
+        data["csrf_token"] = token
+    response = client.post("/events/retry", data=data)
+    assert response.status_code == 403
+    with world.runtime.sessions() as session:
+        assert session.get(CareEvent, world.failed_event).status == EventStatus.FAILED  # type: ignore[union-attr]
+
+
+def test_csrf_token_in_a_header_works_for_htmx(client: TestClient) -> None:
+    sign_in(client, "marketer@north.example")
+    page = client.get("/templates/edit?template=birthday&channel=sms&locale=en")
+    response = client.post(
+        "/templates/preview",
+        data={
+            "template": "birthday",
+            "channel": "sms",
+            "locale": "en",
+            "scope": "north",
+            "source": "Hi {{ customer.name }}",
+        },
+        headers={"X-CSRF-Token": csrf_of(page.text)},
+    )
+    assert response.status_code == 200
+    assert "Hi 王小明" in response.text
+
+
+def test_session_expires_after_the_idle_time_on_the_server(client: TestClient, world: World) -> None:
+    sign_in(client, "admin@example.com")
+    world.clock.advance(minutes=29)
+    assert client.get("/").status_code == 200  # activity slides the idle expiry
+    world.clock.advance(minutes=29)
+    assert client.get("/").status_code == 200
+    world.clock.advance(minutes=31)
+    assert client.get("/").status_code == 303
+    with world.runtime.sessions() as session:
+        assert session.scalar(select(func.count(ConsoleSession.id))) == 0
+
+
+def test_session_ends_after_the_absolute_lifetime_however_active(client: TestClient, world: World) -> None:
+    sign_in(client, "admin@example.com")
+    for _ in range(16):  # 8 hours in 30-minute steps, well inside the idle limit each time
+        world.clock.advance(minutes=29)
+        if client.get("/").status_code != 200:
+            break
+    world.clock.advance(minutes=29)
+    assert client.get("/").status_code == 303
+
+
+def test_sign_out_ends_the_session(client: TestClient) -> None:
+    sign_in(client, "admin@example.com")
+    page = client.get("/")
+    assert client.post("/logout", data={"csrf_token": csrf_of(page.text)}).status_code == 303
+    assert client.get("/").status_code == 303
+
+
+def test_console_refuses_to_start_without_a_secret_key_except_in_dev_mode(world: World) -> None:
+    world.runtime.settings.web.secret_key = None
+    with pytest.raises(ConfigError, match="CAREFLOW_WEB__SECRET_KEY"):
+        console_app(world.runtime)
+    assert console_app(world.runtime, dev=True) is not None
+
+
+# (role user, method, path, expected status); {n}/{s} are a north/south customer id.
+MATRIX = [
+    ("admin@example.com", "GET", "/", 200),
+    ("admin@example.com", "GET", "/templates", 200),
+    ("admin@example.com", "GET", "/plugins", 200),
+    ("admin@example.com", "GET", "/customers/import", 200),
+    ("admin@example.com", "GET", "/customers/{s}?center=south", 200),
+    ("manager@north.example", "GET", "/", 200),
+    ("manager@north.example", "GET", "/plugins", 200),
+    ("manager@north.example", "GET", "/customers", 200),
+    ("manager@north.example", "GET", "/customers/{n}", 200),
+    ("manager@north.example", "GET", "/customers/import", 200),
+    ("manager@north.example", "GET", "/events", 200),
+    ("manager@north.example", "GET", "/dry-run", 200),
+    ("manager@north.example", "GET", "/templates", 403),
+    ("manager@north.example", "GET", "/templates/edit?template=birthday&channel=sms&locale=en", 403),
+    ("manager@north.example", "GET", "/customers/{s}", 403),
+    ("manager@north.example", "GET", "/?center=south", 403),
+    ("manager@north.example", "GET", "/plugins?center=south", 403),
+    ("marketer@north.example", "GET", "/", 200),
+    ("marketer@north.example", "GET", "/templates", 200),
+    ("marketer@north.example", "GET", "/templates/edit?template=birthday&channel=sms&locale=en", 200),
+    ("marketer@north.example", "GET", "/customers/{n}", 200),
+    ("marketer@north.example", "GET", "/events", 200),
+    ("marketer@north.example", "GET", "/dry-run", 200),
+    ("marketer@north.example", "GET", "/plugins", 403),
+    ("marketer@north.example", "GET", "/plugins/birthday", 403),
+    ("marketer@north.example", "GET", "/customers/import", 403),
+    ("marketer@north.example", "GET", "/customers/{s}", 403),
+    ("marketer@north.example", "GET", "/customers/{s}?center=south", 403),
+    ("marketer@north.example", "GET", "/events?center=south", 403),
+    ("marketer@north.example", "GET", "/templates/edit?template=birthday&channel=sms&locale=en&scope=", 403),
+    (
+        "marketer@north.example",
+        "GET",
+        "/templates/edit?template=birthday&channel=sms&locale=en&scope=south",
+        403,
+    ),
+    ("marketer@south.example", "GET", "/customers/{n}", 403),
+    ("marketer@south.example", "GET", "/customers/{s}", 200),
+]
+
+
+@pytest.mark.parametrize(("email", "method", "path", "expected"), MATRIX)
+def test_role_permissions_and_center_isolation(
+    client: TestClient, world: World, email: str, method: str, path: str, expected: int
+) -> None:
+    sign_in(client, email)
+    url = path.format(n=world.north_customer, s=world.south_customer)
+    response = client.request(method, url)
+    assert response.status_code == expected, response.text[:300]
+
+
+def test_other_centers_records_never_appear_in_lists(client: TestClient, world: World) -> None:
+    sign_in(client, "marketer@north.example")
+    customers = client.get("/customers").text
+    assert "王伟" in customers and "Emma Clarke" not in customers
+    events = client.get("/events").text
+    assert "invalid number" in events and "south failure" not in events
+
+
+@pytest.mark.parametrize(
+    ("email", "expected"), [("marketer@north.example", 403), ("manager@north.example", 303)]
+)
+def test_retry_needs_the_permission_and_never_touches_another_centers_event(
+    client: TestClient, world: World, email: str, expected: int
+) -> None:
+    sign_in(client, email)
+    page = client.get("/events")
+    response = client.post(
+        "/events/retry",
+        data={
+            "csrf_token": csrf_of(page.text),
+            "event_id": [str(world.failed_event), str(world.south_event)],
+        },
+    )
+    assert response.status_code == expected
+    with world.runtime.sessions() as session:
+        north = session.get(CareEvent, world.failed_event)
+        south = session.get(CareEvent, world.south_event)
+        assert north is not None and south is not None
+        assert north.status == (EventStatus.PLANNED if expected == 303 else EventStatus.FAILED)
+        assert south.status == EventStatus.FAILED
+    if expected == 303:
+        assert (
+            "1 events marked planned; the next care run sends them."
+            in client.get(response.headers["location"]).text
+        )
+
+
+def test_chinese_interface(client: TestClient) -> None:
+    sign_in(client, "marketer@north.example")
+    client.get("/lang/zh?next=/")
+    page = client.get("/")
+    assert '<html lang="zh-CN">' in page.text
+    assert "仪表盘" in page.text and "消息模板" in page.text
+
+
+def test_form_tampering_cannot_reach_another_scope_or_centers_customer(
+    client: TestClient, world: World
+) -> None:
+    sign_in(client, "marketer@north.example")
+    token = csrf_of(client.get("/templates/edit?template=birthday&channel=sms&locale=en").text)
+    base = {"csrf_token": token, "template": "birthday", "channel": "sms", "locale": "en", "source": "Hi"}
+    assert client.post("/templates/save", data={**base, "scope": ""}).status_code == 403
+    assert client.post("/templates/save", data={**base, "scope": "south"}).status_code == 403
+    preview = client.post(
+        "/templates/preview", data={**base, "scope": "north", "customer_id": str(world.south_customer)}
+    )
+    assert preview.status_code == 403
+    assert "Emma" not in preview.text
