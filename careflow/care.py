@@ -55,6 +55,9 @@ class CarePlugin:
     settings_model: ClassVar[type[PluginSettings]] = PluginSettings
     # Template variables this plugin provides, name -> description (listed to marketers).
     variables: ClassVar[Mapping[str, str]] = {}
+    # True when occasions() loads only (nearly) due customers through indexed SQL, never every
+    # customer of its batch: the scheduler may then hand it wide id ranges on quiet days.
+    narrows_in_sql: ClassVar[bool] = False
 
     def occasions(self, ctx: PlanContext) -> Iterable[Occasion]:
         """Yield the occasions due in ``ctx``'s batch of customers; narrow candidates in SQL."""

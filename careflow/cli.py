@@ -238,7 +238,7 @@ def _progress(*, enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
         TextColumn("planning"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("batches"),
+        TextColumn("customer ids"),
         TimeElapsedColumn(),
         console=err,
         transient=True,

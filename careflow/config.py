@@ -107,6 +107,8 @@ class DeliverySettings(_Section):
 
 class SchedulerSettings(_Section):
     batch_size: int = Field(default=2_000, ge=1, le=100_000)
+    # Customer ids per planning shard when a run on a remote broker is split across workers.
+    shard_size: int = Field(default=100_000, ge=1)
 
 
 def _secret_text(value: SecretStr | str | None) -> str:

@@ -69,6 +69,48 @@ def customer_id_batches(session: Session, batch_size: int) -> Iterator[tuple[int
         start += batch_size
 
 
+def customer_id_span(session: Session) -> tuple[int, int] | None:
+    """The lowest and highest customer id, or None when there are no customers."""
+    lo, hi = session.execute(select(func.min(Customer.id), func.max(Customer.id))).one()
+    return None if lo is None else (lo, hi)
+
+
+class IdWindows:
+    """Inclusive id windows over ``span``; with narrow plugins their width follows the due density.
+
+    Plugins that select only due customers in indexed SQL (``narrows_in_sql``) get windows
+    that widen while few occasions turn up and shrink when many do, so a quiet day over a
+    million customers costs a handful of indexed queries instead of one per ``batch_size``
+    ids, while a busy day still holds about ``batch_size`` occasions in memory at a time.
+    Other plugins keep fixed ``batch_size`` windows: they may load every customer of a window.
+    """
+
+    GROWTH = 8  # at most this factor wider per step, so one surprise costs little
+
+    def __init__(self, span: tuple[int, int], batch_size: int, *, adaptive: bool) -> None:
+        self.lo, self.hi = span
+        self.next = self.lo
+        self.batch_size = batch_size
+        self.width = batch_size
+        self.adaptive = adaptive
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        while self.next <= self.hi:
+            window = (self.next, min(self.next + self.width - 1, self.hi))
+            self.next = window[1] + 1
+            yield window
+
+    def found(self, occasions: int) -> None:
+        """Size the next window so it should hold about half a batch of occasions."""
+        if not self.adaptive:
+            return
+        wanted = self.width * (self.batch_size / 2) / max(occasions, 1)
+        self.width = max(1, min(int(wanted), self.width * self.GROWTH))
+
+    def progress(self) -> tuple[int, int]:
+        return (min(self.next, self.hi + 1) - self.lo, self.hi - self.lo + 1)
+
+
 def plan(
     runtime: Runtime,
     *,
@@ -77,17 +119,24 @@ def plan(
     dry_run: bool = False,
     enqueue: Callable[[Sequence[int]], None] | None = None,
     on_batch: Callable[[int, int], None] | None = None,
+    id_span: tuple[int, int] | None = None,
 ) -> PlanReport:
     """Plan every enabled care plugin over all customers; enqueue each new event after its commit.
 
-    ``on_batch(done, total)`` reports progress. With ``dry_run`` nothing is written or queued.
+    ``on_batch(done, total)`` reports progress in customer ids. With ``dry_run`` nothing is
+    written or queued. ``id_span`` limits the run to one inclusive id range (a shard).
     """
     report = PlanReport()
     enabled = runtime.registry.enabled(runtime.settings)
     with runtime.sessions() as session:
-        batches = list(customer_id_batches(session, runtime.settings.scheduler.batch_size))
+        span = id_span or customer_id_span(session)
         center_tz = dict(session.execute(select(Center.id, Center.timezone)).all())
-    for done, id_range in enumerate(batches, start=1):
+    if span is None:
+        return report
+    narrow = bool(enabled) and all(plugin.narrows_in_sql for plugin, _ in enabled.values())
+    windows = IdWindows(span, runtime.settings.scheduler.batch_size, adaptive=narrow)
+    for id_range in windows:
+        before = report.occasions
         with runtime.sessions() as session:
             new_ids = _plan_batch(
                 runtime,
@@ -103,11 +152,12 @@ def plan(
             if not dry_run:
                 session.commit()
         report.batches += 1
+        windows.found(report.occasions - before)
         # Only after the commit: a message must never point at a row that might not exist.
         if new_ids and enqueue is not None:
             enqueue(new_ids)
         if on_batch is not None:
-            on_batch(done, len(batches))
+            on_batch(*windows.progress())
     return report
 
 

@@ -16,7 +16,9 @@ import dramatiq
 from dramatiq import Broker
 
 from careflow.delivery import Outcome, deliver
+from careflow.enqueue import enqueue_many
 from careflow.runtime import Runtime
+from careflow.sharding import build_shard_actor
 
 log = logging.getLogger(__name__)
 
@@ -26,11 +28,11 @@ class Actors:
     broker: Broker
     queue: str
     deliver: Any  # dramatiq.Actor[[int], None]
+    plan_shard: Any = None  # dramatiq.Actor[[int], None], see careflow.sharding
 
     def enqueue_deliveries(self, event_ids: Sequence[int]) -> None:
         """One message per event; the outbox row, not the message, decides whether it is sent."""
-        for event_id in event_ids:
-            self.deliver.send(event_id)
+        enqueue_many(self.broker, self.deliver, [(event_id,) for event_id in event_ids])
 
 
 def build_actors(broker: Broker, runtime: Runtime) -> Actors:
@@ -56,4 +58,6 @@ def build_actors(broker: Broker, runtime: Runtime) -> Actors:
         max_age=None,
     )(deliver_event)
     broker.declare_queue(settings.broker.queue)
-    return Actors(broker=broker, queue=settings.broker.queue, deliver=actor)
+    actors = Actors(broker=broker, queue=settings.broker.queue, deliver=actor)
+    actors.plan_shard = build_shard_actor(broker, runtime, actors.enqueue_deliveries)
+    return actors
