@@ -198,18 +198,45 @@ def _center(session: Any, settings: Settings, code: str | None) -> Center:
 @click.option("--now", "now_text", help="Pretend it is this instant (ISO-8601; naive means UTC).")
 @click.option("--dry-run", is_flag=True, help="Show what would be sent; write and send nothing.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per care event per line.")
+@click.option(
+    "--shards", type=click.IntRange(min=1), help="Split planning into this many shards (remote broker)."
+)
+@click.option("--shard-timeout", default=3600.0, show_default=True, help="Seconds to wait for all shards.")
 @_friendly_errors
-def run(day: datetime | None, now_text: str | None, dry_run: bool, as_json: bool) -> None:
+def run(
+    day: datetime | None,
+    now_text: str | None,
+    dry_run: bool,
+    as_json: bool,
+    shards: int | None,
+    shard_timeout: float,
+) -> None:
     """Plan today's care and deliver it (local broker) or queue it (Redis/RabbitMQ)."""
     from careflow.daily import run_day
+    from careflow.sharding import ShardsUnfinished
 
     now = _parse_now(now_text)
     plan_day = day.date() if day else None
     with opened_runtime() as runtime:
-        with _progress(enabled=not as_json) as on_batch:
-            result = run_day(runtime, now=now, day=plan_day, dry_run=dry_run, on_batch=on_batch)
+        try:
+            with _progress(enabled=not as_json) as on_batch:
+                result = run_day(
+                    runtime,
+                    now=now,
+                    day=plan_day,
+                    dry_run=dry_run,
+                    on_batch=on_batch,
+                    shards=shards,
+                    shard_timeout=shard_timeout,
+                )
+        except ShardsUnfinished as exc:
+            raise CareflowError(str(exc)) from None
         report = result.report
-        if as_json:
+        if result.shards:
+            from careflow.sharding import print_sharded_summary
+
+            print_sharded_summary(result.shards, report, as_json=as_json)
+        elif as_json:
             rows = report.preview if dry_run else None
             for line in _event_json(runtime, report.keys, preview=rows):
                 click.echo(json.dumps(line, ensure_ascii=False, default=str))

@@ -91,21 +91,23 @@ class IdWindows:
         self.lo, self.hi = span
         self.next = self.lo
         self.batch_size = batch_size
-        self.width = batch_size
+        self.width = self.last_width = batch_size
         self.adaptive = adaptive
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         while self.next <= self.hi:
             window = (self.next, min(self.next + self.width - 1, self.hi))
             self.next = window[1] + 1
+            self.last_width = window[1] - window[0] + 1
             yield window
 
     def found(self, occasions: int) -> None:
         """Size the next window so it should hold about half a batch of occasions."""
         if not self.adaptive:
             return
-        wanted = self.width * (self.batch_size / 2) / max(occasions, 1)
-        self.width = max(1, min(int(wanted), self.width * self.GROWTH))
+        # Measured on the window just planned (the last one of a span may be cut short).
+        wanted = self.last_width * (self.batch_size / 2) / max(occasions, 1)
+        self.width = max(1, min(int(wanted), self.last_width * self.GROWTH))
 
     def progress(self) -> tuple[int, int]:
         return (min(self.next, self.hi + 1) - self.lo, self.hi - self.lo + 1)

@@ -200,3 +200,30 @@ def build_shard_actor(broker: Broker, runtime: Runtime, enqueue: Callable[[Seque
         time_limit=60 * 60 * 1000,  # a shard of a busy day may take minutes, never an hour
         max_age=None,
     )(plan_one_shard)
+
+
+def print_sharded_summary(shards: int, report: PlanReport, *, as_json: bool) -> None:
+    """The summary of a sharded run: per-plugin outcomes (the events themselves stay in the outbox)."""
+    import json
+
+    import click
+    from rich.table import Table
+
+    from careflow.cli import out
+
+    outcomes = ("planned", "suppressed", "already recorded")
+    if as_json:
+        for plugin, counts in sorted(report.per_plugin.items()):
+            line = {"plugin": plugin, "shards": shards, **{k: counts[k] for k in outcomes}}
+            click.echo(json.dumps(line))
+        return
+    table = Table(title=f"care run (planned by workers in {shards} shards)")
+    table.add_column("plugin")
+    for outcome in outcomes:
+        table.add_column(outcome, justify="right")
+    for plugin, counts in sorted(report.per_plugin.items()):
+        table.add_row(plugin, *[str(counts[k]) for k in outcomes])
+    if not report.per_plugin:
+        table.add_row("(nothing due)", "", "", "")
+    out.print(table)
+    out.print("all shards planned; queued for delivery: 'careflow events' shows their progress")
