@@ -21,8 +21,8 @@ from careflow.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-# SQLite allows 32766 bound parameters per statement; a care_events row binds about 20.
-_INSERT_CHUNK = 500
+# Rows per executemany; SQLAlchemy splits them to fit SQLite's 32766 bound parameters.
+_INSERT_CHUNK = 2_000
 
 
 @dataclass(frozen=True)
@@ -264,7 +264,8 @@ def _plan_batch(
     new_ids: list[int] = []
     for start in range(0, len(rows), _INSERT_CHUNK):
         chunk = rows[start : start + _INSERT_CHUNK]
-        inserted = session.execute(_insert_ignoring_duplicates(session, chunk)).all()
+        # executemany through Core: one cached statement, batched by SQLAlchemy's insertmanyvalues.
+        inserted = session.connection().execute(_insert_ignoring_duplicates(session), chunk).all()
         by_key = {row.idempotency_key: row for row in inserted}
         for row in chunk:
             hit = by_key.get(row["idempotency_key"])
@@ -282,12 +283,13 @@ def _plan_batch(
     return new_ids
 
 
-def _insert_ignoring_duplicates(session: Session, rows: list[dict[str, Any]]) -> Insert:
+def _insert_ignoring_duplicates(session: Session) -> Insert:
     """INSERT … ON CONFLICT (idempotency_key) DO NOTHING RETURNING the rows actually inserted."""
     dialect = session.get_bind().dialect.name
     module: Any = postgresql if dialect == "postgresql" else sqlite
-    stmt = module.insert(CareEvent).values(rows).on_conflict_do_nothing(index_elements=["idempotency_key"])
-    returning: Insert = stmt.returning(CareEvent.id, CareEvent.idempotency_key, CareEvent.status)
+    table: Any = CareEvent.__table__
+    stmt = module.insert(table).on_conflict_do_nothing(index_elements=["idempotency_key"])
+    returning: Insert = stmt.returning(table.c.id, table.c.idempotency_key, table.c.status)
     return returning
 
 

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from datetime import date
 from typing import ClassVar
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import and_, or_, select
 
 from careflow.care import CarePlugin, Occasion, PlanContext
 from careflow.hookspecs import hookimpl
@@ -45,9 +45,9 @@ class BirthdayPlugin(CarePlugin):
         for day in ctx.candidate_days():
             wanted |= birthdays_greeted_on(day)
         # Narrowed by the (birth_month, birth_day) index: only today's birthdays are loaded.
-        query = select(Customer).where(
-            ctx.in_batch(), tuple_(Customer.birth_month, Customer.birth_day).in_(sorted(wanted))
-        )
+        # An OR of equalities, not a row-value IN: SQLite uses the index only for the former.
+        on_day = [and_(Customer.birth_month == m, Customer.birth_day == d) for m, d in sorted(wanted)]
+        query = select(Customer).where(ctx.in_batch(), or_(*on_day))
         for customer in ctx.session.scalars(query):
             today = ctx.local_today(customer)
             assert customer.birth_month is not None and customer.birth_day is not None
