@@ -38,10 +38,10 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
-from sqlalchemy import and_, create_engine, func, or_, select, text, update  # noqa: E402
-
 import generate  # noqa: E402
 import storm_day  # noqa: E402
+from sqlalchemy import and_, create_engine, func, or_, select, text, update  # noqa: E402
+
 from careflow.config import load_settings  # noqa: E402
 from careflow.models import CareEvent, Center, Consent, Customer, EventStatus  # noqa: E402
 
@@ -319,22 +319,25 @@ def measure_delivery(
             .values(status=EventStatus.PLANNED, body=None, attempts=0, sent_at=None, provider_message_id=None)
         )
     env = {**os.environ, "CAREFLOW_CONFIG": str(config), "CAREFLOW_TWILIO__AUTH_TOKEN": auth_token}
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "careflow.cli", "worker", "--threads", str(threads)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(workers)
-    ]
+    logs = [config.with_suffix(f".worker{i}.log") for i in range(workers)]
+    procs = []
+    for log in logs:
+        with log.open("wb") as sink:  # a file, not a pipe: a chatty worker must never block on it
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "careflow.cli", "worker", "--threads", str(threads)],
+                    env=env,
+                    stdout=sink,
+                    stderr=sink,
+                )
+            )
     try:
-        for proc in procs:  # wait until each worker consumes
-            assert proc.stderr is not None
-            line = proc.stderr.readline()
-            if "careflow worker:" not in line:
-                raise RuntimeError(f"worker did not start: {line}{proc.stderr.read()[-2000:]}")
+        for proc, log in zip(procs, logs, strict=True):  # wait until each worker consumes
+            deadline = time.monotonic() + 60
+            while "careflow worker:" not in log.read_text(errors="replace"):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"worker did not start:\n{log.read_text(errors='replace')[-3000:]}")
+                time.sleep(0.1)
         runtime = build_runtime(load_settings(config, environ={"CAREFLOW_TWILIO__AUTH_TOKEN": auth_token}))
         broker = make_broker(runtime.settings.broker.url)
         from careflow.tasks import build_actors
@@ -344,15 +347,21 @@ def measure_delivery(
         enqueue_many(broker, actors.deliver, [(i,) for i in event_ids])
         while True:
             with engine.connect() as conn:
-                done = conn.scalar(
-                    select(func.count()).where(
-                        CareEvent.id.in_(event_ids), CareEvent.status == EventStatus.SENT
-                    )
+                counts = dict(
+                    conn.execute(
+                        select(CareEvent.status, func.count())
+                        .where(CareEvent.id.in_(event_ids))
+                        .group_by(CareEvent.status)
+                    ).all()
                 )
+            done = counts.get(EventStatus.SENT, 0)
             if done == len(event_ids):
                 break
+            if counts.get(EventStatus.FAILED):
+                raise RuntimeError(f"deliveries failed: {counts}; see 'careflow events --status failed'")
             if time.perf_counter() - started > 600:
-                raise RuntimeError(f"only {done} of {len(event_ids)} sent after 600 s")
+                tail = logs[0].read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"only {done} of {len(event_ids)} sent after 600 s; worker log:\n{tail}")
             time.sleep(0.05)
         rate = len(event_ids) / (time.perf_counter() - started)
         broker.close()
@@ -366,6 +375,8 @@ def measure_delivery(
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        for log in logs:
+            log.unlink(missing_ok=True)
         engine.dispose()
 
 
@@ -476,7 +487,8 @@ def deliver(
         )
         print(
             f"\nfloors: bare render loop {results['floors']['render_per_second']:,.0f} msg/s; "
-            f"test server ceiling (SDK, 16 threads, no DB) {results['floors']['twilio_server_per_second']:,.0f} msg/s",
+            "test server ceiling (SDK, 16 threads, no DB) "
+            f"{results['floors']['twilio_server_per_second']:,.0f} msg/s",
             flush=True,
         )
         config.unlink()
@@ -507,7 +519,8 @@ def deliver(
 def _planning_line(row: dict[str, Any]) -> str:
     return (
         f"planning {row['backend']:<12} {row['customers']:>9,} customers {row['scenario']:<8} "
-        f"{row['new']:>7,} events in {row['seconds']:7.2f} s ({row['new'] / max(row['seconds'], 1e-9):>8,.0f}/s, "
+        f"{row['new']:>7,} events in {row['seconds']:7.2f} s "
+        f"({row['new'] / max(row['seconds'], 1e-9):>8,.0f}/s, "
         f"{row['batches']} windows), peak {row['peak_mb']:.0f} MB; floor {row['floor_seconds']:.2f} s "
         f"({row['floor_rows']:,} rows): {row['ratio']:.1f}x"
     )
@@ -529,7 +542,8 @@ def table(results: dict[str, Any]) -> str:
         lines += ["", "| broker | workers x threads | messages | msg/s |", "|---|---|---:|---:|"]
         for d in results["delivery"]:
             lines.append(
-                f"| {d['backend']} | {d['workers']} x {d['threads']} | {d['messages']:,} | {d['per_second']:,.0f} |"
+                f"| {d['backend']} | {d['workers']} x {d['threads']} | {d['messages']:,} "
+                f"| {d['per_second']:,.0f} |"
             )
     floors = results["floors"]
     if floors:

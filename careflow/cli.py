@@ -72,17 +72,22 @@ def _parse_now(value: str | None) -> datetime:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="careflow")
 @click.option("-v", "--verbose", is_flag=True, help="Log what careflow does (to stderr).")
-def main(verbose: bool) -> None:
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one object per line for log aggregators (numbers and addresses masked).",
+)
+def main(verbose: bool, log_format: str) -> None:
     """careflow: caring for service-center customers between visits.
 
     Configuration comes from ./careflow.toml (or the file named by CAREFLOW_CONFIG) and
     CAREFLOW_<SECTION>__<KEY> environment variables.
     """
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    from careflow.logs import configure
+
+    configure(logging.INFO if verbose else logging.WARNING, log_format)
 
 
 INIT_TEMPLATE = """\
@@ -426,8 +431,9 @@ def events(day: datetime | None, status: str | None, plugin: str | None, limit: 
 
 @main.command()
 @click.option("--threads", type=int, help="Worker threads (default: [broker] worker_threads).")
+@click.option("--metrics-port", type=int, help="Serve Prometheus metrics on this port (0.0.0.0).")
 @_friendly_errors
-def worker(threads: int | None) -> None:
+def worker(threads: int | None, metrics_port: int | None) -> None:
     """Deliver queued care events from the Redis or RabbitMQ broker until stopped (SIGTERM/Ctrl-C)."""
     from dramatiq import Worker
 
@@ -442,6 +448,12 @@ def worker(threads: int | None) -> None:
             )
         broker = make_broker(runtime.settings.broker.url)
         build_actors(broker, runtime)
+        stop_metrics = None
+        if metrics_port is not None:
+            from careflow.metrics import enable_worker_metrics
+
+            stop_metrics = enable_worker_metrics(broker, metrics_port)
+            err.print(f"careflow worker: metrics on http://0.0.0.0:{metrics_port}/metrics")
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
@@ -455,6 +467,8 @@ def worker(threads: int | None) -> None:
             err.print("careflow worker: stopping (finishing the messages in hand)")
             worker_.stop()
             broker.close()
+            if stop_metrics is not None:
+                stop_metrics()
 
 
 @main.command()

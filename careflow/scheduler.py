@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Insert, func, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from careflow import metrics
+from careflow.bulk import insert_ignoring_duplicates
 from careflow.care import CarePlugin, Occasion, PlanContext, PluginSettings
 from careflow.models import CareEvent, Center, Customer, EventStatus
 from careflow.policies import choose_channel, load_consents
@@ -21,7 +23,7 @@ from careflow.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-# Rows per executemany; SQLAlchemy splits them to fit SQLite's 32766 bound parameters.
+# Outbox rows per bulk insert (careflow.bulk picks the fastest way per database).
 _INSERT_CHUNK = 2_000
 
 
@@ -129,6 +131,7 @@ def plan(
     written or queued. ``id_span`` limits the run to one inclusive id range (a shard).
     """
     report = PlanReport()
+    started = time.perf_counter()
     enabled = runtime.registry.enabled(runtime.settings)
     with runtime.sessions() as session:
         span = id_span or customer_id_span(session)
@@ -160,6 +163,8 @@ def plan(
             enqueue(new_ids)
         if on_batch is not None:
             on_batch(*windows.progress())
+    if not dry_run:
+        metrics.observe_planning(time.perf_counter() - started)
     return report
 
 
@@ -264,8 +269,7 @@ def _plan_batch(
     new_ids: list[int] = []
     for start in range(0, len(rows), _INSERT_CHUNK):
         chunk = rows[start : start + _INSERT_CHUNK]
-        # executemany through Core: one cached statement, batched by SQLAlchemy's insertmanyvalues.
-        inserted = session.connection().execute(_insert_ignoring_duplicates(session), chunk).all()
+        inserted = insert_ignoring_duplicates(session, chunk)
         by_key = {row.idempotency_key: row for row in inserted}
         for row in chunk:
             hit = by_key.get(row["idempotency_key"])
@@ -276,21 +280,13 @@ def _plan_batch(
                 report.new += 1
                 report.suppressed += 1
                 report.count(row["plugin"], "suppressed")
+                metrics.count_events(row["plugin"], row["center_id"], "suppressed")
             else:
                 report.new += 1
                 report.count(row["plugin"], "planned")
+                metrics.count_events(row["plugin"], row["center_id"], "planned")
                 new_ids.append(hit.id)
     return new_ids
-
-
-def _insert_ignoring_duplicates(session: Session) -> Insert:
-    """INSERT … ON CONFLICT (idempotency_key) DO NOTHING RETURNING the rows actually inserted."""
-    dialect = session.get_bind().dialect.name
-    module: Any = postgresql if dialect == "postgresql" else sqlite
-    table: Any = CareEvent.__table__
-    stmt = module.insert(table).on_conflict_do_nothing(index_elements=["idempotency_key"])
-    returning: Insert = stmt.returning(table.c.id, table.c.idempotency_key, table.c.status)
-    return returning
 
 
 def _preview(session: Session, rows: list[dict[str, Any]], report: PlanReport) -> list[int]:

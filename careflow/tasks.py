@@ -15,6 +15,7 @@ from typing import Any
 import dramatiq
 from dramatiq import Broker
 
+from careflow import metrics
 from careflow.delivery import Outcome, deliver
 from careflow.enqueue import enqueue_many
 from careflow.runtime import Runtime
@@ -41,6 +42,8 @@ def build_actors(broker: Broker, runtime: Runtime) -> Actors:
 
     def deliver_event(event_id: int) -> None:
         outcome = deliver(runtime, event_id)
+        if metrics.enabled():
+            _observe(runtime, event_id, outcome)
         if outcome is Outcome.RETRY:
             # Retry is not logged as an error by Dramatiq; the backoff comes from the actor options.
             raise dramatiq.Retry(f"event {event_id}: transient failure, will retry")
@@ -61,3 +64,19 @@ def build_actors(broker: Broker, runtime: Runtime) -> Actors:
     actors = Actors(broker=broker, queue=settings.broker.queue, deliver=actor)
     actors.plan_shard = build_shard_actor(broker, runtime, actors.enqueue_deliveries)
     return actors
+
+
+def _observe(runtime: Runtime, event_id: int, outcome: Outcome) -> None:
+    """Count a delivery outcome per plugin and center (one small query, only with metrics on)."""
+    from sqlalchemy import select
+
+    from careflow.models import CareEvent, Center, utcnow
+
+    with runtime.sessions() as session:
+        row = session.execute(
+            select(CareEvent.plugin, Center.code, CareEvent.created_at)
+            .join(Center, Center.id == CareEvent.center_id)
+            .where(CareEvent.id == event_id)
+        ).first()
+    if row is not None:
+        metrics.observe_delivery(row[0], row[1], str(outcome), row[2], utcnow())
