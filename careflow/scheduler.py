@@ -235,12 +235,14 @@ def _plan_batch(
     channels = runtime.channel_order()
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
+    center_code: dict[str, str] = {}  # for metrics, labelled like deliveries
     for plugin, occ in found:
         key = idempotency_key(plugin.name, occ)
         if key in seen:  # a plugin reporting the same occasion twice in one batch
             continue
         seen.add(key)
         customer = occ.customer
+        center_code[key] = customer.center.code
         choice = choose_channel(customer, plugin.purpose, channels, consents)
         rows.append(
             {
@@ -280,11 +282,11 @@ def _plan_batch(
                 report.new += 1
                 report.suppressed += 1
                 report.count(row["plugin"], "suppressed")
-                metrics.count_events(row["plugin"], row["center_id"], "suppressed")
+                metrics.count_events(row["plugin"], center_code[row["idempotency_key"]], "suppressed")
             else:
                 report.new += 1
                 report.count(row["plugin"], "planned")
-                metrics.count_events(row["plugin"], row["center_id"], "planned")
+                metrics.count_events(row["plugin"], center_code[row["idempotency_key"]], "planned")
                 new_ids.append(hit.id)
     return new_ids
 

@@ -85,8 +85,10 @@ def test_metrics_app_serves_planning_counts(tmp_path: Path) -> None:
         runtime.close()
     status, text = _asgi_get(app, "/metrics")
     assert status == 200
-    planned = _sample(text, "careflow_events_total", plugin="birthday", outcome="planned")
-    suppressed = _sample(text, "careflow_events_total", plugin="birthday", outcome="suppressed")
+    planned = _sample(text, "careflow_events_total", plugin="birthday", center="main", outcome="planned")
+    suppressed = _sample(
+        text, "careflow_events_total", plugin="birthday", center="main", outcome="suppressed"
+    )
     assert planned is not None and planned >= 1  # counters are per process: other tests add to them
     assert suppressed is not None and suppressed >= 1
     assert (_sample(text, "careflow_planning_seconds_count") or 0) >= 1
