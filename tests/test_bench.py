@@ -24,7 +24,7 @@ def test_quick_benchmark_prints_planning_and_delivery_tables(tmp_path: Path) -> 
     header = "| backend | customers | day | events | planning s | events/s | peak MB | SQL floor s | ratio |"
     assert header in out
     for backend in ("sqlite+local", "pg+redis", "pg+rabbitmq"):
-        for day in ("birthday", "storm"):
+        for day in ("birthday", "storm", "fixed"):
             assert f"| {backend} | 3,000 | {day} |" in out
     for broker in ("pg+redis", "pg+rabbitmq"):
         for workers in (1, 2):
