@@ -6,8 +6,9 @@ import calendar
 from collections.abc import Iterable, Mapping
 from datetime import date
 from typing import ClassVar
+from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import ColumnElement, and_, or_, select
 
 from careflow.care import CarePlugin, Occasion, PlanContext
 from careflow.hookspecs import hookimpl
@@ -41,13 +42,7 @@ class BirthdayPlugin(CarePlugin):
     }
 
     def occasions(self, ctx: PlanContext) -> Iterable[Occasion]:
-        wanted: set[tuple[int, int]] = set()
-        for day in ctx.candidate_days():
-            wanted |= birthdays_greeted_on(day)
-        # Narrowed by the (birth_month, birth_day) index: only today's birthdays are loaded.
-        # An OR of equalities, not a row-value IN: SQLite uses the index only for the former.
-        on_day = [and_(Customer.birth_month == m, Customer.birth_day == d) for m, d in sorted(wanted)]
-        query = select(Customer).where(ctx.in_batch(), or_(*on_day))
+        query = select(Customer).where(ctx.in_batch(), or_(*_due_conditions(ctx)))
         for customer in ctx.session.scalars(query):
             today = ctx.local_today(customer)
             assert customer.birth_month is not None and customer.birth_day is not None
@@ -61,6 +56,39 @@ class BirthdayPlugin(CarePlugin):
                 due_date=today,
                 context={"age": age},
             )
+
+
+def _due_conditions(ctx: PlanContext) -> list[ColumnElement[bool]]:
+    """Index-friendly SQL for "a birthday greeted today, locally" (refined in Python afterwards).
+
+    Each condition is an equality on (birth_month, birth_day), so both databases answer
+    from the birthday index (SQLite only for an OR of such terms, not a row-value IN).
+    Customers without a time zone of their own live in their center's: exactly one local
+    day per center. The others may live in any day the Earth has right now.
+    """
+    conditions: list[ColumnElement[bool]] = []
+    centers_by_day: dict[date, list[int]] = {}
+    for center_id, tz in ctx.default_timezone.items():
+        day = ctx.day or ctx.now.astimezone(ZoneInfo(tz)).date()
+        centers_by_day.setdefault(day, []).append(center_id)
+    for day, centers in sorted(centers_by_day.items()):
+        for month, dom in sorted(birthdays_greeted_on(day)):
+            conditions.append(
+                and_(
+                    Customer.birth_month == month,
+                    Customer.birth_day == dom,
+                    Customer.timezone.is_(None),
+                    Customer.center_id.in_(sorted(centers)),
+                )
+            )
+    anywhere: set[tuple[int, int]] = set()
+    for day in ctx.candidate_days():
+        anywhere |= birthdays_greeted_on(day)
+    for month, dom in sorted(anywhere):
+        conditions.append(
+            and_(Customer.birth_month == month, Customer.birth_day == dom, Customer.timezone.is_not(None))
+        )
+    return conditions
 
 
 @hookimpl(trylast=True)
