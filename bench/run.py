@@ -141,14 +141,20 @@ worker_threads = 8
 {centers}
 [plugins.birthday]
 enabled = {"false" if scenario == "fixed" else "true"}
-[plugins.bench_storm]
-enabled = {"true" if scenario == "storm" else "false"}
-[plugins.bench_fixed]
-enabled = {"true" if scenario == "fixed" else "false"}
+{_bench_plugins(scenario)}
 """,
         encoding="utf-8",
     )
     return path
+
+
+def _bench_plugins(scenario: str) -> str:
+    """Sections for the bench-only plugins; absent on birthday days, which standard workers serve."""
+    if scenario == "birthday":
+        return ""
+    return "\n".join(
+        f"[plugins.bench_{name}]\nenabled = {str(scenario == name).lower()}" for name in ("storm", "fixed")
+    )
 
 
 def reset_events(url: str) -> None:
@@ -613,7 +619,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, ax = plt.subplots(figsize=(11, 5.5))
     series: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in results["planning"]:
         series.setdefault((r["backend"], r["scenario"]), []).append(r)
@@ -636,7 +642,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("planning time (s)")
     ax.set_title("careflow planning vs. customers (birthday ~0.3% due, storm 20%, fixed 300)")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
