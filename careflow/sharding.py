@@ -126,17 +126,24 @@ def wait_for_run(
     poll: float = 0.5,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> PlanReport:
-    """Block until every shard of the run is done; their counts combined into one report."""
+    """Block until every shard of the run is done; their counts combined into one report.
+
+    ``on_progress(done, total)`` counts customer ids, like unsharded planning does.
+    """
     deadline = time.monotonic() + timeout
+    width = PlanShard.last_id - PlanShard.first_id + 1
     while True:
         with runtime.sessions() as session:
-            total = session.scalar(select(func.count()).where(PlanShard.run_id == run_id)) or 0
-            done = session.scalar(
-                select(func.count()).where(PlanShard.run_id == run_id, PlanShard.status == DONE)
-            )
-            done = done or 0
+            rows = session.execute(
+                select(PlanShard.status, func.count(), func.sum(width))
+                .where(PlanShard.run_id == run_id)
+                .group_by(PlanShard.status)
+            ).all()
+        done = sum(int(n) for status, n, _ in rows if status == DONE)
+        total = sum(int(n) for _, n, _ in rows)
         if on_progress is not None:
-            on_progress(done, total)
+            done_ids = sum(int(ids or 0) for status, _, ids in rows if status == DONE)
+            on_progress(done_ids, sum(int(ids or 0) for _, _, ids in rows))
         if done == total:
             return run_report(runtime, run_id)
         if time.monotonic() > deadline:
