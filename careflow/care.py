@@ -83,6 +83,9 @@ class CarePlugin:
     variables: ClassVar[Mapping[str, str]] = {}
     # Example values of those variables, for template lint's segment count and previews.
     samples: ClassVar[Mapping[str, Any]] = {}
+    # True when occasions() loads only (nearly) due customers through indexed SQL, never every
+    # customer of its batch: the scheduler may then hand it wide id ranges on quiet days.
+    narrows_in_sql: ClassVar[bool] = False
 
     def occasions(self, ctx: PlanContext) -> Iterable[Occasion]:
         """Yield the occasions due in ``ctx``'s batch of customers; narrow candidates in SQL."""

@@ -74,17 +74,22 @@ def _parse_now(value: str | None) -> datetime:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="careflow")
 @click.option("-v", "--verbose", is_flag=True, help="Log what careflow does (to stderr).")
-def main(verbose: bool) -> None:
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one object per line for log aggregators (numbers and addresses masked).",
+)
+def main(verbose: bool, log_format: str) -> None:
     """careflow: caring for service-center customers between visits.
 
     Configuration comes from ./careflow.toml (or the file named by CAREFLOW_CONFIG) and
     CAREFLOW_<SECTION>__<KEY> environment variables.
     """
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    from careflow.logs import configure
+
+    configure(logging.INFO if verbose else logging.WARNING, log_format)
     # The Twilio SDK logs every request's headers at INFO: noise that would drown careflow's own.
     logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
 
@@ -213,10 +218,22 @@ def _center(session: Any, settings: Settings, code: str | None) -> Center:
 @click.option("--now", "now_text", help="Pretend it is this instant (ISO-8601; naive means UTC).")
 @click.option("--dry-run", is_flag=True, help="Show what would be sent; write and send nothing.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per care event per line.")
+@click.option(
+    "--shards", type=click.IntRange(min=1), help="Split planning into this many shards (remote broker)."
+)
+@click.option("--shard-timeout", default=3600.0, show_default=True, help="Seconds to wait for all shards.")
 @_friendly_errors
-def run(day: datetime | None, now_text: str | None, dry_run: bool, as_json: bool) -> None:
+def run(
+    day: datetime | None,
+    now_text: str | None,
+    dry_run: bool,
+    as_json: bool,
+    shards: int | None,
+    shard_timeout: float,
+) -> None:
     """Plan today's care and deliver it (local broker) or queue it (Redis/RabbitMQ)."""
     from careflow.daily import run_day
+    from careflow.sharding import ShardsUnfinished
 
     now = _parse_now(now_text)
     plan_day = day.date() if day else None
@@ -226,10 +243,25 @@ def run(day: datetime | None, now_text: str | None, dry_run: bool, as_json: bool
         warning = backlog_warning(runtime)
         if warning:  # before anything is queued: the operator can still stop and fix it
             err.print(f"[yellow]warning:[/] {warning}", highlight=False)
-        with _progress(enabled=not as_json) as on_batch:
-            result = run_day(runtime, now=now, day=plan_day, dry_run=dry_run, on_batch=on_batch)
+        try:
+            with _progress(enabled=not as_json) as on_batch:
+                result = run_day(
+                    runtime,
+                    now=now,
+                    day=plan_day,
+                    dry_run=dry_run,
+                    on_batch=on_batch,
+                    shards=shards,
+                    shard_timeout=shard_timeout,
+                )
+        except ShardsUnfinished as exc:
+            raise CareflowError(str(exc)) from None
         report = result.report
-        if as_json:
+        if result.shards:
+            from careflow.sharding import print_sharded_summary
+
+            print_sharded_summary(result.shards, report, as_json=as_json)
+        elif as_json:
             rows = report.preview if dry_run else None
             for line in _event_json(runtime, report.keys, preview=rows):
                 click.echo(json.dumps(line, ensure_ascii=False, default=str))
@@ -268,7 +300,7 @@ def _progress(*, enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
         TextColumn("planning"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("batches"),
+        TextColumn("customer ids"),
         TimeElapsedColumn(),
         console=err,
         transient=True,
@@ -436,8 +468,9 @@ def events(day: datetime | None, status: str | None, plugin: str | None, limit: 
 
 @main.command()
 @click.option("--threads", type=int, help="Worker threads (default: [broker] worker_threads).")
+@click.option("--metrics-port", type=int, help="Serve Prometheus metrics on this port (0.0.0.0).")
 @_friendly_errors
-def worker(threads: int | None) -> None:
+def worker(threads: int | None, metrics_port: int | None) -> None:
     """Deliver queued care events from the Redis or RabbitMQ broker until stopped (SIGTERM/Ctrl-C)."""
     from dramatiq import Worker
 
@@ -452,6 +485,12 @@ def worker(threads: int | None) -> None:
             )
         broker = make_broker(runtime.settings.broker.url, runtime.settings.broker)
         build_actors(broker, runtime)
+        stop_metrics = None
+        if metrics_port is not None:
+            from careflow.metrics import enable_worker_metrics
+
+            stop_metrics = enable_worker_metrics(broker, metrics_port)
+            err.print(f"careflow worker: metrics on http://0.0.0.0:{metrics_port}/metrics")
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
@@ -465,6 +504,8 @@ def worker(threads: int | None) -> None:
             err.print("careflow worker: stopping (finishing the messages in hand)")
             worker_.stop()
             broker.close()
+            if stop_metrics is not None:
+                stop_metrics()
 
 
 @main.command()

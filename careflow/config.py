@@ -242,6 +242,8 @@ class SchedulerSettings(_Section):
     requeue_after_seconds: float = Field(default=900.0, gt=0)
     # How long one care plugin may take over one batch before it is abandoned for the run.
     plugin_time_budget_seconds: float = Field(default=120.0, gt=0, le=3_600)
+    # Customer ids per planning shard when a run on a remote broker is split across workers.
+    shard_size: int = Field(default=100_000, ge=1)
 
 
 def check_e164(value: str | None) -> str | None:

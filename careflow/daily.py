@@ -14,11 +14,13 @@ from sqlalchemy import case, select, update
 
 from careflow.broker import LOCAL, make_broker
 from careflow.delivery import stale_event_ids
+from careflow.enqueue import enqueue_many
 from careflow.models import CareEvent, EventStatus
 from careflow.quiet_hours import release_deferred
 from careflow.runtime import Runtime
-from careflow.scheduler import PlanReport, plan
-from careflow.tasks import build_actors
+from careflow.scheduler import PlanReport, customer_id_span, plan
+from careflow.sharding import create_run, shard_count, wait_for_run
+from careflow.tasks import Actors, build_actors
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,7 @@ class RunResult:
     requeued: int  # planned-but-unsent events from earlier runs put back on the queue
     delivered_locally: bool
     released: int = 0  # deferred events whose sending window had opened
+    shards: int = 0  # planned by workers in this many shards (0: planned in this process)
 
 
 def run_day(
@@ -41,8 +44,14 @@ def run_day(
     day: date | None = None,
     dry_run: bool = False,
     on_batch: Callable[[int, int], None] | None = None,
+    shards: int | None = None,
+    shard_timeout: float = 3600.0,
 ) -> RunResult:
-    """Plan (and with the ``local`` broker, deliver) one day of care."""
+    """Plan (and with the ``local`` broker, deliver) one day of care.
+
+    On a remote broker, planning is split into shards planned by the workers when the
+    customers span more than ``[scheduler] shard_size`` ids, or when ``shards`` is given.
+    """
     if dry_run:
         return RunResult(plan(runtime, now=now, day=day, dry_run=True, on_batch=on_batch), 0, False)
     url = runtime.settings.broker.url
@@ -53,8 +62,13 @@ def run_day(
         stale = _stale_remote(runtime, now, stuck_after)
         actors.enqueue_deliveries(stale)
         released = release_deferred(runtime, now, enqueue=actors.enqueue_deliveries)
-        report = plan(runtime, now=now, day=day, enqueue=actors.enqueue_deliveries, on_batch=on_batch)
-        broker.close()
+        try:
+            sharded = _plan_in_shards(runtime, actors, now, day, shards, shard_timeout, on_batch)
+            if sharded is not None:
+                return RunResult(sharded[0], len(stale), False, len(released), shards=sharded[1])
+            report = plan(runtime, now=now, day=day, enqueue=actors.enqueue_deliveries, on_batch=on_batch)
+        finally:
+            broker.close()
         return RunResult(report, len(stale), False, len(released))
     worker = Worker(broker, worker_threads=runtime.settings.broker.worker_threads, worker_timeout=100)
     worker.start()
@@ -69,6 +83,28 @@ def run_day(
         worker.stop()
         broker.close()
     return RunResult(report, len(stale), True, len(released))
+
+
+def _plan_in_shards(
+    runtime: Runtime,
+    actors: Actors,
+    now: datetime,
+    day: date | None,
+    shards: int | None,
+    timeout: float,
+    on_progress: Callable[[int, int], None] | None,
+) -> tuple[PlanReport, int] | None:
+    """Queue one planning message per shard and wait for all; None when one shard would do."""
+    with runtime.sessions() as session:
+        span = customer_id_span(session)
+    if span is None or (not shards and shard_count(runtime, span, None) < 2):
+        return None
+    created = create_run(runtime, now=now, day=day, shards=shards)
+    if created is None:
+        return None
+    enqueue_many(actors.broker, actors.plan_shard, [(shard_id,) for shard_id in created.shard_ids])
+    report = wait_for_run(runtime, created.run_id, timeout=timeout, on_progress=on_progress)
+    return report, len(created.shard_ids)
 
 
 def _stale_remote(runtime: Runtime, now: datetime, stuck_after: timedelta) -> list[int]:

@@ -419,6 +419,8 @@ class PluginRun(Base):
     # The first few failures: [{"batch": "1-2000", "customer": "C042", "error": "..."}]
     failures: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     created_at: Mapped[created_at]
+
+
 class Role(enum.StrEnum):
     """What a console user may do; every role but admin is bound to one center."""
 
@@ -490,3 +492,33 @@ class CenterPluginSetting(Base):
     settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     updated_by: Mapped[str] = mapped_column(String(320))
     updated_at: Mapped[updated_at]
+
+
+class PlanRun(Base):
+    """One sharded ``careflow run``: the instant it plans for and how many shards it was split into."""
+
+    __tablename__ = "plan_runs"
+
+    id: Mapped[intpk]
+    now: Mapped[datetime]  # the instant the run plans for (shards plan exactly this instant)
+    day: Mapped[date | None] = mapped_column(Date)  # an explicit local day (backfill), or None
+    shards: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[created_at]
+
+
+class PlanShard(Base):
+    """One customer id range of a sharded run, planned by whichever worker takes its message."""
+
+    __tablename__ = "plan_shards"
+
+    id: Mapped[intpk]
+    run_id: Mapped[int] = mapped_column(ForeignKey("plan_runs.id", ondelete="CASCADE"), index=True)
+    first_id: Mapped[int] = mapped_column(Integer().with_variant(BigInteger(), "postgresql"))
+    last_id: Mapped[int] = mapped_column(Integer().with_variant(BigInteger(), "postgresql"))
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending, running, done
+    attempts: Mapped[int] = mapped_column(SmallInteger, default=0)
+    # What the shard found, per plugin and outcome: {"birthday": {"planned": 12, ...}}.
+    counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    error: Mapped[str | None] = mapped_column(Text)  # the last failure, kept for the run's report
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import BigInteger, any_, literal, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from careflow.models import Consent, Customer
@@ -37,12 +38,17 @@ def load_consents(session: Session, customer_ids: Iterable[int]) -> ConsentMap:
     """Consents for many customers in one query: (customer, channel, purpose) -> granted."""
     ids = sorted(set(customer_ids))
     result: ConsentMap = {}
+    postgres = session.get_bind().dialect.name == "postgresql"
     for start in range(0, len(ids), 5_000):
         chunk = ids[start : start + 5_000]
+        # PostgreSQL: one array parameter, not 5,000 placeholders for the driver to parse.
+        wanted = (
+            Consent.customer_id == any_(literal(chunk, ARRAY(BigInteger)))
+            if postgres
+            else Consent.customer_id.in_(chunk)
+        )
         rows = session.execute(
-            select(Consent.customer_id, Consent.channel, Consent.purpose, Consent.granted).where(
-                Consent.customer_id.in_(chunk)
-            )
+            select(Consent.customer_id, Consent.channel, Consent.purpose, Consent.granted).where(wanted)
         )
         for customer_id, channel, purpose, granted in rows:
             result[(customer_id, channel, purpose)] = granted

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -11,11 +12,12 @@ from datetime import date, datetime
 from functools import partial
 from typing import Any
 
-from sqlalchemy import Insert, func, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import func, select
 from sqlalchemy.exc import InvalidRequestError
 from sqlalchemy.orm import Session, sessionmaker
 
+from careflow import metrics
+from careflow.bulk import insert_ignoring_duplicates
 from careflow.care import CarePlugin, Occasion, PlanContext, PluginSettings
 from careflow.center_plugins import PluginRun, plugin_runs
 from careflow.isolation import planning_sessions, run_plugin_batch
@@ -29,8 +31,8 @@ from careflow.timing_policies import apply_timing_and_caps
 
 log = logging.getLogger(__name__)
 
-# SQLite allows 32766 bound parameters per statement; a care_events row binds about 20.
-_INSERT_CHUNK = 500
+# Outbox rows per bulk insert (careflow.bulk picks the fastest way per database).
+_INSERT_CHUNK = 2_000
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,50 @@ def customer_id_batches(session: Session, batch_size: int) -> Iterator[tuple[int
         start += batch_size
 
 
+def customer_id_span(session: Session) -> tuple[int, int] | None:
+    """The lowest and highest customer id, or None when there are no customers."""
+    lo, hi = session.execute(select(func.min(Customer.id), func.max(Customer.id))).one()
+    return None if lo is None else (lo, hi)
+
+
+class IdWindows:
+    """Inclusive id windows over ``span``; with narrow plugins their width follows the due density.
+
+    Plugins that select only due customers in indexed SQL (``narrows_in_sql``) get windows
+    that widen while few occasions turn up and shrink when many do, so a quiet day over a
+    million customers costs a handful of indexed queries instead of one per ``batch_size``
+    ids, while a busy day still holds about ``batch_size`` occasions in memory at a time.
+    Other plugins keep fixed ``batch_size`` windows: they may load every customer of a window.
+    """
+
+    GROWTH = 8  # at most this factor wider per step, so one surprise costs little
+
+    def __init__(self, span: tuple[int, int], batch_size: int, *, adaptive: bool) -> None:
+        self.lo, self.hi = span
+        self.next = self.lo
+        self.batch_size = batch_size
+        self.width = self.last_width = batch_size
+        self.adaptive = adaptive
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        while self.next <= self.hi:
+            window = (self.next, min(self.next + self.width - 1, self.hi))
+            self.next = window[1] + 1
+            self.last_width = window[1] - window[0] + 1
+            yield window
+
+    def found(self, occasions: int) -> None:
+        """Size the next window so it should hold about half a batch of occasions."""
+        if not self.adaptive:
+            return
+        # Measured on the window just planned (the last one of a span may be cut short).
+        wanted = self.last_width * (self.batch_size / 2) / max(occasions, 1)
+        self.width = max(1, min(int(wanted), self.last_width * self.GROWTH))
+
+    def progress(self) -> tuple[int, int]:
+        return (min(self.next, self.hi + 1) - self.lo, self.hi - self.lo + 1)
+
+
 def plan(
     runtime: Runtime,
     *,
@@ -103,15 +149,18 @@ def plan(
     enqueue: Callable[[Sequence[int]], None] | None = None,
     on_batch: Callable[[int, int], None] | None = None,
     center_ids: Collection[int] | None = None,
+    id_span: tuple[int, int] | None = None,
 ) -> PlanReport:
     """Plan every enabled care plugin over all customers; enqueue each new event after its commit.
 
-    ``on_batch(done, total)`` reports progress. With ``dry_run`` nothing is written or queued.
-    ``center_ids`` limits the recorded occasions to those centers' customers.
+    ``on_batch(done, total)`` reports progress in customer ids. With ``dry_run`` nothing is
+    written or queued. ``center_ids`` limits the recorded occasions to those centers'
+    customers; ``id_span`` limits the run to one inclusive id range (a shard).
     Each plugin runs isolated (see ``careflow.isolation``); its failures are in the report and,
     unless ``dry_run``, recorded for ``careflow plugins``.
     """
     report = PlanReport()
+    started = time.perf_counter()
     enabled = runtime.registry.enabled(runtime.settings)
     if not dry_run:
         # Pre-planning: segments and each plugin's once-per-run work, committed before any batch.
@@ -120,10 +169,15 @@ def plan(
     with runtime.sessions() as session:
         # Each center's console settings win over careflow.toml (see careflow.center_plugins).
         runs = plugin_runs(runtime.registry, runtime.settings, session)
-        batches = list(customer_id_batches(session, runtime.settings.scheduler.batch_size))
+        span = id_span or customer_id_span(session)
         center_tz = dict(session.execute(select(Center.id, Center.timezone)).all())
+    if span is None:
+        return report
+    narrow = bool(runs) and all(run.plugin.narrows_in_sql for run in runs)
+    windows = IdWindows(span, runtime.settings.scheduler.batch_size, adaptive=narrow)
     isolation = _Isolation.start(runtime, dry_run=dry_run)
-    for done, id_range in enumerate(batches, start=1):
+    for id_range in windows:
+        before = report.occasions
         with runtime.sessions() as session:
             new_ids = _plan_batch(
                 runtime,
@@ -141,13 +195,15 @@ def plan(
             if not dry_run:
                 session.commit()
         report.batches += 1
+        windows.found(report.occasions - before)
         # Only after the commit: a message must never point at a row that might not exist.
         if new_ids and enqueue is not None:
             enqueue(new_ids)
         if on_batch is not None:
-            on_batch(done, len(batches))
+            on_batch(*windows.progress())
     isolation.close()
     if not dry_run:
+        metrics.observe_planning(time.perf_counter() - started)
         record_run(
             runtime.sessions,
             plugins=enabled,
@@ -291,12 +347,14 @@ def _plan_batch(
     routes = {code: runtime.channel_route(code) for code in runtime.settings.centers}
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
+    center_code: dict[str, str] = {}  # for metrics, labelled like deliveries
     for plugin, occ in audience:
         key = idempotency_key(plugin.name, occ)
         if key in seen:  # a plugin reporting the same occasion twice in one batch
             continue
         seen.add(key)
         customer = occ.customer
+        center_code[key] = customer.center.code
         order, unavailable = routes.get(customer.center.code) or runtime.channel_route(customer.center.code)
         choice = choose_channel(
             customer,
@@ -338,7 +396,7 @@ def _plan_batch(
     new_ids: list[int] = []
     for start in range(0, len(rows), _INSERT_CHUNK):
         chunk = rows[start : start + _INSERT_CHUNK]
-        inserted = session.execute(_insert_ignoring_duplicates(session, chunk)).all()
+        inserted = insert_ignoring_duplicates(session, chunk)
         by_key = {row.idempotency_key: row for row in inserted}
         for row in chunk:
             hit = by_key.get(row["idempotency_key"])
@@ -349,23 +407,17 @@ def _plan_batch(
                 report.new += 1
                 report.suppressed += 1
                 report.count(row["plugin"], "suppressed")
+                metrics.count_events(row["plugin"], center_code[row["idempotency_key"]], "suppressed")
             elif hit.status != EventStatus.PLANNED:  # deferred or expired: nothing to queue now
                 report.new += 1
                 report.count(row["plugin"], str(hit.status))
+                metrics.count_events(row["plugin"], center_code[row["idempotency_key"]], str(hit.status))
             else:
                 report.new += 1
                 report.count(row["plugin"], "planned")
+                metrics.count_events(row["plugin"], center_code[row["idempotency_key"]], "planned")
                 new_ids.append(hit.id)
     return new_ids
-
-
-def _insert_ignoring_duplicates(session: Session, rows: list[dict[str, Any]]) -> Insert:
-    """INSERT … ON CONFLICT (idempotency_key) DO NOTHING RETURNING the rows actually inserted."""
-    dialect = session.get_bind().dialect.name
-    module: Any = postgresql if dialect == "postgresql" else sqlite
-    stmt = module.insert(CareEvent).values(rows).on_conflict_do_nothing(index_elements=["idempotency_key"])
-    returning: Insert = stmt.returning(CareEvent.id, CareEvent.idempotency_key, CareEvent.status)
-    return returning
 
 
 def _preview(session: Session, rows: list[dict[str, Any]], report: PlanReport) -> list[int]:

@@ -11,8 +11,9 @@ import calendar
 from collections.abc import Iterable, Mapping
 from datetime import date
 from typing import Any, ClassVar
+from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, or_, select, tuple_
+from sqlalchemy import ColumnElement, and_, or_, select
 
 from careflow.care import CarePlugin, Occasion, PlanContext
 from careflow.hookspecs import hookimpl
@@ -43,6 +44,7 @@ class BirthdayPlugin(CarePlugin):
     description = "Greets customers on their birthday, once a year, in their own time zone."
     priority = 20
     purpose = Purpose.MARKETING
+    narrows_in_sql = True  # the (birth_month, birth_day) index
     variables: ClassVar[Mapping[str, str]] = {
         "customer.name": "the customer's name",
         "age": "the age the customer turns today, or null when the birth year is unknown",
@@ -53,21 +55,7 @@ class BirthdayPlugin(CarePlugin):
     sample_context: ClassVar[Mapping[str, Any]] = {"age": 36}
 
     def occasions(self, ctx: PlanContext) -> Iterable[Occasion]:
-        wanted: set[tuple[int, int]] = set()
-        wanted_lunar: set[tuple[int, int]] = set()
-        for day in ctx.candidate_days():
-            wanted |= birthdays_greeted_on(day)
-            wanted_lunar |= lunar_birthdays_on(day)[1]
-        birthday = tuple_(Customer.birth_month, Customer.birth_day)
-        is_lunar = Customer.birthday_calendar == LUNAR
-        # Narrowed by the (birth_month, birth_day) index: only today's birthdays are loaded.
-        query = select(Customer).where(
-            ctx.in_batch(),
-            or_(
-                and_(or_(Customer.birthday_calendar.is_(None), ~is_lunar), birthday.in_(sorted(wanted))),
-                and_(is_lunar, birthday.in_(sorted(wanted_lunar or {(0, 0)}))),
-            ),
-        )
+        query = select(Customer).where(ctx.in_batch(), or_(*_due_conditions(ctx)))
         for customer in ctx.session.scalars(query):
             today = ctx.local_today(customer)
             assert customer.birth_month is not None and customer.birth_day is not None
@@ -89,6 +77,50 @@ class BirthdayPlugin(CarePlugin):
                 due_date=today,
                 context={"age": age},
             )
+
+
+def _due_conditions(ctx: PlanContext) -> list[ColumnElement[bool]]:
+    """Index-friendly SQL for "a birthday greeted today, locally" (refined in Python afterwards).
+
+    Each condition is an equality on (birth_month, birth_day), so both databases answer
+    from the birthday index (SQLite only for an OR of such terms, not a row-value IN).
+    Customers without a time zone of their own live in their center's: exactly one local
+    day per center. The others may live in any day the Earth has right now.
+    """
+    conditions: list[ColumnElement[bool]] = []
+    centers_by_day: dict[date, list[int]] = {}
+    for center_id, tz in ctx.default_timezone.items():
+        day = ctx.day or ctx.now.astimezone(ZoneInfo(tz)).date()
+        centers_by_day.setdefault(day, []).append(center_id)
+    for day, centers in sorted(centers_by_day.items()):
+        for month, dom in sorted(birthdays_greeted_on(day)):
+            conditions.append(
+                and_(
+                    Customer.birth_month == month,
+                    Customer.birth_day == dom,
+                    Customer.timezone.is_(None),
+                    Customer.center_id.in_(sorted(centers)),
+                )
+            )
+    anywhere: set[tuple[int, int]] = set()
+    lunar: set[tuple[int, int]] = set()
+    for day in ctx.candidate_days():
+        anywhere |= birthdays_greeted_on(day)
+        lunar |= lunar_birthdays_on(day)[1]
+    for month, dom in sorted(anywhere):
+        conditions.append(
+            and_(Customer.birth_month == month, Customer.birth_day == dom, Customer.timezone.is_not(None))
+        )
+    # Solar terms skip lunar cards; a lunar card's month/day is matched against today's lunar date.
+    solar_card = or_(Customer.birthday_calendar.is_(None), Customer.birthday_calendar != LUNAR)
+    conditions = [and_(condition, solar_card) for condition in conditions]
+    for month, dom in sorted(lunar):
+        conditions.append(
+            and_(
+                Customer.birth_month == month, Customer.birth_day == dom, Customer.birthday_calendar == LUNAR
+            )
+        )
+    return conditions
 
 
 @hookimpl(trylast=True)

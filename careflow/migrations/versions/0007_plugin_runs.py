@@ -1,7 +1,7 @@
 """plugin runs: how each care plugin fared in the latest planning runs
 
 Revision ID: 0007_plugin_runs
-Revises: 0001
+Revises: 0006_reliability
 Create Date: 2026-11-23 13:26:32.873156
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0007_plugin_runs"
-down_revision: str | None = "0003_reliability"
+down_revision: str | None = "0006_reliability"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

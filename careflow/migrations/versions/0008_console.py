@@ -1,7 +1,7 @@
 """console users, sessions, template versions, center plugin settings
 
 Revision ID: 0008_console
-Revises: 0001
+Revises: 0007_plugin_runs
 Create Date: 2026-11-23 13:26:38.572667
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0008_console"
-down_revision: str | None = "0001"
+down_revision: str | None = "0007_plugin_runs"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

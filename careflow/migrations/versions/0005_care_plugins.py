@@ -1,7 +1,7 @@
 """care plugins: segments, surveys, weather cache, lunar birthdays
 
-Revision ID: 0006_care_plugins
-Revises: 0001
+Revision ID: 0005_care_plugins
+Revises: 0004_service_records
 Create Date: 2026-11-23 13:26:11.175601
 """
 
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0006_care_plugins"
-down_revision: str | None = "0005_service_records"
+revision: str = "0005_care_plugins"
+down_revision: str | None = "0004_service_records"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,7 +1,7 @@
 """service records, points and vouchers
 
-Revision ID: 0005_service_records
-Revises: 0001
+Revision ID: 0004_service_records
+Revises: 0003_policies
 Create Date: 2026-11-23 13:29:00.947858
 """
 
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0005_service_records"
-down_revision: str | None = "0002_policies"
+revision: str = "0004_service_records"
+down_revision: str | None = "0003_policies"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

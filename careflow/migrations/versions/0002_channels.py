@@ -1,6 +1,6 @@
 """channels: whatsapp, preferred channel, channel reason, html body
 
-Revision ID: 0004_channels
+Revision ID: 0002_channels
 Revises: 0001
 Create Date: 2026-11-23 13:26:46.894589
 """
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0004_channels"
+revision: str = "0002_channels"
 down_revision: str | None = "0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None

@@ -1,7 +1,7 @@
 """policies
 
-Revision ID: 0002_policies
-Revises: 0001
+Revision ID: 0003_policies
+Revises: 0002_channels
 Create Date: 2026-11-23 13:27:09.041210
 """
 
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0002_policies"
-down_revision: str | None = "0004_channels"
+revision: str = "0003_policies"
+down_revision: str | None = "0002_channels"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,7 +1,7 @@
 """reliability: scheduler leases and runs
 
-Revision ID: 0003_reliability
-Revises: 0001
+Revision ID: 0006_reliability
+Revises: 0005_care_plugins
 Create Date: 2026-11-23 13:27:46.591031
 """
 
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0003_reliability"
-down_revision: str | None = "0006_care_plugins"
+revision: str = "0006_reliability"
+down_revision: str | None = "0005_care_plugins"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

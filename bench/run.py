@@ -1,0 +1,692 @@
+"""careflow at scale, measured against the floor.
+
+For each size and backend (SQLite + local broker, PostgreSQL + Redis, PostgreSQL + RabbitMQ):
+planning time, events/second and peak memory of ``plan`` (in a fresh subprocess, RSS from
+``getrusage``), next to the floor: one hand-written SQL query returning the same due set.
+Then delivery throughput through the queue to the Twilio-compatible test server (its own
+process) with 1, 2 and 4 ``careflow worker`` processes, next to a bare render loop and the
+test server's own ceiling. Every enabled care plugin runs. Days ("scenarios"): "birthday"
+(the birthday plugin, ~0.3% due), "storm" (birthdays plus a bench-only plugin making 20% of
+customers due, like a weather day) and "fixed" (a bench-only plugin making exactly 300
+customers due at any size, to show planning cost follows the due set, not the customer count).
+
+    python bench/run.py                       # 10^5 and 10^6 customers, everything (takes a while)
+    python bench/run.py --quick               # small N, for CI: proves it works, asserts no timings
+    python bench/run.py --sizes 100000 --backends sqlite+local --no-delivery
+
+Data is generated once per size (bench/generate.py) and reused: SQLite files under
+``--data-dir``, PostgreSQL databases ``careflow_bench_<N>`` (``CAREFLOW_BENCH_PG_ADMIN``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+sys.path.insert(0, str(BENCH))
+
+import generate  # noqa: E402
+import storm_day  # noqa: E402
+from sqlalchemy import and_, create_engine, func, or_, select, text, update  # noqa: E402
+
+from careflow.config import load_settings  # noqa: E402
+from careflow.models import CareEvent, Center, Consent, Customer, EventStatus  # noqa: E402
+
+NOW = datetime.fromisoformat("2026-05-11T10:00:00+08:00")
+PG_ADMIN = os.environ.get("CAREFLOW_BENCH_PG_ADMIN", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("CAREFLOW_BENCH_REDIS", "redis://127.0.0.1:6379/14")
+AMQP_URL = os.environ.get("CAREFLOW_BENCH_AMQP", "amqp://guest:guest@127.0.0.1:5672/%2F")
+BACKENDS = {"sqlite+local": "local", "pg+redis": REDIS_URL, "pg+rabbitmq": AMQP_URL}
+SCENARIOS = ("birthday", "storm", "fixed")
+
+
+# ---------------------------------------------------------------- data and configuration
+
+
+def database_url(backend: str, customers: int, data_dir: Path, tag: str) -> str:
+    if backend.startswith("sqlite"):
+        return f"sqlite:///{data_dir / f'bench_{customers}{tag}.db'}"
+    name = f"careflow_bench_{customers}{tag}"
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        if not conn.scalar(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}):
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+
+
+def drop_database(url: str) -> None:
+    if url.startswith("sqlite"):
+        for suffix in ("", "-wal", "-shm"):
+            Path(url.removeprefix("sqlite:///") + suffix).unlink(missing_ok=True)
+        return
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def ensure_data(url: str, customers: int) -> None:
+    """Generate ``customers`` customers unless the database already holds exactly that many."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            have = conn.scalar(select(func.count()).select_from(Customer))
+    except Exception:
+        have = None
+    finally:
+        engine.dispose()
+    if have == customers:
+        return
+    if have:  # an interrupted generation: start again from an empty database
+        drop_database(url)
+        if not url.startswith("sqlite"):
+            admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+            with admin.connect() as conn:
+                conn.execute(text(f'CREATE DATABASE "{url.rsplit("/", 1)[1]}"'))
+            admin.dispose()
+    print(f"generating {customers:,} customers into {_short(url)}", flush=True)
+    generate.generate(url, customers)
+
+
+def _short(url: str) -> str:
+    return url.split("@")[-1]
+
+
+def write_config(
+    directory: Path,
+    url: str,
+    broker: str,
+    queue: str,
+    *,
+    scenario: str,
+    twilio: dict[str, str] | None = None,
+) -> Path:
+    centers = "\n".join(
+        f'[centers.{code}]\nname = "{name}"\ntimezone = "{tz}"\nlocale = "{locale}"'
+        for code, name, tz, locale in generate.CENTERS
+    )
+    channel = 'provider = "console"'
+    if twilio:
+        channel = (
+            f'provider = "twilio"\n[twilio]\naccount_sid = "{twilio["account_sid"]}"\n'
+            f'from_number = "+15005550006"\nbase_url = "{twilio["url"]}"'
+        )
+    path = directory / f"careflow-{uuid.uuid4().hex[:8]}.toml"
+    path.write_text(
+        f"""
+[database]
+url = "{url}"
+[broker]
+url = "{broker}"
+queue = "{queue}"
+worker_threads = 8
+[channels.sms]
+{channel}
+{centers}
+[plugins.birthday]
+enabled = {"false" if scenario == "fixed" else "true"}
+{_bench_plugins(scenario)}
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+def _bench_plugins(scenario: str) -> str:
+    """Sections for the bench-only plugins; absent on birthday days, which standard workers serve."""
+    if scenario == "birthday":
+        return ""
+    return "\n".join(
+        f"[plugins.bench_{name}]\nenabled = {str(scenario == name).lower()}" for name in ("storm", "fixed")
+    )
+
+
+def reset_events(url: str) -> None:
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        for table in ("plan_shards", "plan_runs", "care_events"):
+            with suppress(Exception):
+                conn.execute(text(f"DELETE FROM {table}"))
+    engine.dispose()
+
+
+# ---------------------------------------------------------------- planning (child process)
+
+
+def plan_child(config: Path) -> None:
+    """Plan one day in this fresh process and print the figures as JSON (peak RSS included)."""
+    from careflow.broker import LOCAL, make_broker
+    from careflow.scheduler import plan
+    from careflow.tasks import build_actors
+    from careflow.testing import build_runtime
+
+    runtime = build_runtime(load_settings(config), extra_plugins=[storm_day])
+    broker = make_broker(runtime.settings.broker.url)
+    actors = build_actors(broker, runtime)
+
+    def enqueue(ids: Sequence[int]) -> None:
+        actors.enqueue_deliveries(ids)
+        if runtime.settings.broker.url == LOCAL:
+            broker.flush_all()  # the in-process queue: no worker here, delivery is measured apart
+
+    started = time.perf_counter()
+    report = plan(runtime, now=NOW, enqueue=enqueue)
+    seconds = time.perf_counter() - started
+    broker.close()
+    runtime.close()
+    figures = {
+        "seconds": seconds,
+        "occasions": report.occasions,
+        "new": report.new,
+        "batches": report.batches,
+    }
+    print(json.dumps({**figures, "peak_mb": own_peak_mb()}))
+
+
+def own_peak_mb() -> float:
+    """This process's peak RSS. Not ru_maxrss: Linux carries that over from the parent across exec."""
+    with suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure_planning(config: Path) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, __file__, "_plan", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"planning failed:\n{done.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+# ---------------------------------------------------------------- the floor
+
+
+def floor_rows(url: str, scenario: str, repeat: int = 3) -> tuple[float, list[tuple[Any, ...]]]:
+    """The best of ``repeat`` timings of the floor query (a floor is a lower bound: warm caches)."""
+    timings = [_floor_once(url, scenario) for _ in range(repeat)]
+    return min(t for t, _ in timings), timings[-1][1]
+
+
+def _floor_once(url: str, scenario: str) -> tuple[float, list[tuple[Any, ...]]]:
+    """One hand-written query for the same due set (with each row's consent), timed with its fetch."""
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        tz = dict(conn.execute(select(Center.id, Center.timezone)).all())
+        local = {cid: NOW.astimezone(ZoneInfo(name)).date() for cid, name in tz.items()}
+        days = sorted({(d.month, d.day) for d in local.values()})
+        consent = (
+            select(Consent.granted)
+            .where(
+                Consent.customer_id == Customer.id,
+                Consent.channel == "sms",
+                Consent.purpose == ("marketing" if scenario == "birthday" else "service"),
+            )
+            .scalar_subquery()
+        )
+        cols = (Customer.id, Customer.center_id, Customer.name, Customer.phone, Customer.birth_year, consent)
+        birthdays = or_(*[and_(Customer.birth_month == m, Customer.birth_day == d) for m, d in days])
+        last_id = conn.scalar(select(func.max(Customer.id))) or 0
+        started = time.perf_counter()
+        rows: list[Any] = []
+        if scenario == "fixed":
+            rows += conn.execute(select(*cols).where(Customer.id.in_(storm_day.fixed_due_ids(last_id)))).all()
+        else:
+            rows += conn.execute(select(*cols).where(birthdays)).all()
+            # The same local-day rule careflow applies (no Feb 29 on this date).
+            rows = [r for r in rows if (local[r[1]].month, local[r[1]].day) in days]
+        if scenario == "storm":  # the storm comes on top of the day's birthdays
+            bj = select(Center.id).where(Center.code == "bj").scalar_subquery()
+            rows += conn.execute(select(*cols).where(Customer.center_id == bj)).all()
+        seconds = time.perf_counter() - started
+    engine.dispose()
+    return seconds, [tuple(r) for r in rows]
+
+
+def render_floor(config: Path, rows: Sequence[tuple[Any, ...]], environ: dict[str, str]) -> float:
+    """Messages per second a bare loop renders with the same compiled template."""
+    from careflow.testing import build_runtime
+
+    runtime = build_runtime(load_settings(config, environ=environ), extra_plugins=[storm_day])
+    name = runtime.templates.resolve("birthday", "sms", "zh_CN", "bj", "zh_CN")
+    template = runtime.templates.env.get_template(name)
+    sample = list(rows) or [(1, 1, "Customer 1", "+8613800000001", 1990, True)]
+    count = max(len(sample), 20_000)
+    started = time.perf_counter()
+    for i in range(count):
+        row = sample[i % len(sample)]
+        template.render(
+            customer={"name": row[2]},
+            center={"name": "Anxin", "code": "bj", "help_text": ""},
+            age=2026 - row[4] if row[4] else None,
+            locale="zh_CN",
+        )
+    runtime.close()
+    return count / (time.perf_counter() - started)
+
+
+# ---------------------------------------------------------------- delivery
+
+
+@contextmanager
+def fake_twilio() -> Iterator[dict[str, str]]:
+    """The Twilio-compatible test server as a process of its own, as a real API would be."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "careflow.testing.twilio_server", "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    info: dict[str, str] = {}
+    for line in proc.stdout:
+        if "listening on" in line:
+            info["url"] = line.split("listening on", 1)[1].strip()
+        elif line.startswith(("account_sid:", "auth_token:")):
+            key, value = line.split(":", 1)
+            info[key] = value.strip()
+        if len(info) == 3:
+            break
+    try:
+        yield info
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def twilio_ceiling(twilio: dict[str, str], messages: int, threads: int = 4) -> float:
+    """The test server's own ceiling: keep-alive HTTP clients posting messages, no SDK, database or broker."""
+    import base64
+    import http.client
+    import urllib.parse
+
+    where = urllib.parse.urlsplit(twilio["url"])
+    token = base64.b64encode(f"{twilio['account_sid']}:{twilio['auth_token']}".encode()).decode()
+    headers = {"Authorization": f"Basic {token}", "Content-Type": "application/x-www-form-urlencoded"}
+    body = urllib.parse.urlencode({"To": "+8613800000000", "From": "+15005550006", "Body": "ceiling"})
+    path = f"/2010-04-01/Accounts/{twilio['account_sid']}/Messages.json"
+    per_thread = max(1, messages // threads)
+
+    def send() -> None:
+        connection = http.client.HTTPConnection(where.hostname or "127.0.0.1", where.port, timeout=10)
+        for _ in range(per_thread):
+            connection.request("POST", path, body, headers)
+            response = connection.getresponse()
+            response.read()
+            if response.status != 201:
+                raise RuntimeError(f"test server answered {response.status}")
+        connection.close()
+
+    pool = [threading.Thread(target=send) for _ in range(threads)]
+    started = time.perf_counter()
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    return per_thread * threads / (time.perf_counter() - started)
+
+
+def measure_delivery(
+    config: Path, url: str, auth_token: str, event_ids: list[int], workers: int, threads: int
+) -> float:
+    """Messages per second from enqueue to the last event recorded as sent, with ``workers`` processes."""
+    from careflow.broker import make_broker
+    from careflow.enqueue import enqueue_many
+    from careflow.testing import build_runtime
+
+    engine = create_engine(url)
+    with engine.begin() as conn:  # the same events, fresh, for every worker count
+        conn.execute(
+            update(CareEvent)
+            .where(CareEvent.id.in_(event_ids))
+            .values(status=EventStatus.PLANNED, body=None, attempts=0, sent_at=None, provider_message_id=None)
+        )
+    env = {**os.environ, "CAREFLOW_CONFIG": str(config), "CAREFLOW_TWILIO__AUTH_TOKEN": auth_token}
+    logs = [config.with_suffix(f".worker{i}.log") for i in range(workers)]
+    procs = []
+    for log in logs:
+        with log.open("wb") as sink:  # a file, not a pipe: a chatty worker must never block on it
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "careflow.cli", "worker", "--threads", str(threads)],
+                    env=env,
+                    stdout=sink,
+                    stderr=sink,
+                )
+            )
+    try:
+        for proc, log in zip(procs, logs, strict=True):  # wait until each worker consumes
+            deadline = time.monotonic() + 60
+            while "careflow worker:" not in log.read_text(errors="replace"):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"worker did not start:\n{log.read_text(errors='replace')[-3000:]}")
+                time.sleep(0.1)
+        runtime = build_runtime(load_settings(config, environ={"CAREFLOW_TWILIO__AUTH_TOKEN": auth_token}))
+        broker = make_broker(runtime.settings.broker.url)
+        from careflow.tasks import build_actors
+
+        actors = build_actors(broker, runtime)
+        started = time.perf_counter()
+        enqueue_many(broker, actors.deliver, [(i,) for i in event_ids])
+        while True:
+            with engine.connect() as conn:
+                counts = dict(
+                    conn.execute(
+                        select(CareEvent.status, func.count())
+                        .where(CareEvent.id.in_(event_ids))
+                        .group_by(CareEvent.status)
+                    ).all()
+                )
+            done = counts.get(EventStatus.SENT, 0)
+            if done == len(event_ids):
+                break
+            if counts.get(EventStatus.FAILED):
+                raise RuntimeError(f"deliveries failed: {counts}; see 'careflow events --status failed'")
+            if time.perf_counter() - started > 600:
+                tail = logs[0].read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"only {done} of {len(event_ids)} sent after 600 s; worker log:\n{tail}")
+            time.sleep(0.05)
+        rate = len(event_ids) / (time.perf_counter() - started)
+        broker.close()
+        runtime.close()
+        return rate
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        for log in logs:
+            log.unlink(missing_ok=True)
+        engine.dispose()
+
+
+def planned_ids(url: str, limit: int) -> list[int]:
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        ids = list(
+            conn.scalars(
+                select(CareEvent.id)
+                .where(CareEvent.status == EventStatus.PLANNED)
+                .order_by(CareEvent.id)
+                .limit(limit)
+            )
+        )
+    engine.dispose()
+    return ids
+
+
+def clean_queue(broker_url: str, queue: str) -> None:
+    if broker_url.startswith("redis"):
+        import redis
+
+        client = redis.Redis.from_url(broker_url)
+        keys = list(client.scan_iter(f"dramatiq:{queue}*"))
+        if keys:
+            client.delete(*keys)
+    elif broker_url.startswith("amqp"):
+        import pika
+
+        connection = pika.BlockingConnection(pika.URLParameters(broker_url))
+        channel = connection.channel()
+        for name in (queue, f"{queue}.DQ", f"{queue}.XQ"):
+            channel.queue_delete(name)
+        connection.close()
+
+
+# ---------------------------------------------------------------- the whole benchmark
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    data_dir = Path(args.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    tag = f"_q{os.getpid()}" if args.quick else ""
+    results: dict[str, Any] = {"command": " ".join(sys.argv), "planning": [], "delivery": [], "floors": {}}
+    urls: dict[tuple[str, int], str] = {}
+    print(f"careflow benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs", flush=True)
+    try:
+        for customers in args.sizes:
+            for backend in args.backends:
+                kind = "sqlite" if backend.startswith("sqlite") else "pg"
+                url = urls.get((kind, customers)) or database_url(kind, customers, data_dir, tag)
+                if (kind, customers) not in urls:
+                    ensure_data(url, customers)
+                    urls[(kind, customers)] = url
+                queue = f"careflow_bench_{uuid.uuid4().hex[:8]}"
+                for scenario in args.scenarios:
+                    reset_events(url)
+                    config = write_config(data_dir, url, BACKENDS[backend], queue, scenario=scenario)
+                    figures = measure_planning(config)
+                    floor_s, rows = floor_rows(url, scenario)
+                    clean_queue(BACKENDS[backend], queue)
+                    row = {
+                        "backend": backend,
+                        "customers": customers,
+                        "scenario": scenario,
+                        **figures,
+                        "floor_seconds": floor_s,
+                        "floor_rows": len(rows),
+                        "ratio": figures["seconds"] / floor_s if floor_s else None,
+                    }
+                    results["planning"].append(row)
+                    print(_planning_line(row), flush=True)
+                    config.unlink()
+        if args.delivery:
+            deliver(args, results, urls, data_dir)
+    finally:
+        if args.quick:
+            for url in urls.values():
+                drop_database(url)
+    return results
+
+
+def deliver(
+    args: argparse.Namespace, results: dict[str, Any], urls: dict[tuple[str, int], str], data_dir: Path
+) -> None:
+    """Delivery throughput on the smallest PostgreSQL data set's storm day."""
+    customers = min(args.sizes)
+    url = urls.get(("pg", customers))
+    remote = [b for b in args.backends if b != "sqlite+local"]
+    if url is None or not remote:
+        return
+    with fake_twilio() as twilio:
+        config = write_config(data_dir, url, "local", "unused", scenario="storm", twilio=twilio)
+        reset_events(url)
+        from careflow.scheduler import plan
+        from careflow.testing import build_runtime
+
+        secret = {"CAREFLOW_TWILIO__AUTH_TOKEN": twilio["auth_token"]}
+        runtime = build_runtime(load_settings(config, environ=secret), extra_plugins=[storm_day])
+        plan(runtime, now=NOW)  # recorded, not queued: each measurement queues them itself
+        runtime.close()
+        ids = planned_ids(url, args.messages)
+        _, rows = floor_rows(url, "birthday", repeat=1)
+        results["floors"]["render_per_second"] = render_floor(config, rows, secret)
+        results["floors"]["twilio_server_per_second"] = twilio_ceiling(twilio, 4_000)
+        print(
+            f"\nfloors: bare render loop {results['floors']['render_per_second']:,.0f} msg/s; "
+            "test server ceiling (4 keep-alive HTTP clients, no SDK/DB/broker) "
+            f"{results['floors']['twilio_server_per_second']:,.0f} msg/s",
+            flush=True,
+        )
+        config.unlink()
+        for backend in remote:
+            queue = f"careflow_bench_{uuid.uuid4().hex[:8]}"
+            config = write_config(data_dir, url, BACKENDS[backend], queue, scenario="birthday", twilio=twilio)
+            try:
+                for workers in args.workers:
+                    rate = measure_delivery(config, url, twilio["auth_token"], ids, workers, args.threads)
+                    row = {
+                        "backend": backend,
+                        "workers": workers,
+                        "threads": args.threads,
+                        "messages": len(ids),
+                    }
+                    row["per_second"] = rate
+                    results["delivery"].append(row)
+                    print(
+                        f"delivery {backend:<12} {workers} worker(s) x {args.threads} threads: "
+                        f"{len(ids):,} messages at {rate:,.0f} msg/s",
+                        flush=True,
+                    )
+            finally:
+                clean_queue(BACKENDS[backend], queue)
+                config.unlink()
+
+
+def _planning_line(row: dict[str, Any]) -> str:
+    return (
+        f"planning {row['backend']:<12} {row['customers']:>9,} customers {row['scenario']:<8} "
+        f"{row['new']:>7,} events in {row['seconds']:7.2f} s "
+        f"({row['new'] / max(row['seconds'], 1e-9):>8,.0f}/s, "
+        f"{row['batches']} windows), peak {row['peak_mb']:.0f} MB; floor {row['floor_seconds']:.2f} s "
+        f"({row['floor_rows']:,} rows): {row['ratio']:.1f}x"
+    )
+
+
+def table(results: dict[str, Any]) -> str:
+    """Markdown tables of the results (printed, and pasted into docs/benchmarks.md)."""
+    lines = [
+        "| backend | customers | day | events | planning s | events/s | peak MB | SQL floor s | ratio |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results["planning"]:
+        lines.append(
+            f"| {r['backend']} | {r['customers']:,} | {r['scenario']} | {r['new']:,} | {r['seconds']:.2f} | "
+            f"{r['new'] / max(r['seconds'], 1e-9):,.0f} | {r['peak_mb']:.0f} | {r['floor_seconds']:.2f} | "
+            f"{r['ratio']:.1f}x |"
+        )
+    if results["delivery"]:
+        lines += ["", "| broker | workers x threads | messages | msg/s |", "|---|---|---:|---:|"]
+        for d in results["delivery"]:
+            lines.append(
+                f"| {d['backend']} | {d['workers']} x {d['threads']} | {d['messages']:,} "
+                f"| {d['per_second']:,.0f} |"
+            )
+    floors = results["floors"]
+    if floors:
+        lines += [
+            "",
+            f"Bare render loop: {floors['render_per_second']:,.0f} msg/s. "
+            "Test server ceiling (4 keep-alive HTTP clients; no SDK, database or broker): "
+            f"{floors['twilio_server_per_second']:,.0f} msg/s.",
+        ]
+    return "\n".join(lines)
+
+
+def combine(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several saved runs as one result (later runs' floors win)."""
+    combined: dict[str, Any] = {
+        "command": [p["command"] for p in parts],
+        "planning": [],
+        "delivery": [],
+        "floors": {},
+    }
+    for part in parts:
+        combined["planning"] += part["planning"]
+        combined["delivery"] += part["delivery"]
+        combined["floors"].update(part["floors"])
+    return combined
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    """Planning time against customers, careflow and its SQL floor, per backend and day."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(11, 5.5))
+    series: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in results["planning"]:
+        series.setdefault((r["backend"], r["scenario"]), []).append(r)
+    for (backend, scenario), rows in sorted(series.items()):
+        rows.sort(key=lambda r: r["customers"])
+        xs = [r["customers"] for r in rows]
+        (line,) = ax.plot(
+            xs, [r["seconds"] for r in rows], marker="o", label=f"careflow {backend} {scenario}"
+        )
+        ax.plot(
+            xs,
+            [r["floor_seconds"] for r in rows],
+            ls="--",
+            color=line.get_color(),
+            label=f"SQL floor {backend} {scenario}",
+        )
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("customers")
+    ax.set_ylabel("planning time (s)")
+    ax.set_title("careflow planning vs. customers (birthday ~0.3% due, storm 20%, fixed 300)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["_plan"]:
+        plan_child(Path(argv[1]))
+        return
+    parser = argparse.ArgumentParser(description="careflow benchmark against the floor")
+    parser.add_argument("--quick", action="store_true", help="small N for CI; asserts nothing about time")
+    parser.add_argument(
+        "--sizes", type=lambda s: [int(x) for x in s.split(",")], default=[100_000, 1_000_000]
+    )
+    parser.add_argument("--backends", type=lambda s: s.split(","), default=list(BACKENDS))
+    parser.add_argument("--scenarios", type=lambda s: s.split(","), default=list(SCENARIOS))
+    parser.add_argument("--workers", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2, 4])
+    parser.add_argument("--threads", type=int, default=8, help="threads per worker process")
+    parser.add_argument("--messages", type=int, default=6_000, help="messages per delivery measurement")
+    parser.add_argument("--no-delivery", dest="delivery", action="store_false")
+    parser.add_argument("--data-dir", default="/tmp/careflow-bench")
+    parser.add_argument("--json-out", type=Path, help="write the raw results here")
+    parser.add_argument("--plot", type=Path, help="write a PNG of planning time against customers")
+    parser.add_argument("--report", type=Path, nargs="+", help="only combine saved --json-out files")
+    args = parser.parse_args(argv)
+    if args.report:
+        results = combine([json.loads(path.read_text()) for path in args.report])
+        print(table(results))
+        if args.plot:
+            plot(results, args.plot)
+        return
+    unknown = set(args.backends) - set(BACKENDS) or set(args.scenarios) - set(SCENARIOS)
+    if unknown:
+        parser.error(f"unknown {sorted(unknown)}: backends are {list(BACKENDS)}, scenarios {list(SCENARIOS)}")
+    if args.quick:
+        args.sizes, args.workers, args.messages = [3_000], [1, 2], 300
+    results = run(args)
+    print("\n" + table(results))
+    if args.json_out:
+        args.json_out.write_text(json.dumps(results, indent=2))
+    if args.plot:
+        plot(results, args.plot)
+        print(f"\nplot: {args.plot}")
+
+
+if __name__ == "__main__":
+    main()
