@@ -10,6 +10,7 @@ The database is migrated first and must hold no customers yet.
 from __future__ import annotations
 
 import argparse
+import itertools
 import random
 import sys
 import time
@@ -167,11 +168,15 @@ def _load_sqlite(conn: Connection, table: Table, rows: Iterator[dict[str, Any]])
 
 
 def _load_postgresql(conn: Connection, table: Table, rows: Iterator[dict[str, Any]]) -> int:
-    columns = [c.name for c in table.columns]
+    first = next(rows, None)
+    if first is None:
+        return 0
+    # Only the columns the generator fills: the others keep their server defaults.
+    columns = [c.name for c in table.columns if c.name in first]
     raw: Any = conn.connection.driver_connection
     count = 0
     with raw.cursor() as cursor, cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
-        for row in rows:
+        for row in itertools.chain([first], rows):
             copy.write_row([row.get(c) for c in columns])
             count += 1
     return count

@@ -118,14 +118,17 @@ def write_config(
     twilio: dict[str, str] | None = None,
 ) -> Path:
     centers = "\n".join(
-        f'[centers.{code}]\nname = "{name}"\ntimezone = "{tz}"\nlocale = "{locale}"'
+        # Throughput is measured, not policy: send around the clock, no cap per customer.
+        f'[centers.{code}]\nname = "{name}"\ntimezone = "{tz}"\nlocale = "{locale}"\n'
+        f'send_from = "00:00"\nsend_until = "24:00"\nfrequency_cap = 0'
         for code, name, tz, locale in generate.CENTERS
     )
     channel = 'provider = "console"'
     if twilio:
         channel = (
             f'provider = "twilio"\n[twilio]\naccount_sid = "{twilio["account_sid"]}"\n'
-            f'from_number = "+15005550006"\nbase_url = "{twilio["url"]}"'
+            f'from_number = "+15005550006"\nbase_url = "{twilio["url"]}"\n'
+            "messages_per_second = 0  # the sender's rate limit would cap the throughput measured"
         )
     path = directory / f"careflow-{uuid.uuid4().hex[:8]}.toml"
     path.write_text(

@@ -118,6 +118,19 @@ class DatabaseTemplates:
             ).first()
         return (str(row[0]), int(row[1])) if row else None
 
+    def names(self) -> list[str]:
+        """Every template name that has a published version (for lint and listings)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(
+                    TemplateVersion.scope,
+                    TemplateVersion.template,
+                    TemplateVersion.channel,
+                    TemplateVersion.locale,
+                ).distinct()
+            ).all()
+        return [template_name(*row) for row in rows]
+
     def close(self) -> None:
         if self._owns_engine:
             self.engine.dispose()
@@ -154,7 +167,8 @@ class PublishedFirstLoader(BaseLoader):
         return source, filename, uptodate
 
     def list_templates(self) -> list[str]:
-        raise TypeError("list the files and the template_versions table separately")
+        """Files and published versions together: what a lookup can find."""
+        return sorted(set(self.files.list_templates()) | set(self.database.names()))
 
 
 __all__ = ["DatabaseTemplates", "PublishedFirstLoader", "TemplateNotFound", "parse_name", "template_name"]

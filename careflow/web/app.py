@@ -25,13 +25,16 @@ async def _to_console(request: Request) -> Response:
 
 
 def create_app(
-    runtime: Runtime, extra: Sequence[BaseRoute] = (), *, console: bool = True, dev: bool = False
+    runtime: Runtime, extra: Sequence[BaseRoute] = (), *, console: bool | None = None, dev: bool = False
 ) -> Starlette:
     """One app: Twilio webhooks, one-click unsubscribe, ``/console`` and ``/metrics``.
 
-    The console needs ``[web] secret_key`` (or ``dev``, which signs sessions with a throwaway
-    key); ``extra`` routes or mounts are added as given.
+    The console is served when ``[web] secret_key`` is set or in ``dev`` mode (sessions then
+    signed with a throwaway key), unless ``console=False``; ``extra`` routes are added as given.
     """
+    if console is None:
+        secret = runtime.settings.web.secret_key
+        console = dev or bool(secret and secret.get_secret_value())
     from careflow.metrics import metrics_app
     from careflow.web.console import console_app
 

@@ -102,7 +102,8 @@ def test_missing_locale_is_a_warning(world: World) -> None:
         findings = lint_template(
             world.runtime,
             session,
-            Draft("", "winback", "sms", "en", "Come back, {{ customer.name }}"),
+            # A template name that ships no texts at all: zh_CN, the centers' locale, is missing.
+            Draft("", "anniversary", "sms", "en", "Happy anniversary, {{ customer.name }}"),
             center,
             None,
         )

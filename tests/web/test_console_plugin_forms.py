@@ -111,6 +111,7 @@ def test_valid_settings_apply_to_that_center_only(client: tuple[TestClient, obje
     assert runs[0].center_ids == frozenset({north.id})
     assert runs[0].settings.model_dump() == {
         "enabled": True,
+        "segments": None,  # every plugin may be limited to segments; this one is not
         "days_before": 3,
         "tone": "formal",
         "signature": "北区",

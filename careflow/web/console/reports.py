@@ -55,17 +55,19 @@ def days_between(first: date, last: date) -> list[str]:
 def optional_table(session: Session, name: str) -> Table | None:
     """A table another part of careflow may add (points, vouchers, surveys), if this database has it."""
     table = Base.metadata.tables.get(name)
-    if table is None or not inspect(session.get_bind()).has_table(name):
+    # Inspect on the session's own connection: on SQLite a second connection would wait for
+    # the write lock this session's transaction holds.
+    if table is None or not inspect(session.connection()).has_table(name):
         return None
     return table
 
 
 def survey_scores(session: Session, center_id: int, first: date, last: date) -> list[tuple[str, float]]:
-    """Average survey score per day, if a ``survey_responses`` table (score, center_id, created_at) exists."""
+    """Average survey score per day (by when the rating arrived), from ``survey_responses``."""
     table = optional_table(session, "survey_responses")
-    if table is None or not {"score", "center_id", "created_at"} <= set(table.c.keys()):
+    if table is None or not {"score", "center_id", "received_at"} <= set(table.c.keys()):
         return []
-    day = func.date(table.c.created_at, type_=Date)
+    day = func.date(table.c.received_at, type_=Date)
     rows = session.execute(
         select(day, func.avg(table.c.score))
         .where(table.c.center_id == center_id, day.between(first, last))
