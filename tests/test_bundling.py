@@ -206,3 +206,36 @@ def test_bundle_templates_render_every_part_in_both_locales(
             assert lint_refusal(runtime, event, center(session)) is None
     finally:
         runtime.close()
+
+
+def test_occasions_that_turn_up_after_the_bundle_are_sent_on_their_own(tmp_path: Path) -> None:
+    """The day's bundle has gone: late parts must neither join it (lost) nor wait (dropped)."""
+    url = f"sqlite:///{tmp_path / 'late.db'}"
+
+    def runtime_with(*names: str) -> Runtime:
+        plugins = ExtraCarePlugins(tmp_path / "tpl", *(EveryoneToday(n, 30 + i) for i, n in enumerate(names)))
+        settings = make_settings(
+            url,
+            channels={"sms": {"provider": "console"}},
+            centers={"main": {"name": "Anxin Auto", "bundling": True, "frequency_cap": 0}},
+            plugins={name: {"enabled": True} for name in names},
+        )
+        return build_runtime(settings, extra_plugins=[plugins])
+
+    first = runtime_with("notice_a", "notice_b")
+    try:
+        with first.sessions.begin() as session:
+            add_customer(session, external_id="A")
+        plan(first, now=NOW, day=DAY)
+    finally:
+        first.close()
+    later = runtime_with("notice_a", "notice_b", "notice_c", "notice_d")  # two more plugins enabled
+    try:
+        report = plan(later, now=NOW, day=DAY)
+        assert report.new == 2
+        rows = {e.plugin: e for e in events(later)}
+        assert [p["plugin"] for p in rows["bundle"].context["parts"]] == ["notice_b", "notice_a"]
+        assert rows["notice_c"].status == rows["notice_d"].status == EventStatus.PLANNED
+        assert len([e for e in events(later) if e.plugin == "bundle"]) == 1
+    finally:
+        later.close()
