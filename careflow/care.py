@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import ColumnElement
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
@@ -38,6 +38,8 @@ class PluginSettings(BaseModel):
     # Limit the plugin to customers in these segments (A/B/C, "warranty", "lapsed", ...);
     # None means everyone. Enforced by the scheduler, not by each plugin.
     segments: list[str] | None = None
+    # Overrides the plugin's default priority (higher wins under the frequency cap); None keeps it.
+    priority: int | None = Field(default=None, ge=0, le=1000)
 
     @field_validator("segments")
     @classmethod
@@ -86,6 +88,8 @@ class CarePlugin:
     # True when occasions() loads only (nearly) due customers through indexed SQL, never every
     # customer of its batch: the scheduler may then hand it wide id ranges on quiet days.
     narrows_in_sql: ClassVar[bool] = False
+    # False for occasions that must stand alone (a survey awaits a reply to exactly that message).
+    bundles: ClassVar[bool] = True
 
     def occasions(self, ctx: PlanContext) -> Iterable[Occasion]:
         """Yield the occasions due in ``ctx``'s batch of customers; narrow candidates in SQL."""
@@ -97,6 +101,11 @@ class CarePlugin:
         Returns problems to report (the run goes on); the default does nothing.
         """
         return []
+
+
+def priority_of(plugin: CarePlugin, settings: PluginSettings) -> int:
+    """The priority in force: the ``priority`` setting when given, else the plugin's default."""
+    return plugin.priority if settings.priority is None else settings.priority
 
 
 @dataclass

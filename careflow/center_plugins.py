@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from careflow.care import CarePlugin, PluginSettings
+from careflow.care import CarePlugin, PluginSettings, priority_of
 from careflow.config import Settings
 from careflow.models import Center, CenterPluginSetting
 from careflow.plugins import PluginRegistry
@@ -90,5 +90,5 @@ def plugin_runs(registry: PluginRegistry, settings: Settings, session: Session) 
                 continue
             ids = frozenset(centers)
             runs.append(PluginRun(plugin, chosen_settings, None if ids == all_centers else ids))
-    runs.sort(key=lambda run: (-run.plugin.priority, run.plugin.name))
+    runs.sort(key=lambda run: (-priority_of(run.plugin, run.settings), run.plugin.name))
     return runs

@@ -512,6 +512,7 @@ def worker(threads: int | None, metrics_port: int | None) -> None:
 @_friendly_errors
 def plugins() -> None:
     """List care plugins and channel providers, where they come from, and whether each is enabled."""
+    from careflow.care import priority_of
     from careflow.plugin_runs import last_run_of
     from careflow.plugins import load_plugins
 
@@ -522,14 +523,17 @@ def plugins() -> None:
     table = Table(title="care plugins")
     for col in ("name", "enabled", "priority", "purpose", "package", "hooks", "last run", "description"):
         table.add_column(col, overflow="fold")
-    for name, plugin in sorted(registry.care_plugins.items(), key=lambda kv: -kv[1].priority):
+    # The priority in force: careflow.toml's ``priority`` over the plugin's default.
+    for name, plugin in sorted(
+        registry.care_plugins.items(), key=lambda kv: -priority_of(kv[1], checked[kv[0]])
+    ):
         source = registry.sources[name]
         impl = registry.pm.get_plugin(source)
         hooks = sorted(h.name for h in registry.pm.get_hookcallers(impl) or []) if impl is not None else []
         table.add_row(
             name,
             "yes" if checked[name].enabled else "no",
-            str(plugin.priority),
+            str(priority_of(plugin, checked[name])),
             str(plugin.purpose),
             registry.distributions.get(source, source),
             ", ".join(hooks),

@@ -159,6 +159,8 @@ class CenterSettings(_Section):
     frequency_cap: int = Field(default=2, ge=0)
     frequency_window_days: int = Field(default=7, ge=1, le=366)
     plan_at: str = "08:00"  # local time at which `careflow scheduler` plans this center's day
+    # Merge a customer's occasions due on one day and channel into one message (careflow.bundling).
+    bundling: bool = False
 
     @field_validator("timezone")
     @classmethod

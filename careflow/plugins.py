@@ -14,7 +14,7 @@ import pluggy
 from pydantic import ValidationError
 
 from careflow import hookspecs
-from careflow.care import CarePlugin, PluginSettings
+from careflow.care import CarePlugin, PluginSettings, priority_of
 from careflow.channels.base import ChannelProvider
 from careflow.compat import incompatibility
 from careflow.config import Settings, format_validation_error
@@ -74,7 +74,7 @@ class PluginRegistry:
         """The enabled care plugins with their validated settings, highest priority first."""
         checked = self.plugin_settings(settings)
         chosen = [(p, checked[n]) for n, p in self.care_plugins.items() if checked[n].enabled]
-        chosen.sort(key=lambda pair: (-pair[0].priority, pair[0].name))
+        chosen.sort(key=lambda pair: (-priority_of(*pair), pair[0].name))
         return {p.name: (p, s) for p, s in chosen}
 
 

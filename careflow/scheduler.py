@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from careflow import metrics
 from careflow.bulk import insert_ignoring_duplicates
-from careflow.care import CarePlugin, Occasion, PlanContext, PluginSettings
+from careflow.care import CarePlugin, Occasion, PlanContext, PluginSettings, priority_of
 from careflow.center_plugins import PluginRun, plugin_runs
 from careflow.isolation import planning_sessions, run_plugin_batch
 from careflow.models import CareEvent, Center, Customer, EventStatus
@@ -263,7 +263,7 @@ def _for_audience(
     session: Session,
     found: list[tuple[CarePlugin, Occasion, PluginSettings]],
     report: PlanReport,
-) -> list[tuple[CarePlugin, Occasion]]:
+) -> list[tuple[CarePlugin, Occasion, PluginSettings]]:
     """Drop occasions for staff cards and for customers outside a plugin's ``segments`` setting."""
     limited = [o.customer.id for _, o, cfg in found if cfg.segments is not None]
     labels = load_labels(session, limited) if limited else {}
@@ -275,7 +275,7 @@ def _for_audience(
         if wanted is not None and not matches(labels[occ.customer.id], wanted):
             report.count(plugin.name, "outside its segments")
             continue
-        kept.append((plugin, occ))
+        kept.append((plugin, occ, cfg))
     return kept
 
 
@@ -343,12 +343,12 @@ def _plan_batch(
     audience = _for_audience(session, found, report)
     if not audience:
         return []
-    consents = load_consents(session, (occ.customer.id for _, occ in audience))
+    consents = load_consents(session, (occ.customer.id for _, occ, _ in audience))
     routes = {code: runtime.channel_route(code) for code in runtime.settings.centers}
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
     center_code: dict[str, str] = {}  # for metrics, labelled like deliveries
-    for plugin, occ in audience:
+    for plugin, occ, cfg in audience:
         key = idempotency_key(plugin.name, occ)
         if key in seen:  # a plugin reporting the same occasion twice in one batch
             continue
@@ -373,7 +373,7 @@ def _plan_batch(
                 "occasion": occ.key,
                 "period": occ.period,
                 "purpose": str(plugin.purpose),
-                "priority": plugin.priority,
+                "priority": priority_of(plugin, cfg),
                 "due_date": occ.due_date,
                 "channel": choice.channel,
                 "recipient": choice.recipient,
@@ -388,7 +388,11 @@ def _plan_batch(
             }
         )
     # Expiry, frequency cap (by priority) and quiet hours decide the final status of each row.
-    apply_timing_and_caps(runtime, session, rows, {occ.customer.id: occ.customer for _, occ in audience}, now)
+    customers = {occ.customer.id: occ.customer for _, occ, _ in audience}
+    standalone = {plugin.name for plugin, _, _ in audience if not plugin.bundles}
+    apply_timing_and_caps(runtime, session, rows, customers, now, standalone)
+    for row in rows:  # bundle rows, added above, count under their customer's center too
+        center_code.setdefault(row["idempotency_key"], customers[row["customer_id"]].center.code)
     report.occasions += len(rows)
     report.keys.extend(r["idempotency_key"] for r in rows)
     if dry_run:

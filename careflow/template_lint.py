@@ -18,6 +18,7 @@ from typing import Any
 from jinja2 import Environment, TemplateSyntaxError, meta, nodes
 from jinja2.exceptions import SecurityError, UndefinedError
 
+from careflow.bundling import BUNDLE, BUNDLE_SAMPLES, BUNDLE_VARIABLES
 from careflow.care import CarePlugin
 from careflow.models import CareEvent, Center, Purpose
 from careflow.runtime import Runtime
@@ -236,6 +237,15 @@ def _context_for(runtime: Runtime, name: str, plugin_name: str | None = None) ->
     parts = name.split("/")
     center_code = parts[1] if parts[0] == "centers" else runtime.settings.default_center
     center = runtime.settings.centers.get(center_code)
+    if plugin is None and BUNDLE in (plugin_name, template):
+        # Bundles are planned by careflow itself (careflow.bundling), not by a care plugin.
+        return LintContext(
+            BUNDLE_VARIABLES,
+            BUNDLE_SAMPLES,
+            marketing=True,
+            segment_budget=runtime.settings.templates.sms_segment_budget,
+            center_name=center.name if center else "Service Center",
+        )
     return LintContext.for_plugin(
         plugin,
         list(plugins.values()),

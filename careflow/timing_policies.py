@@ -1,8 +1,8 @@
-"""The planning-time policies after consent: expiry, frequency cap by priority, then quiet hours."""
+"""The planning-time policies after consent: expiry, bundling, frequency cap by priority, quiet hours."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from careflow.bundling import bundle_rows
 from careflow.config import CenterSettings
 from careflow.frequency import Cap, apply_frequency_cap
 from careflow.models import CareEvent, Customer, EventStatus
@@ -23,8 +24,12 @@ def apply_timing_and_caps(
     rows: list[dict[str, Any]],
     customers: Mapping[int, Customer],
     now: datetime,
+    standalone: Collection[str] = (),
 ) -> None:
-    """Set each row's final status and reason in place: planned, deferred, expired or suppressed."""
+    """Set each row's final status and reason in place: planned, deferred, expired or suppressed.
+
+    Where a center bundles, bundle rows are appended to ``rows`` (``standalone`` plugins excepted).
+    """
     if not rows:
         return
     centers = runtime.settings.centers
@@ -41,6 +46,14 @@ def apply_timing_and_caps(
     keys = [r["idempotency_key"] for r in rows]
     existing = set(
         session.scalars(select(CareEvent.idempotency_key).where(CareEvent.idempotency_key.in_(keys)))
+    )
+    # Before the cap: a bundle is one message, and its parts no longer compete on their own.
+    bundle_rows(
+        session,
+        rows,
+        enabled_for=lambda cid: bool((center := center_of(cid)) and center.bundling),
+        existing_keys=existing,
+        standalone=standalone,
     )
     apply_frequency_cap(session, rows, cap_for=lambda cid: Cap.of(center_of(cid)), existing_keys=existing)
     for row in rows:

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 STAFF_EXTERNAL_ID = "__staff__"
 NAME = "survey"
-PRIORITY = 40
+PRIORITY = 50  # after weather and maintenance, before points
 # A reply is a rating when it is one digit 1-5, optionally with 分/星/stars or "/5" (full-width digits too).
 _SCORE = re.compile(r"^\s*([1-5])\s*(?:分|星|颗星|stars?|/\s*5)?\s*[.!。！]*\s*$", re.IGNORECASE)
 # How long after the survey a low score still raises a follow-up when planning catches up.
@@ -136,6 +136,7 @@ class SurveyPlugin(CarePlugin):
     purpose = Purpose.SERVICE
     settings_model = SurveySettings
     targets_staff = True
+    bundles = False  # the reply must answer exactly this question
     variables: ClassVar[Mapping[str, str]] = {
         "visit_date": "the date of the visit being rated (ISO; use | date)",
         "visit_kind": "maintenance, repair, inspection or other",

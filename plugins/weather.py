@@ -74,7 +74,7 @@ def _valid_alert(alert: Any) -> str | None:
 class WeatherPlugin(CarePlugin):
     name = "weather"
     description = "Car-care advice before special weather in the customer's city; one message per alert."
-    priority = 60
+    priority = 90  # safety first: it wins every frequency-cap contest
     purpose = Purpose.SERVICE
     settings_model = WeatherSettings
     variables: ClassVar[Mapping[str, str]] = {
