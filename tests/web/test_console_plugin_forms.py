@@ -112,6 +112,7 @@ def test_valid_settings_apply_to_that_center_only(client: tuple[TestClient, obje
     assert runs[0].settings.model_dump() == {
         "enabled": True,
         "segments": None,  # every plugin may be limited to segments; this one is not
+        "priority": None,  # and may override its priority; this one does not
         "days_before": 3,
         "tone": "formal",
         "signature": "北区",
