@@ -85,17 +85,6 @@ def idempotency_key(plugin: str, occasion: Occasion) -> str:
     return f"{plugin}:{occasion.key}:{occasion.period}:{occasion.customer.id}"
 
 
-def customer_id_batches(session: Session, batch_size: int) -> Iterator[tuple[int, int]]:
-    """Inclusive id ranges covering every customer, ``batch_size`` ids wide."""
-    lo, hi = session.execute(select(func.min(Customer.id), func.max(Customer.id))).one()
-    if lo is None:
-        return
-    start = lo
-    while start <= hi:
-        yield (start, min(start + batch_size - 1, hi))
-        start += batch_size
-
-
 def customer_id_span(session: Session) -> tuple[int, int] | None:
     """The lowest and highest customer id, or None when there are no customers."""
     lo, hi = session.execute(select(func.min(Customer.id), func.max(Customer.id))).one()
@@ -162,8 +151,9 @@ def plan(
     report = PlanReport()
     started = time.perf_counter()
     enabled = runtime.registry.enabled(runtime.settings)
-    if not dry_run:
+    if not dry_run and id_span is None:
         # Pre-planning: segments and each plugin's once-per-run work, committed before any batch.
+        # A shard skips it: the run that created the shards did it once for all of them.
         for name, error in prepare_run(runtime, enabled, now=now, day=day):
             report.failures.append(PluginFailure(name, (0, 0), error))
     with runtime.sessions() as session:

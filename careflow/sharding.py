@@ -23,6 +23,7 @@ from dramatiq import Broker
 from sqlalchemy import func, select, update
 
 from careflow.models import CareEvent, EventStatus, PlanRun, PlanShard, utcnow
+from careflow.preplan import prepare_run
 from careflow.runtime import Runtime
 from careflow.scheduler import PlanReport, PluginFailure, customer_id_span, plan
 
@@ -57,7 +58,13 @@ def shard_count(runtime: Runtime, span: tuple[int, int], requested: int | None) 
 
 
 def create_run(runtime: Runtime, *, now: datetime, day: date | None, shards: int | None) -> ShardPlan | None:
-    """Record a run and its shards (committed before any message is queued); None if no customers."""
+    """Record a run and its shards (committed before any message is queued); None if no customers.
+
+    The once-per-run pre-planning (segments, weather look-ups) happens here, once, before any
+    shard is planned; the shards' reports carry no pre-planning failures, so they are logged.
+    """
+    for who, problem in prepare_run(runtime, runtime.registry.enabled(runtime.settings), now=now, day=day):
+        log.error("pre-planning for %s failed: %s", who, problem)
     with runtime.sessions.begin() as session:
         span = customer_id_span(session)
         if span is None:
