@@ -355,7 +355,6 @@ def measure_delivery(
 ) -> float:
     """Messages per second from enqueue to the last event recorded as sent, with ``workers`` processes."""
     from careflow.broker import make_broker
-    from careflow.enqueue import enqueue_many
     from careflow.testing import build_runtime
 
     engine = create_engine(url)
@@ -391,7 +390,7 @@ def measure_delivery(
 
         actors = build_actors(broker, runtime)
         started = time.perf_counter()
-        enqueue_many(broker, actors.deliver, [(i,) for i in event_ids])
+        actors.enqueue_deliveries(event_ids)  # as the scheduler queues them: [delivery] batch_size
         while True:
             with engine.connect() as conn:
                 counts = dict(

@@ -8,7 +8,8 @@ whatever the number of customers: planning 10^5 and 10^6 customers with the same
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar
 
 from sqlalchemy import func, select
 
@@ -26,6 +27,9 @@ class StormDayPlugin(CarePlugin):
     priority = 90
     purpose = Purpose.SERVICE
     narrows_in_sql = True  # the customers.center_id index
+    # It renders the birthday template, so it provides that template's variable.
+    variables: ClassVar[Mapping[str, str]] = {"age": "unused here (always empty)"}
+    samples: ClassVar[Mapping[str, Any]] = {"age": None}
 
     def occasions(self, ctx: PlanContext) -> Iterable[Occasion]:
         center = select(Center.id).where(Center.code == STORM_CENTER).scalar_subquery()
@@ -55,6 +59,9 @@ class FixedDuePlugin(CarePlugin):
     priority = 10
     purpose = Purpose.SERVICE
     narrows_in_sql = True  # the primary key
+    # It renders the birthday template, so it provides that template's variable.
+    variables: ClassVar[Mapping[str, str]] = {"age": "unused here (always empty)"}
+    samples: ClassVar[Mapping[str, Any]] = {"age": None}
 
     def occasions(self, ctx: PlanContext) -> Iterable[Occasion]:
         last = ctx.session.scalar(select(func.max(Customer.id))) or 0

@@ -232,6 +232,11 @@ class DeliverySettings(_Section):
     min_backoff_ms: int = Field(default=1_000, ge=0)
     max_backoff_ms: int = Field(default=300_000, ge=0)
     time_limit_ms: int = Field(default=60_000, ge=1_000)
+    # Events per queue message. A batch shares its database round trips (one claim, one
+    # preparation, one recording transaction), which is what lets a worker keep up with the
+    # provider; 1 sends one message per event. Either way each event keeps its own claim,
+    # attempt count and outcome.
+    batch_size: int = Field(default=50, ge=1, le=1_000)
 
 
 class SchedulerSettings(_Section):

@@ -1,18 +1,22 @@
-"""Deliver one care event: claim it, render it, send it, record the outcome. Broker-agnostic."""
+"""Deliver care events: claim, render, send, record the outcome. Broker-agnostic.
+
+One event or a batch: the same path, so both keep the same guarantees (see ``deliver_many``).
+"""
 
 from __future__ import annotations
 
 import enum
 import logging
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import suppress
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, bindparam, or_, select, update
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from careflow.channels.base import OutgoingMessage, SendResult
 from careflow.channels.whatsapp_content import ContentTemplate, content_template
@@ -20,10 +24,11 @@ from careflow.consent import withdraw_for_carrier_opt_out
 from careflow.email_content import with_footer
 from careflow.errors import SendError, TemplateError
 from careflow.models import CareEvent, Center, Customer, EventStatus, Purpose, utcnow
-from careflow.policies import consent_granted
+from careflow.policies import load_consents
 from careflow.rate_limit import back_off, pace
 from careflow.recovery import recover_stuck_sends
 from careflow.runtime import Runtime
+from careflow.segments import prefetch_segments
 from careflow.template_lint import lint_refusal
 from careflow.templates import Rendered
 from careflow.unsubscribe_links import unsubscribe_url
@@ -38,6 +43,8 @@ LOOKUP_MARGIN = timedelta(minutes=5)
 # How long a worker keeps trying to record a send the provider accepted before leaving it
 # to recovery (which asks the provider instead of sending again).
 RECORD_PATIENCE_SECONDS = 30.0
+# Core statements over many rows at once (executemany) need the table, not the ORM class.
+_EVENTS = cast(Table, CareEvent.__table__)
 
 
 class Outcome(enum.StrEnum):
@@ -46,17 +53,6 @@ class Outcome(enum.StrEnum):
     SUPPRESSED = "suppressed"
     RETRY = "retry"  # transient failure: the broker should redeliver with backoff
     SKIPPED = "skipped"  # someone else holds or finished the event: nothing to do
-
-
-def claim(session: Session, event_id: int, now: datetime) -> bool:
-    """Compare-and-set planned -> sending; exactly one caller wins, however many race."""
-    result = session.execute(
-        update(CareEvent)
-        .where(CareEvent.id == event_id, CareEvent.status == EventStatus.PLANNED)
-        .values(status=EventStatus.SENDING, attempts=CareEvent.attempts + 1, claimed_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    return getattr(result, "rowcount", 0) == 1
 
 
 def _set_status(
@@ -157,121 +153,277 @@ def render_event_parts(runtime: Runtime, event: CareEvent, customer: Customer, c
 
 def deliver(runtime: Runtime, event_id: int, *, now: datetime | None = None) -> Outcome:
     """The whole life of one delivery attempt. Safe to call twice for the same event."""
-    claimed = _claim_attempt(runtime, event_id, now or utcnow())
-    if isinstance(claimed, Outcome):
-        return claimed
+    return deliver_many(runtime, [event_id], now=now).outcomes.get(event_id, Outcome.SKIPPED)
+
+
+@dataclass
+class BatchResult:
+    """What ``deliver_many`` did with each event it was handed."""
+
+    outcomes: dict[int, Outcome] = field(default_factory=dict)
+    # The attempt number of each event whose outcome is RETRY (its backoff grows with it).
+    attempts: dict[int, int] = field(default_factory=dict)
+    # Tried before and still planned: delivered one per message, so that one poison event
+    # that kills its worker is dead-lettered alone instead of taking a whole batch with it.
+    isolated: list[int] = field(default_factory=list)
+    # Claimed but handed back unsent because the batch ran out of time: to be queued again.
+    released: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    event_id: int
+    attempt: int
+    message: OutgoingMessage
+    needs_reconcile: bool
+    since: datetime
+
+
+def deliver_many(
+    runtime: Runtime,
+    event_ids: Sequence[int],
+    *,
+    now: datetime | None = None,
+    isolate_retried: bool = False,
+    time_budget: float | None = None,
+) -> BatchResult:
+    """Deliver many events with a handful of transactions instead of a few per event.
+
+    Exactly the guarantees of one delivery, per event: a compare-and-set claim counted before
+    anything dangerous, consent re-checked and the body stored before the provider call, no
+    transaction open while the provider is called, the attempt number fencing every status
+    write. Only the bookkeeping is shared: one claim, one preparation and one recording
+    transaction per batch. A worker killed mid-batch leaves its events in ``sending``;
+    recovery asks the provider about each before anything is sent again.
+
+    ``isolate_retried`` leaves events that were tried before to be delivered one per message
+    (see ``BatchResult.isolated``). ``time_budget`` (seconds): events not yet sent when it runs
+    out are handed back (``released``) so the batch finishes well within its time limit.
+    """
+    result = BatchResult()
+    ids = list(dict.fromkeys(event_ids))
+    if not ids:
+        return result
+    started = time.monotonic()
+    claimed = _claim_many(runtime, ids, now or utcnow(), result, fresh_only=isolate_retried and len(ids) > 1)
+    if not claimed:
+        return result
     try:
-        prepared = _prepare(runtime, event_id, claimed)
-    except Exception as exc:  # e.g. a plugin's template-context hook raised
-        log.exception("event %s: preparing the message failed", event_id)
-        # Nothing reached the provider; an earlier unclear attempt keeps its reconcile flag.
+        prepared, broken = _prepare_many(runtime, claimed, result)
+    except Exception as exc:  # e.g. the database went away, or a hook broke the transaction
+        log.exception("events %s: preparing the messages failed", _ids_text(claimed))
         failure = SendError(f"preparing the message failed: {type(exc).__name__}: {exc}", permanent=False)
-        return _failed_attempt(runtime, event_id, claimed, failure, needs_reconcile=None)
-    if isinstance(prepared, Outcome):
-        return prepared
-    message, needs_reconcile, created = prepared
-    # No transaction is open while the provider is called: a slow send never holds a lock.
-    return _send(runtime, event_id, message, attempt=claimed, needs_reconcile=needs_reconcile, since=created)
+        broken, prepared = [(event_id, attempt, failure) for event_id, attempt in claimed.items()], []
+    for event_id, attempt, failure in broken:
+        # Nothing reached the provider; an earlier unclear attempt keeps its reconcile flag.
+        _note(
+            result,
+            event_id,
+            attempt,
+            _failed_attempt(runtime, event_id, attempt, failure, needs_reconcile=None),
+        )
+    deadline = None if time_budget is None else started + time_budget
+    _send_many(runtime, prepared, result, deadline)
+    return result
+
+
+def _ids_text(ids: Iterable[int]) -> str:
+    shown = list(ids)
+    return ", ".join(map(str, shown[:10])) + (f" and {len(shown) - 10} more" if len(shown) > 10 else "")
+
+
+def _note(result: BatchResult, event_id: int, attempt: int, outcome: Outcome) -> None:
+    result.outcomes[event_id] = outcome
+    if outcome is Outcome.RETRY:
+        result.attempts[event_id] = attempt
 
 
 def _claim_attempt(runtime: Runtime, event_id: int, now: datetime) -> Outcome | int:
-    """Claim the event and count the attempt in a committed transaction of its own.
+    """Claim one event: its attempt number, or the outcome when there is nothing to send."""
+    result = BatchResult()
+    claimed = _claim_many(runtime, [event_id], now, result, fresh_only=False)
+    return claimed.get(event_id) or result.outcomes.get(event_id, Outcome.SKIPPED)
+
+
+def _claim_many(
+    runtime: Runtime, event_ids: list[int], now: datetime, result: BatchResult, *, fresh_only: bool
+) -> dict[int, int]:
+    """Claim the events and count the attempts in a committed transaction of its own.
 
     The count is durable *before* anything that could kill the process (rendering, plugin
     hooks, the provider call), so a message that crashes its worker every time is bounded:
     once the attempts are used up it is dead-lettered here instead of being tried again.
+    Returns the attempt number of each event this call now holds.
     """
     max_attempts = runtime.settings.delivery.max_attempts
+    claimed: dict[int, int] = {}
     with runtime.sessions.begin() as session:
-        if not claim(session, event_id, now):
-            # A redelivered or duplicate message: whoever holds or finished the event decides.
-            status = session.scalar(select(CareEvent.status).where(CareEvent.id == event_id))
-            log.info("event %s: skipped (status %s)", event_id, status)
-            return Outcome.SKIPPED
-        row = session.execute(
-            select(CareEvent.attempts, CareEvent.needs_reconcile, CareEvent.status_reason).where(
-                CareEvent.id == event_id
+        rows = claim_rows(session, event_ids, now, fresh_only=fresh_only)
+        for row in rows:
+            attempt = int(row.attempts)
+            if attempt <= max_attempts:
+                claimed[row.id] = attempt
+                continue
+            # Every earlier attempt ended without an outcome: the worker died or was killed.
+            reason = (
+                f"dead-lettered: {attempt - 1} attempts ended without an outcome "
+                f"(the worker stopped or crashed each time); last note: {row.status_reason or '-'}"
             )
-        ).one()
-        attempt = int(row.attempts)
-        if attempt <= max_attempts:
-            return attempt
-        # Every earlier attempt ended without an outcome: the worker died or was killed.
-        reason = (
-            f"dead-lettered: {attempt - 1} attempts ended without an outcome "
-            f"(the worker stopped or crashed each time); last note: {row.status_reason or '-'}"
-        )
-        if row.needs_reconcile:
-            reason += "; the last attempt may have reached the provider, check before retrying"
-        _set_status(
-            session, event_id, attempt, EventStatus.FAILED, status_reason=reason, error_code=DEAD_LETTER
-        )
-        log.error("event %s: %s", event_id, reason)
-        return Outcome.FAILED
+            if row.needs_reconcile:
+                reason += "; the last attempt may have reached the provider, check before retrying"
+            _set_status(
+                session, row.id, attempt, EventStatus.FAILED, status_reason=reason, error_code=DEAD_LETTER
+            )
+            log.error("event %s: %s", row.id, reason)
+            result.outcomes[row.id] = Outcome.FAILED
+        missed = [i for i in event_ids if i not in claimed and i not in result.outcomes]
+        if missed:
+            # A redelivered or duplicate message: whoever holds or finished the event decides;
+            # an event tried before (still planned) goes on alone, in a message of its own.
+            statuses = session.execute(select(CareEvent.id, CareEvent.status).where(CareEvent.id.in_(missed)))
+            for event_id, status in statuses:
+                if fresh_only and status == EventStatus.PLANNED:
+                    result.isolated.append(event_id)
+                    continue
+                log.info("event %s: skipped (status %s)", event_id, status)
+                result.outcomes[event_id] = Outcome.SKIPPED
+    return claimed
+
+
+def claim_rows(
+    session: Session, event_ids: Sequence[int], now: datetime, *, fresh_only: bool = False
+) -> list[Any]:
+    """Compare-and-set planned -> sending; exactly one caller wins each event, however many race.
+
+    Returns the won rows (id, attempts, needs_reconcile, status_reason). With ``fresh_only``
+    only events never tried before are claimed.
+    """
+    query = (
+        update(CareEvent)
+        .where(CareEvent.id.in_(event_ids), CareEvent.status == EventStatus.PLANNED)
+        .values(status=EventStatus.SENDING, attempts=CareEvent.attempts + 1, claimed_at=now)
+        .returning(CareEvent.id, CareEvent.attempts, CareEvent.needs_reconcile, CareEvent.status_reason)
+        .execution_options(synchronize_session=False)
+    )
+    if fresh_only:
+        query = query.where(CareEvent.attempts == 0)
+    return list(session.execute(query).all())
 
 
 def _prepare(
     runtime: Runtime, event_id: int, attempt: int
 ) -> Outcome | tuple[OutgoingMessage, bool, datetime]:
-    """Re-check consent and render (once; the body is stored), in one short transaction."""
+    """Prepare one claimed event: its message, or the outcome when it must not be sent."""
+    result = BatchResult()
+    prepared, broken = _prepare_many(runtime, {event_id: attempt}, result)
+    if broken:
+        raise broken[0][2]
+    if not prepared:
+        return result.outcomes[event_id]
+    return prepared[0].message, prepared[0].needs_reconcile, prepared[0].since
+
+
+def _prepare_many(
+    runtime: Runtime, claimed: dict[int, int], result: BatchResult
+) -> tuple[list[_Prepared], list[tuple[int, int, SendError]]]:
+    """Re-check consent and render (once; the body is stored), in one short transaction.
+
+    Returns the messages to send, and the events whose preparation raised (a plugin's
+    template-context hook, say): those are retried like a transient failure.
+    """
+    prepared: list[_Prepared] = []
+    broken: list[tuple[int, int, SendError]] = []
     with runtime.sessions.begin() as session:
-        event = session.get(CareEvent, event_id)
-        assert event is not None
-        customer = event.customer
-        center = customer.center
-        if not event.channel or not event.recipient:
-            _set_status(session, event_id, attempt, EventStatus.SUPPRESSED, status_reason="no channel chosen")
-            return Outcome.SUPPRESSED
-        # An opt-out that arrived after planning still wins.
-        if not consent_granted(session, customer.id, event.channel, event.purpose):
+        events = session.scalars(
+            select(CareEvent)
+            .where(CareEvent.id.in_(claimed))
+            .options(joinedload(CareEvent.customer))
+            .order_by(CareEvent.id)
+        ).all()
+        customer_ids = {event.customer_id for event in events}
+        granted = load_consents(session, customer_ids)
+        prefetch_segments(session, customer_ids)  # what every template's context reads
+        for event in events:
+            attempt = claimed[event.id]
+            try:
+                item = _prepare_event(runtime, session, event, attempt, granted)
+            except Exception as exc:
+                if isinstance(exc, DBAPIError):
+                    raise  # the transaction is gone: the whole batch is retried
+                log.exception("event %s: preparing the message failed", event.id)
+                failure = SendError(
+                    f"preparing the message failed: {type(exc).__name__}: {exc}", permanent=False
+                )
+                broken.append((event.id, attempt, failure))
+                continue
+            if isinstance(item, Outcome):
+                result.outcomes[event.id] = item
+            else:
+                prepared.append(item)
+    return prepared, broken
+
+
+def _prepare_event(
+    runtime: Runtime,
+    session: Session,
+    event: CareEvent,
+    attempt: int,
+    granted: Mapping[tuple[int, str, str], bool],
+) -> Outcome | _Prepared:
+    event_id = event.id
+    customer = event.customer
+    center = customer.center
+    if not event.channel or not event.recipient:
+        _set_status(session, event_id, attempt, EventStatus.SUPPRESSED, status_reason="no channel chosen")
+        return Outcome.SUPPRESSED
+    # An opt-out that arrived after planning still wins.
+    if not granted.get((customer.id, event.channel, event.purpose), False):
+        _set_status(
+            session,
+            event_id,
+            attempt,
+            EventStatus.SUPPRESSED,
+            status_reason=f"{event.purpose} consent on {event.channel} withdrawn before sending",
+        )
+        return Outcome.SUPPRESSED
+    if event.body is None:
+        refusal = lint_refusal(runtime, event, center)
+        if refusal is not None:  # a template that fails lint is never used for a send
             _set_status(
                 session,
                 event_id,
                 attempt,
-                EventStatus.SUPPRESSED,
-                status_reason=f"{event.purpose} consent on {event.channel} withdrawn before sending",
-            )
-            return Outcome.SUPPRESSED
-        if event.body is None:
-            refusal = lint_refusal(runtime, event, center)
-            if refusal is not None:  # a template that fails lint is never used for a send
-                _set_status(
-                    session,
-                    event_id,
-                    attempt,
-                    EventStatus.FAILED,
-                    status_reason=refusal,
-                    error_code="template-lint",
-                )
-                return Outcome.FAILED
-        try:
-            if event.body is None:
-                rendered = render_event_parts(runtime, event, customer, center)
-                # Stored before sending so that every retry and every reconciliation sends and
-                # looks for exactly the same text, even if a marketer edits the template meanwhile.
-                event.body, event.subject, event.html_body = rendered.body, rendered.subject, rendered.html
-            content = _whatsapp_content(runtime, event, customer, center)
-        except TemplateError as exc:
-            _set_status(
-                session, event_id, attempt, EventStatus.FAILED, status_reason=str(exc), error_code="template"
+                EventStatus.FAILED,
+                status_reason=refusal,
+                error_code="template-lint",
             )
             return Outcome.FAILED
-        message = OutgoingMessage(
-            event_id=event.id,
-            channel=event.channel,
-            to=event.recipient,
-            body=event.body or "",
-            subject=event.subject,
-            center_code=center.code,
-            html_body=event.html_body,
-            unsubscribe_url=unsubscribe_url(runtime.settings, customer.id)
-            if event.channel == "email"
-            else None,
-            locale=event.locale,
-            content_sid=content.content_sid if content else None,
-            content_variables=content.content_variables if content else None,
+    try:
+        if event.body is None:
+            rendered = render_event_parts(runtime, event, customer, center)
+            # Stored before sending so that every retry and every reconciliation sends and
+            # looks for exactly the same text, even if a marketer edits the template meanwhile.
+            event.body, event.subject, event.html_body = rendered.body, rendered.subject, rendered.html
+        content = _whatsapp_content(runtime, event, customer, center)
+    except TemplateError as exc:
+        _set_status(
+            session, event_id, attempt, EventStatus.FAILED, status_reason=str(exc), error_code="template"
         )
-        return message, event.needs_reconcile, event.created_at
+        return Outcome.FAILED
+    message = OutgoingMessage(
+        event_id=event_id,
+        channel=event.channel,
+        to=event.recipient,
+        body=event.body or "",
+        subject=event.subject,
+        center_code=center.code,
+        html_body=event.html_body,
+        unsubscribe_url=unsubscribe_url(runtime.settings, customer.id) if event.channel == "email" else None,
+        locale=event.locale,
+        content_sid=content.content_sid if content else None,
+        content_variables=content.content_variables if content else None,
+    )
+    return _Prepared(event_id, attempt, message, event.needs_reconcile, event.created_at)
 
 
 def _whatsapp_content(
@@ -290,21 +442,62 @@ def _whatsapp_content(
     )
 
 
-def _send(
-    runtime: Runtime,
-    event_id: int,
-    message: OutgoingMessage,
-    *,
-    attempt: int,
-    needs_reconcile: bool,
-    since: datetime,
-) -> Outcome:
+def _send_many(
+    runtime: Runtime, prepared: list[_Prepared], result: BatchResult, deadline: float | None
+) -> None:
+    """Call the provider for each message, in order; record the accepted ones together.
+
+    No transaction is open while the provider is called: a slow send never holds a lock.
+    """
+    accepted: list[tuple[_Prepared, SendResult]] = []
+    index = 0
+    try:
+        for index, item in enumerate(prepared):
+            if deadline is not None and index and time.monotonic() > deadline:
+                rest = prepared[index:]
+                _release(runtime, [(p.event_id, p.attempt) for p in rest])
+                result.released.extend(p.event_id for p in rest)
+                log.info("batch out of time: %d event(s) handed back to the queue", len(rest))
+                break
+            sent = _send_one(runtime, item)
+            if isinstance(sent, SendResult):
+                accepted.append((item, sent))
+            else:
+                _note(result, item.event_id, item.attempt, sent)
+    except BaseException:
+        # Interrupted mid-call (Dramatiq's time limit, shutdown): the provider may have the
+        # message in flight, so its next attempt must ask first; the ones not tried yet go
+        # back as they were. Best effort: the process may be dying.
+        with suppress(Exception):
+            _record_sent_many(runtime, accepted, patience=0.0)
+        with suppress(Exception):
+            item = prepared[index]
+            _finish(
+                runtime,
+                item.event_id,
+                item.attempt,
+                EventStatus.PLANNED,
+                status_reason=f"attempt {item.attempt}: interrupted while sending",
+                needs_reconcile=True,
+            )
+        with suppress(Exception):
+            _release(runtime, [(p.event_id, p.attempt) for p in prepared[index + 1 :]])
+        raise
+    _record_sent_many(runtime, accepted)
+    for item, _ in accepted:
+        result.outcomes[item.event_id] = Outcome.SENT
+    _announce_delivered(runtime, [item.event_id for item, _ in accepted])
+
+
+def _send_one(runtime: Runtime, item: _Prepared) -> SendResult | Outcome:
+    """One provider call (or a look-up first, after an unclear attempt); failures are recorded here."""
+    event_id, message, attempt = item.event_id, item.message, item.attempt
     channel = runtime.channel(message.channel)
     try:
         result: SendResult | None = None
-        if needs_reconcile:
+        if item.needs_reconcile:
             # The last attempt may have gone through: ask the provider before sending again.
-            result = channel.lookup(message, since - LOOKUP_MARGIN)
+            result = channel.lookup(message, item.since - LOOKUP_MARGIN)
             if result is not None:
                 log.info("event %s: found at the provider after an unclear attempt; not resending", event_id)
         if result is None:
@@ -314,27 +507,30 @@ def _send(
         if exc.code in RATE_LIMITED:
             waited = back_off(runtime, message.channel, attempt, exc.retry_after)
             log.info("event %s: rate limited by the provider; sender held for %.1f s", event_id, waited)
-        return _failed_attempt(runtime, event_id, attempt, exc, needs_reconcile=needs_reconcile)
+        return _failed_attempt(runtime, event_id, attempt, exc, needs_reconcile=item.needs_reconcile)
     except Exception as exc:  # a provider SDK bug must not leave the row in "sending"
         log.exception("event %s: unexpected error from channel %s", event_id, message.channel)
         unexpected = SendError(f"{type(exc).__name__}: {exc}", permanent=False, ambiguous=True)
-        return _failed_attempt(runtime, event_id, attempt, unexpected, needs_reconcile=needs_reconcile)
-    except BaseException:
-        # Interrupted mid-call (Dramatiq's time limit, shutdown): the provider may have the
-        # message, so the next attempt must ask first. Best effort: the process may be dying.
-        with suppress(Exception):
-            _finish(
-                runtime,
-                event_id,
-                attempt,
-                EventStatus.PLANNED,
-                status_reason=f"attempt {attempt}: interrupted while sending",
-                needs_reconcile=True,
+        return _failed_attempt(runtime, event_id, attempt, unexpected, needs_reconcile=item.needs_reconcile)
+    return result
+
+
+def _release(runtime: Runtime, held: Sequence[tuple[int, int]]) -> None:
+    """Hand claimed events that were never tried back to ``planned``, their attempt uncounted."""
+    if not held:
+        return
+    table = _EVENTS
+    with runtime.sessions.begin() as session:
+        session.execute(
+            update(table)
+            .where(
+                table.c.id == bindparam("event_id"),
+                table.c.attempts == bindparam("attempt"),
+                table.c.status == EventStatus.SENDING,
             )
-        raise
-    _record_sent(runtime, event_id, attempt, result)
-    _announce_delivered(runtime, event_id)
-    return Outcome.SENT
+            .values(status=EventStatus.PLANNED, attempts=bindparam("attempt") - 1, claimed_at=None),
+            [{"event_id": event_id, "attempt": attempt} for event_id, attempt in held],
+        )
 
 
 def _failed_attempt(
@@ -374,60 +570,91 @@ def _failed_attempt(
     return Outcome.RETRY
 
 
-def _record_sent(runtime: Runtime, event_id: int, attempt: int, result: SendResult) -> None:
-    """The provider has the message: record that, riding out a database that is briefly away.
+def _record_sent_many(
+    runtime: Runtime,
+    accepted: Sequence[tuple[_Prepared, SendResult]],
+    *,
+    patience: float = RECORD_PATIENCE_SECONDS,
+) -> None:
+    """The provider has these messages: record that, riding out a database that is briefly away.
 
-    If the database stays away the row is left in ``sending`` and recovery reconciles it with
-    the provider later, which finds the message instead of sending it again.
+    If the database stays away the rows are left in ``sending`` and recovery reconciles them
+    with the provider later, which finds each message instead of sending it again.
     """
+    if not accepted:
+        return
+    table = _EVENTS
+    statement = (
+        update(table)
+        .where(
+            table.c.id == bindparam("event_id"),
+            table.c.attempts == bindparam("attempt"),
+            # Recovery may have put a row back to planned meanwhile; same attempt, so nobody
+            # else has claimed it since and the outcome is still ours to record.
+            # (no IN: an expanding parameter cannot be used with executemany)
+            or_(table.c.status == EventStatus.SENDING, table.c.status == EventStatus.PLANNED),
+        )
+        .values(
+            status=EventStatus.SENT,
+            provider_message_id=bindparam("provider_id"),
+            sent_at=bindparam("sent_at"),
+            status_reason=None,
+            error_code=None,
+            needs_reconcile=False,
+        )
+    )
+    sent_at = utcnow()
+    params = [
+        {
+            "event_id": item.event_id,
+            "attempt": item.attempt,
+            "provider_id": sent.provider_message_id,
+            "sent_at": sent_at,
+        }
+        for item, sent in accepted
+    ]
+    ids = [item.event_id for item, _ in accepted]
     delay = 0.2
-    deadline = time.monotonic() + RECORD_PATIENCE_SECONDS
+    deadline = time.monotonic() + patience
     while True:
         try:
             with runtime.sessions.begin() as session:
-                recorded = _set_status(
-                    session,
-                    event_id,
-                    attempt,
-                    EventStatus.SENT,
-                    # Recovery may have put the row back to planned meanwhile; same attempt, so
-                    # nobody else has claimed it since and the outcome is still ours to record.
-                    also_from=frozenset({EventStatus.PLANNED}),
-                    provider_message_id=result.provider_message_id,
-                    sent_at=utcnow(),
-                    status_reason=None,
-                    error_code=None,
-                    needs_reconcile=False,
+                session.execute(statement, params)
+                rows = session.execute(
+                    select(CareEvent.id, CareEvent.provider_message_id).where(CareEvent.id.in_(ids))
                 )
-            if not recorded:
-                log.warning(
-                    "event %s: sent, but attempt %s no longer holds the row; the next claimant "
-                    "will find the message at the provider",
-                    event_id,
-                    attempt,
-                )
-            return
+                recorded = {event_id: provider_id for event_id, provider_id in rows}
+            break
         except DBAPIError as exc:
             if time.monotonic() + delay > deadline:
                 raise
-            log.warning("event %s: sent, but recording it failed (%s); retrying", event_id, exc.orig)
+            log.warning("events %s: sent, but recording them failed (%s); retrying", _ids_text(ids), exc.orig)
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
+    for item, sent in accepted:
+        if recorded.get(item.event_id) != sent.provider_message_id:
+            log.warning(
+                "event %s: sent, but attempt %s no longer holds the row; the next claimant "
+                "will find the message at the provider",
+                item.event_id,
+                item.attempt,
+            )
 
 
-def _announce_delivered(runtime: Runtime, event_id: int) -> None:
+def _announce_delivered(runtime: Runtime, event_ids: Sequence[int]) -> None:
     hook = runtime.registry.pm.hook.careflow_event_delivered
-    if not hook.get_hookimpls():
+    if not event_ids or not hook.get_hookimpls():
         return
     with runtime.sessions() as session:
-        event = session.get(CareEvent, event_id)
-        if event is None:
-            return
-        session.expunge(event)
-    try:  # outside any transaction: a reaction may write with its own session
-        hook(event=event)
-    except Exception:
-        log.exception("a careflow_event_delivered hook failed for event %s", event_id)
+        events = session.scalars(
+            select(CareEvent).where(CareEvent.id.in_(event_ids)).order_by(CareEvent.id)
+        ).all()
+        session.expunge_all()
+    for event in events:
+        try:  # outside any transaction: a reaction may write with its own session
+            hook(event=event)
+        except Exception:
+            log.exception("a careflow_event_delivered hook failed for event %s", event.id)
 
 
 def stale_event_ids(

@@ -108,13 +108,3 @@ def _unreachable(customer: Customer, channel: str, purpose: str, consents: Conse
     if not granted:
         return f"opted out of {purpose}"
     return None
-
-
-def consent_granted(session: Session, customer_id: int, channel: str, purpose: str) -> bool:
-    """Checked again at send time: an opt-out that arrived after planning still wins."""
-    granted = session.scalar(
-        select(Consent.granted).where(
-            Consent.customer_id == customer_id, Consent.channel == channel, Consent.purpose == purpose
-        )
-    )
-    return bool(granted)

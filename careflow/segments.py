@@ -259,6 +259,15 @@ def load_labels(session: Session, customer_ids: Iterable[int]) -> dict[int, froz
     return found
 
 
+def prefetch_segments(session: Session, customer_ids: Iterable[int]) -> None:
+    """Load many customers' segments into ``session`` at once, so the per-event look-up below is free."""
+    ids = sorted(set(customer_ids))
+    for start in range(0, len(ids), 5_000):
+        session.scalars(
+            select(CustomerSegment).where(CustomerSegment.customer_id.in_(ids[start : start + 5_000]))
+        ).all()
+
+
 def segment_variables(segment: CustomerSegment | None) -> dict[str, Any]:
     """What templates see as ``segment``: plain data."""
     if segment is None:

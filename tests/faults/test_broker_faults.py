@@ -110,7 +110,8 @@ def test_a_send_slower_than_the_heartbeat_timeout_is_redelivered_but_sent_once(
         broker_url=own_redis.url,
         broker={"heartbeat_timeout_ms": 500},
         twilio={"timeout_seconds": 20.0},
-        delivery={"time_limit_ms": 30_000},
+        # One event per message, so that B is handed the one A has not started (batches below).
+        delivery={"time_limit_ms": 30_000, "batch_size": 1},
     )
     with site.runtime() as runtime:
         phones = seed_birthdays(runtime, 2)
@@ -147,3 +148,46 @@ def test_a_send_slower_than_the_heartbeat_timeout_is_redelivered_but_sent_once(
         (other,) = set(events) - {in_flight.id}
         assert events[other].attempts == 1
         assert site.log_lines("worker-a", f"event {other}: skipped (status s")
+
+
+def test_a_batch_redelivered_while_its_worker_is_frozen_is_sent_once_by_that_worker(
+    own_redis: RedisServer, deploy: Callable[..., Deployment], tmp_path: Path, fake_twilio: FakeTwilio
+) -> None:
+    """The same freeze with the default batches: A holds every event of the batch it claimed,
+    so B, handed the redelivered batch, skips them all; A, thawed, sends the rest once."""
+    site = deploy(
+        db_url=f"sqlite:///{tmp_path / 'heartbeat-batch.db'}",
+        broker_url=own_redis.url,
+        broker={"heartbeat_timeout_ms": 500},
+        twilio={"timeout_seconds": 20.0},
+        delivery={"time_limit_ms": 30_000},
+    )
+    with site.runtime() as runtime:
+        phones = seed_birthdays(runtime, 3)
+        slow = Fault(status=201, hang_seconds=3.0)
+        fake_twilio.fail_recipient(phones[0], slow)  # the batch's first send is slow; A freezes in it
+        assert run_day(runtime, now=NOW).report.new == 3
+        worker_a = site.worker("worker-a", threads=1)
+        wait_until(lambda: fake_twilio.messages, timeout=30, what="A's first send to arrive")
+        worker_a.send_signal(signal.SIGSTOP)
+        try:
+            site.worker("worker-b", threads=1)
+            with runtime.sessions() as session:
+                ids = sorted(session.scalars(select(CareEvent.id)))
+            for event_id in ids:
+                wait_until(
+                    lambda event_id=event_id: site.log_lines(
+                        "worker-b", f"event {event_id}: skipped (status sending)"
+                    ),
+                    timeout=30,
+                    what=f"B to skip event {event_id}, which A holds",
+                )
+            assert len(fake_twilio.messages) == 1  # nothing more while A is frozen
+        finally:
+            worker_a.send_signal(signal.SIGCONT)
+        wait_until(lambda: all_final(runtime, 3), timeout=60, what="every event final")
+        time.sleep(1.0)
+        assert_sent_exactly_once(runtime, fake_twilio, phones)
+        assert fake_twilio.requests == 3
+        with runtime.sessions() as session:
+            assert {e.attempts for e in session.scalars(select(CareEvent))} == {1}

@@ -67,7 +67,8 @@ def test_500s_429s_and_hangs_end_in_one_send_each_with_backoff_and_permanent_err
         )
         assert failed[landline].error_code == "30006" and "landline" in (failed[landline].status_reason or "")
         # Every retried recipient waited at least the minimum backoff between its requests,
-        # and its last request was the accepted one.
+        # and its last request was the accepted one (a 500 whose answer was lost counts: the
+        # provider had taken the message, and the next attempt found it instead of resending).
         retried = {to: times for to, times in attempts.items() if len(times) > 1}
         assert retried
         all_gaps = []
@@ -75,7 +76,7 @@ def test_500s_429s_and_hangs_end_in_one_send_each_with_backoff_and_permanent_err
             gaps = [b[0] - a[0] for a, b in itertools.pairwise(times)]
             all_gaps.extend(gaps)
             assert all(gap >= MIN_BACKOFF for gap in gaps), (to, gaps)
-            assert times[-1][1] in (201, 400), (to, times)
+            assert times[-1][1] in (201, 400) or (times[-1][1] == 500 and to in sent_to), (to, times)
         # 40 first requests + one more per unaccepted fault (14); the two accepted-but-unanswered
         # sends were found by lookup on their retry instead of being created again.
         assert fake_twilio.requests == 40 + 14
