@@ -343,23 +343,25 @@ def _prepare_many(
         customer_ids = {event.customer_id for event in events}
         granted = load_consents(session, customer_ids)
         prefetch_segments(session, customer_ids)  # what every template's context reads
-        for event in events:
-            attempt = claimed[event.id]
-            try:
-                item = _prepare_event(runtime, session, event, attempt, granted)
-            except Exception as exc:
-                if isinstance(exc, DBAPIError):
-                    raise  # the transaction is gone: the whole batch is retried
-                log.exception("event %s: preparing the message failed", event.id)
-                failure = SendError(
-                    f"preparing the message failed: {type(exc).__name__}: {exc}", permanent=False
-                )
-                broken.append((event.id, attempt, failure))
-                continue
-            if isinstance(item, Outcome):
-                result.outcomes[event.id] = item
-            else:
-                prepared.append(item)
+        # The stored bodies are flushed together at the commit, not before each next query.
+        with session.no_autoflush:
+            for event in events:
+                attempt = claimed[event.id]
+                try:
+                    item = _prepare_event(runtime, session, event, attempt, granted)
+                except Exception as exc:
+                    if isinstance(exc, DBAPIError):
+                        raise  # the transaction is gone: the whole batch is retried
+                    log.exception("event %s: preparing the message failed", event.id)
+                    failure = SendError(
+                        f"preparing the message failed: {type(exc).__name__}: {exc}", permanent=False
+                    )
+                    broken.append((event.id, attempt, failure))
+                    continue
+                if isinstance(item, Outcome):
+                    result.outcomes[event.id] = item
+                else:
+                    prepared.append(item)
     return prepared, broken
 
 

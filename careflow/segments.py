@@ -259,13 +259,21 @@ def load_labels(session: Session, customer_ids: Iterable[int]) -> dict[int, froz
     return found
 
 
+_PREFETCHED = "careflow.segments"  # session.info key: customer id -> segment (or None)
+
+
 def prefetch_segments(session: Session, customer_ids: Iterable[int]) -> None:
-    """Load many customers' segments into ``session`` at once, so the per-event look-up below is free."""
+    """Load many customers' segments at once, so rendering each one's message costs no query.
+
+    Remembers the customers that have none too (new since the last nightly refresh).
+    """
     ids = sorted(set(customer_ids))
+    found: dict[int, CustomerSegment | None] = dict.fromkeys(ids)
     for start in range(0, len(ids), 5_000):
-        session.scalars(
-            select(CustomerSegment).where(CustomerSegment.customer_id.in_(ids[start : start + 5_000]))
-        ).all()
+        chunk = ids[start : start + 5_000]
+        for segment in session.scalars(select(CustomerSegment).where(CustomerSegment.customer_id.in_(chunk))):
+            found[segment.customer_id] = segment
+    session.info.setdefault(_PREFETCHED, {}).update(found)
 
 
 def segment_variables(segment: CustomerSegment | None) -> dict[str, Any]:
@@ -284,5 +292,9 @@ def segment_variables(segment: CustomerSegment | None) -> dict[str, Any]:
 def careflow_template_context(event: CareEvent, customer: Customer) -> dict[str, Any] | None:
     """Every template sees ``segment`` (tier, warranty, activity, rfm) of its customer."""
     session = object_session(customer)
-    segment = session.get(CustomerSegment, customer.id) if session is not None else None
-    return {"segment": segment_variables(segment)}
+    if session is None:
+        return {"segment": segment_variables(None)}
+    prefetched = session.info.get(_PREFETCHED, {})
+    if customer.id in prefetched:
+        return {"segment": segment_variables(prefetched[customer.id])}
+    return {"segment": segment_variables(session.get(CustomerSegment, customer.id))}
