@@ -344,7 +344,7 @@ def _prepare_many(
         granted = load_consents(session, customer_ids)
         prefetch_segments(session, customer_ids)  # what every template's context reads
         # The stored bodies are flushed together at the commit, not before each next query.
-        with session.no_autoflush:
+        with session.no_autoflush, runtime.templates.batch():
             for event in events:
                 attempt = claimed[event.id]
                 try:

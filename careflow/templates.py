@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib
 import types
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -32,6 +34,10 @@ from careflow.errors import TemplateError
 from careflow.template_db import DatabaseTemplates, PublishedFirstLoader
 
 MAX_OUTPUT_CHARS = 5_000
+# Look-ups remembered for the length of one delivery batch (see TemplateStore.batch).
+_batch_memo: ContextVar[dict[tuple[Any, ...], Any] | None] = ContextVar(
+    "careflow_template_memo", default=None
+)
 
 # Channels whose messages can be written from another channel's template when a plugin
 # ships none of their own (plain text works everywhere).
@@ -159,6 +165,24 @@ class TemplateStore:
         if self.database is not None:
             self.database.close()
 
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Within a delivery batch, find each template (and lint it) once, not once per event.
+
+        Fifty events usually share a handful of templates; every look-up walks the locale and
+        center fallbacks through the loaders. What is remembered lives only as long as the batch.
+        """
+        token = _batch_memo.set({})
+        try:
+            yield
+        finally:
+            _batch_memo.reset(token)
+
+    @staticmethod
+    def batch_memo() -> dict[tuple[Any, ...], Any] | None:
+        """The current batch's memo (None outside ``batch()``)."""
+        return _batch_memo.get()
+
     def resolve(
         self, template: str, channel: str, locale: str | None, center_code: str, center_locale: str
     ) -> str:
@@ -167,6 +191,18 @@ class TemplateStore:
         A plugin that ships only SMS texts still reaches customers who prefer WhatsApp or
         e-mail: those channels fall back to the SMS template in the same locale.
         """
+        memo = _batch_memo.get()
+        key = ("resolve", template, channel, locale, center_code, center_locale)
+        if memo is not None and key in memo:
+            return str(memo[key])
+        name = self._resolve(template, channel, locale, center_code, center_locale)
+        if memo is not None:
+            memo[key] = name
+        return name
+
+    def _resolve(
+        self, template: str, channel: str, locale: str | None, center_code: str, center_locale: str
+    ) -> str:
         tried = []
         for loc in locale_chain(locale, center_locale):
             for candidate_channel in (channel, *TEXT_FALLBACK.get(channel, ())):
