@@ -9,11 +9,11 @@ from datetime import datetime
 from typing import Any
 
 from twilio.base.exceptions import TwilioException, TwilioRestException
-from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
 from careflow.channels.base import Channel, OutgoingMessage, SendResult
 from careflow.channels.twilio_errors import KNOWN_ERRORS, ErrorClass, classify
+from careflow.channels.twilio_http import PooledHttpClient
 from careflow.config import CenterSettings, Settings, TwilioSettings
 from careflow.errors import SendError
 from careflow.hookspecs import hookimpl
@@ -39,38 +39,6 @@ def status_callback_url(settings: Settings) -> str | None:
 logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
 
 
-class _HeaderKeepingClient(TwilioHttpClient):  # type: ignore[misc]
-    """Remembers each thread's last response headers: Retry-After never reaches TwilioRestException."""
-
-    proxy: dict[str, str]
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._seen = threading.local()
-
-    def request(self, *args: Any, **kwargs: Any) -> Any:
-        self._seen.headers = {}
-        response = super().request(*args, **kwargs)
-        self._seen.headers = dict(response.headers or {})
-        return response
-
-    def last_headers(self) -> Mapping[str, str]:
-        return getattr(self._seen, "headers", {})
-
-    def settle_environment(self, url: str) -> None:
-        """Read proxy and CA-bundle settings from the environment once, not on every request.
-
-        requests re-reads them from ``os.environ`` for every call, which cost about a third
-        of the SDK's own CPU time per message; an environment changed later is not seen.
-        """
-        if self.session is None:
-            return
-        found = self.session.merge_environment_settings(url, dict(self.proxy), None, None, None)
-        self.proxy = found["proxies"] or {}
-        self.session.verify = found["verify"]
-        self.session.trust_env = False
-
-
 def twilio_client(settings: TwilioSettings) -> Client:
     """One client per process and account: it pools its HTTP connections."""
     assert settings.account_sid and settings.auth_token
@@ -79,8 +47,7 @@ def twilio_client(settings: TwilioSettings) -> Client:
     with _clients_lock:
         client = _clients.get(key)
         if client is None:
-            http = _HeaderKeepingClient(timeout=settings.timeout_seconds, pool_connections=True)
-            http.settle_environment(settings.base_url)
+            http = PooledHttpClient(settings.base_url, timeout=settings.timeout_seconds)
             client = Client(settings.account_sid, token, http_client=http)
             client.api.base_url = settings.base_url.rstrip("/")
             _clients[key] = client
@@ -149,7 +116,7 @@ class TwilioChannel:
 
     def _retry_after(self) -> float | None:
         http = self._client.http_client
-        headers = http.last_headers() if isinstance(http, _HeaderKeepingClient) else {}
+        headers = http.last_headers() if isinstance(http, PooledHttpClient) else {}
         value = {k.lower(): v for k, v in headers.items()}.get("retry-after")
         try:
             return float(value) if value is not None else None
