@@ -43,6 +43,8 @@ LOOKUP_MARGIN = timedelta(minutes=5)
 # How long a worker keeps trying to record a send the provider accepted before leaving it
 # to recovery (which asks the provider instead of sending again).
 RECORD_PATIENCE_SECONDS = 30.0
+# A batch records what the provider accepted at least this often (see _send_many).
+RECORD_EVERY_SECONDS = 0.25
 # Core statements over many rows at once (executemany) need the table, not the ORM class.
 _EVENTS = cast(Table, CareEvent.__table__)
 
@@ -447,11 +449,14 @@ def _whatsapp_content(
 def _send_many(
     runtime: Runtime, prepared: list[_Prepared], result: BatchResult, deadline: float | None
 ) -> None:
-    """Call the provider for each message, in order; record the accepted ones together.
+    """Call the provider for each message, in order; record the accepted ones in groups.
 
     No transaction is open while the provider is called: a slow send never holds a lock.
+    Accepted sends are recorded at least every ``RECORD_EVERY_SECONDS``, so a status callback
+    from the provider finds its event's message id promptly even with a slow provider.
     """
-    accepted: list[tuple[_Prepared, SendResult]] = []
+    pending: list[tuple[_Prepared, SendResult]] = []
+    oldest = 0.0
     index = 0
     try:
         for index, item in enumerate(prepared):
@@ -462,16 +467,21 @@ def _send_many(
                 log.info("batch out of time: %d event(s) handed back to the queue", len(rest))
                 break
             sent = _send_one(runtime, item)
-            if isinstance(sent, SendResult):
-                accepted.append((item, sent))
-            else:
+            if not isinstance(sent, SendResult):
                 _note(result, item.event_id, item.attempt, sent)
+                continue
+            if not pending:
+                oldest = time.monotonic()
+            pending.append((item, sent))
+            if time.monotonic() - oldest >= RECORD_EVERY_SECONDS:
+                _recorded(runtime, pending, result)
+                pending = []
     except BaseException:
         # Interrupted mid-call (Dramatiq's time limit, shutdown): the provider may have the
         # message in flight, so its next attempt must ask first; the ones not tried yet go
         # back as they were. Best effort: the process may be dying.
         with suppress(Exception):
-            _record_sent_many(runtime, accepted, patience=0.0)
+            _record_sent_many(runtime, pending, patience=0.0)
         with suppress(Exception):
             item = prepared[index]
             _finish(
@@ -485,6 +495,11 @@ def _send_many(
         with suppress(Exception):
             _release(runtime, [(p.event_id, p.attempt) for p in prepared[index + 1 :]])
         raise
+    _recorded(runtime, pending, result)
+
+
+def _recorded(runtime: Runtime, accepted: list[tuple[_Prepared, SendResult]], result: BatchResult) -> None:
+    """Record accepted sends, note them as sent and tell the plugins that react to deliveries."""
     _record_sent_many(runtime, accepted)
     for item, _ in accepted:
         result.outcomes[item.event_id] = Outcome.SENT

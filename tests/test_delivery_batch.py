@@ -142,3 +142,31 @@ def test_enqueued_events_travel_in_batches_and_retries_alone(
     assert sorted(m.to for m in fake_twilio.messages) == sorted(ids)  # each exactly once
     retried = [e for e in events.values() if e.attempts == 2]
     assert len(retried) == 1 and fake_twilio.requests == 8  # the failed one, retried alone
+
+
+def test_a_status_callback_for_an_early_message_of_a_slow_batch_finds_its_event(
+    runtime: Runtime, fake_twilio: FakeTwilio
+) -> None:
+    """With a slow provider a batch runs for seconds; Twilio's delivery report for its first
+    message arrives meanwhile and must find the event (recorded, with its message id)."""
+    import threading
+    import time
+
+    from careflow.web.webhooks import apply_status_callback
+
+    ids = list(planned(runtime, 6).values())
+    fake_twilio.set_latency(0.2)
+    batch = threading.Thread(target=deliver_many, args=(runtime, ids))
+    batch.start()
+    try:
+        deadline = time.monotonic() + 10
+        while len(fake_twilio.messages) < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        first = fake_twilio.messages[0]
+        assert len(fake_twilio.messages) < 6  # the batch is still sending
+        outcome = apply_status_callback(runtime, {"MessageSid": first.sid, "MessageStatus": "delivered"})
+    finally:
+        batch.join()
+    assert outcome == "applied"
+    statuses = sorted(str(e.status) for e in rows(runtime).values())
+    assert statuses == ["delivered"] + ["sent"] * 5
