@@ -29,7 +29,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
@@ -304,14 +304,14 @@ def fake_twilio() -> Iterator[dict[str, str]]:
         text=True,
     )
     assert proc.stdout is not None
-    info: dict[str, str] = {}
+    info: dict[str, str] = {"pid": str(proc.pid)}
     for line in proc.stdout:
         if "listening on" in line:
             info["url"] = line.split("listening on", 1)[1].strip()
         elif line.startswith(("account_sid:", "auth_token:")):
             key, value = line.split(":", 1)
             info[key] = value.strip()
-        if len(info) == 3:
+        if len(info) == 4:
             break
     try:
         yield info
@@ -352,10 +352,59 @@ def twilio_ceiling(twilio: dict[str, str], messages: int, threads: int = 4) -> f
     return per_thread * threads / (time.perf_counter() - started)
 
 
+def _cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far, from /proc; 0 if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _pids_named(*names: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with suppress(OSError):
+                if entry.joinpath("comm").read_text().strip().startswith(names):
+                    found.append(int(entry.name))
+    return found
+
+
+class CpuMeter:
+    """CPU seconds each part of the delivery pipeline spends, over one measurement.
+
+    Where the time goes, measured in the same run as the throughput: the worker processes,
+    PostgreSQL (every server process: backends, WAL writer), the broker's server process
+    and the Twilio-compatible test server. Linux only (/proc); elsewhere every figure is 0.
+    """
+
+    def __init__(self, groups: dict[str, Callable[[], list[int]]]) -> None:
+        self.groups = groups
+        self.before: dict[str, dict[int, float]] = {}
+
+    def start(self) -> None:
+        self.before = {name: {pid: _cpu_seconds(pid) for pid in pids()} for name, pids in self.groups.items()}
+
+    def stop(self) -> dict[str, float]:
+        used = {}
+        for name, pids in self.groups.items():
+            start = self.before.get(name, {})
+            used[name] = sum(max(0.0, _cpu_seconds(pid) - start.get(pid, 0.0)) for pid in pids())
+        return used
+
+
 def measure_delivery(
-    config: Path, url: str, auth_token: str, event_ids: list[int], workers: int, threads: int
-) -> float:
-    """Messages per second from enqueue to the last event recorded as sent, with ``workers`` processes."""
+    config: Path,
+    url: str,
+    twilio: dict[str, str],
+    event_ids: list[int],
+    workers: int,
+    threads: int,
+) -> tuple[float, dict[str, float]]:
+    """Messages per second from enqueue to the last event recorded as sent, with ``workers``
+    processes, and the CPU milliseconds per message each part of the pipeline spent meanwhile."""
+    auth_token = twilio["auth_token"]
     from careflow.broker import make_broker
     from careflow.testing import build_runtime
 
@@ -398,6 +447,16 @@ def measure_delivery(
                     CareEvent.status == EventStatus.FAILED,
                 )
             )
+        broker_process = "redis-server" if runtime.settings.broker.url.startswith("redis") else "beam.smp"
+        meter = CpuMeter(
+            {
+                "workers": lambda: [proc.pid for proc in procs],
+                "postgresql": lambda: _pids_named("postgres"),
+                "broker": lambda: _pids_named(broker_process),
+                "test server": lambda: [int(twilio["pid"])],
+            }
+        )
+        meter.start()
         started = time.perf_counter()
         actors.enqueue_deliveries(event_ids)  # as the scheduler queues them: [delivery] batch_size
         lo, hi = min(event_ids), max(event_ids)
@@ -425,9 +484,10 @@ def measure_delivery(
                 raise RuntimeError(f"only {done} of {len(event_ids)} sent after 600 s; worker log:\n{tail}")
             time.sleep(0.1)
         rate = len(event_ids) / (time.perf_counter() - started)
+        cpu = {name: seconds * 1000 / len(event_ids) for name, seconds in meter.stop().items()}
         broker.close()
         runtime.close()
-        return rate
+        return rate, cpu
     finally:
         for proc in procs:
             proc.terminate()
@@ -566,7 +626,7 @@ def deliver(
                 )
                 try:
                     for workers in counts:
-                        rate = measure_delivery(config, url, twilio["auth_token"], ids, workers, args.threads)
+                        rate, cpu = measure_delivery(config, url, twilio, ids, workers, args.threads)
                         row = {
                             "backend": backend,
                             "batch": batch,
@@ -574,11 +634,14 @@ def deliver(
                             "threads": args.threads,
                             "messages": len(ids),
                             "per_second": rate,
+                            "cpu_ms_per_message": cpu,
                         }
                         results["delivery"].append(row)
                         print(
                             f"delivery {backend:<12} {batch:>3} event(s)/message, {workers} worker(s) x "
-                            f"{args.threads} threads: {len(ids):,} messages at {rate:,.0f} msg/s",
+                            f"{args.threads} threads: {len(ids):,} messages at {rate:,.0f} msg/s; CPU ms/msg "
+                            + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items())
+                            + f" (sum {sum(cpu.values()):.2f})",
                             flush=True,
                         )
                 finally:
@@ -611,9 +674,11 @@ def table(results: dict[str, Any]) -> str:
     if results["delivery"]:
         lines += [
             "",
-            "| broker | events per message | workers x threads | messages | msg/s | vs. 1 per message |",
-            "|---|---:|---|---:|---:|---:|",
+            "| broker | events per message | workers x threads | messages | msg/s | vs. 1 per message "
+            "| CPU ms/msg: workers | PostgreSQL | broker | test server | sum | CPU-bound ceiling msg/s |",
+            "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
+        cores = os.cpu_count() or 1
         baseline = {
             (d["backend"], d["workers"]): d["per_second"]
             for d in results["delivery"]
@@ -622,9 +687,15 @@ def table(results: dict[str, Any]) -> str:
         for d in results["delivery"]:
             base = baseline.get((d["backend"], d["workers"]))
             ratio = f"{d['per_second'] / base:.1f}x" if base else "-"
+            cpu = d.get("cpu_ms_per_message", {})
+            parts = [cpu.get(k, 0.0) for k in ("workers", "postgresql", "broker", "test server")]
+            total = sum(parts)
+            ceiling = f"{cores * 1000 / total:,.0f}" if total else "-"
             lines.append(
                 f"| {d['backend']} | {d.get('batch', 1)} | {d['workers']} x {d['threads']} "
-                f"| {d['messages']:,} | {d['per_second']:,.0f} | {ratio} |"
+                f"| {d['messages']:,} | {d['per_second']:,.0f} | {ratio} | "
+                + " | ".join(f"{v:.2f}" for v in parts)
+                + f" | {total:.2f} | {ceiling} |"
             )
     floors = results["floors"]
     if floors:
