@@ -14,9 +14,11 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, or_, select, update
+from sqlalchemy import Integer, Table, Text, bindparam, column, or_, select, update
+from sqlalchemy import values as sql_values
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from careflow.channels.base import OutgoingMessage, SendResult
 from careflow.channels.whatsapp_content import ContentTemplate, content_template
@@ -179,6 +181,7 @@ class _Prepared:
     message: OutgoingMessage
     needs_reconcile: bool
     since: datetime
+    rendered_now: bool = False  # its body was rendered by this attempt and must be stored
 
 
 def deliver_many(
@@ -345,7 +348,7 @@ def _prepare_many(
         customer_ids = {event.customer_id for event in events}
         granted = load_consents(session, customer_ids)
         prefetch_segments(session, customer_ids)  # what every template's context reads
-        # The stored bodies are flushed together at the commit, not before each next query.
+        # Nothing is flushed per event: bodies are stored together at the end (_store_bodies).
         with session.no_autoflush, runtime.templates.batch():
             for event in events:
                 attempt = claimed[event.id]
@@ -364,7 +367,58 @@ def _prepare_many(
                     result.outcomes[event.id] = item
                 else:
                     prepared.append(item)
+        _store_bodies(session, [item for item in prepared if item.rendered_now])
     return prepared, broken
+
+
+def _store_bodies(session: Session, items: Sequence[_Prepared]) -> None:
+    """Store rendered bodies before anything is sent, fenced by each event's attempt.
+
+    Stored so that every retry and every reconciliation sends and looks for exactly the
+    same text, even if a marketer edits the template meanwhile.
+    """
+    if not items:
+        return
+    table = _EVENTS
+    rows = [
+        (item.event_id, item.attempt, item.message.body, item.message.subject, item.message.html_body)
+        for item in items
+    ]
+    if session.get_bind().dialect.name == "postgresql":
+        # One statement for the batch instead of one per event.
+        given = sql_values(
+            column("event_id", Integer),
+            column("attempt", Integer),
+            column("body", Text),
+            column("subject", Text),
+            column("html_body", Text),
+            name="rendered",
+        ).data(rows)
+        session.execute(
+            update(table)
+            .where(
+                table.c.id == given.c.event_id,
+                table.c.attempts == given.c.attempt,
+                table.c.status == EventStatus.SENDING,
+            )
+            .values(body=given.c.body, subject=given.c.subject, html_body=given.c.html_body)
+        )
+        return
+    session.execute(
+        update(table)
+        .where(
+            table.c.id == bindparam("event_id"),
+            table.c.attempts == bindparam("attempt"),
+            table.c.status == EventStatus.SENDING,
+        )
+        .values(
+            body=bindparam("new_body"), subject=bindparam("new_subject"), html_body=bindparam("new_html")
+        ),
+        [
+            {"event_id": e, "attempt": a, "new_body": b, "new_subject": subj, "new_html": h}
+            for e, a, b, subj, h in rows
+        ],
+    )
 
 
 def _prepare_event(
@@ -390,6 +444,7 @@ def _prepare_event(
             status_reason=f"{event.purpose} consent on {event.channel} withdrawn before sending",
         )
         return Outcome.SUPPRESSED
+    rendered_now = False
     if event.body is None:
         refusal = lint_refusal(runtime, event, center)
         if refusal is not None:  # a template that fails lint is never used for a send
@@ -407,7 +462,14 @@ def _prepare_event(
             rendered = render_event_parts(runtime, event, customer, center)
             # Stored before sending so that every retry and every reconciliation sends and
             # looks for exactly the same text, even if a marketer edits the template meanwhile.
-            event.body, event.subject, event.html_body = rendered.body, rendered.subject, rendered.html
+            # (Written below for the whole batch at once, in _store_bodies.)
+            for attribute, value in (
+                ("body", rendered.body),
+                ("subject", rendered.subject),
+                ("html_body", rendered.html),
+            ):
+                set_committed_value(event, attribute, value)
+            rendered_now = True
         content = _whatsapp_content(runtime, event, customer, center)
     except TemplateError as exc:
         _set_status(
@@ -427,7 +489,7 @@ def _prepare_event(
         content_sid=content.content_sid if content else None,
         content_variables=content.content_variables if content else None,
     )
-    return _Prepared(event_id, attempt, message, event.needs_reconcile, event.created_at)
+    return _Prepared(event_id, attempt, message, event.needs_reconcile, event.created_at, rendered_now)
 
 
 def _whatsapp_content(
@@ -600,47 +662,15 @@ def _record_sent_many(
     """
     if not accepted:
         return
-    table = _EVENTS
-    statement = (
-        update(table)
-        .where(
-            table.c.id == bindparam("event_id"),
-            table.c.attempts == bindparam("attempt"),
-            # Recovery may have put a row back to planned meanwhile; same attempt, so nobody
-            # else has claimed it since and the outcome is still ours to record.
-            # (no IN: an expanding parameter cannot be used with executemany)
-            or_(table.c.status == EventStatus.SENDING, table.c.status == EventStatus.PLANNED),
-        )
-        .values(
-            status=EventStatus.SENT,
-            provider_message_id=bindparam("provider_id"),
-            sent_at=bindparam("sent_at"),
-            status_reason=None,
-            error_code=None,
-            needs_reconcile=False,
-        )
-    )
     sent_at = utcnow()
-    params = [
-        {
-            "event_id": item.event_id,
-            "attempt": item.attempt,
-            "provider_id": sent.provider_message_id,
-            "sent_at": sent_at,
-        }
-        for item, sent in accepted
-    ]
+    rows = [(item.event_id, item.attempt, sent.provider_message_id) for item, sent in accepted]
     ids = [item.event_id for item, _ in accepted]
     delay = 0.2
     deadline = time.monotonic() + patience
     while True:
         try:
             with runtime.sessions.begin() as session:
-                session.execute(statement, params)
-                rows = session.execute(
-                    select(CareEvent.id, CareEvent.provider_message_id).where(CareEvent.id.in_(ids))
-                )
-                recorded = {event_id: provider_id for event_id, provider_id in rows}
+                recorded = _mark_sent(session, rows, sent_at)
             break
         except DBAPIError as exc:
             if time.monotonic() + delay > deadline:
@@ -656,6 +686,48 @@ def _record_sent_many(
                 item.event_id,
                 item.attempt,
             )
+
+
+def _mark_sent(
+    session: Session, rows: list[tuple[int, int, str | None]], sent_at: datetime
+) -> dict[int, str | None]:
+    """Set (event, attempt, provider id) rows to sent; returns each event's provider id now stored."""
+    table = _EVENTS
+    outcome = {
+        "status": EventStatus.SENT,
+        "sent_at": sent_at,
+        "status_reason": None,
+        "error_code": None,
+        "needs_reconcile": False,
+    }
+    # Recovery may have put a row back to planned meanwhile; same attempt, so nobody else has
+    # claimed it since and the outcome is still ours to record.
+    ours = or_(table.c.status == EventStatus.SENDING, table.c.status == EventStatus.PLANNED)
+    if session.get_bind().dialect.name == "postgresql":
+        # One statement for the batch; RETURNING says which rows this attempt still held.
+        given = sql_values(
+            column("event_id", Integer),
+            column("attempt", Integer),
+            column("provider_id", Text),
+            name="accepted",
+        ).data(rows)
+        done = session.execute(
+            update(table)
+            .where(table.c.id == given.c.event_id, table.c.attempts == given.c.attempt, ours)
+            .values(provider_message_id=given.c.provider_id, **outcome)
+            .returning(table.c.id, table.c.provider_message_id)
+        )
+        return {event_id: provider_id for event_id, provider_id in done}
+    session.execute(
+        update(table)
+        .where(table.c.id == bindparam("event_id"), table.c.attempts == bindparam("attempt"), ours)
+        .values(provider_message_id=bindparam("provider_id"), **outcome),
+        [{"event_id": e, "attempt": a, "provider_id": p} for e, a, p in rows],
+    )
+    found = session.execute(
+        select(CareEvent.id, CareEvent.provider_message_id).where(CareEvent.id.in_([r[0] for r in rows]))
+    )
+    return {event_id: provider_id for event_id, provider_id in found}
 
 
 def _announce_delivered(runtime: Runtime, event_ids: Sequence[int]) -> None:
