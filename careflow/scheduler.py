@@ -12,7 +12,7 @@ from datetime import date, datetime
 from functools import partial
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, inspect, select
 from sqlalchemy.exc import InvalidRequestError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -20,7 +20,7 @@ from careflow import metrics
 from careflow.bulk import insert_ignoring_duplicates
 from careflow.care import CarePlugin, Occasion, PlanContext, PluginSettings, priority_of
 from careflow.center_plugins import PluginRun, plugin_runs
-from careflow.isolation import planning_sessions, run_plugin_batch
+from careflow.isolation import PLANNING_READS, planning_sessions, run_plugin_batch
 from careflow.models import CareEvent, Center, Customer, EventStatus
 from careflow.plugin_runs import record_run
 from careflow.policies import choose_channel, load_consents
@@ -54,6 +54,7 @@ class PlanReport:
     already_recorded: int = 0
     suppressed: int = 0
     batches: int = 0
+    prepare_seconds: float = 0.0  # the once-per-run pre-planning step (segments, plugins' prepare)
     per_plugin: dict[str, Counter[str]] = field(default_factory=dict)
     failures: list[PluginFailure] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)  # every occasion key seen, for reporting
@@ -87,7 +88,9 @@ def idempotency_key(plugin: str, occasion: Occasion) -> str:
 
 def customer_id_span(session: Session) -> tuple[int, int] | None:
     """The lowest and highest customer id, or None when there are no customers."""
-    lo, hi = session.execute(select(func.min(Customer.id), func.max(Customer.id))).one()
+    # Two statements: SQLite answers a lone min() or max() from the index, not both in one select.
+    lo = session.scalar(select(func.min(Customer.id)))
+    hi = session.scalar(select(func.max(Customer.id)))
     return None if lo is None else (lo, hi)
 
 
@@ -107,7 +110,9 @@ class IdWindows:
         self.lo, self.hi = span
         self.next = self.lo
         self.batch_size = batch_size
-        self.width = self.last_width = batch_size
+        # Adaptive windows start one growth step wide: a quiet day needs fewer windows, and a
+        # busy one still holds a bounded number of occasions (at most GROWTH * batch_size ids).
+        self.width = self.last_width = batch_size * (self.GROWTH if adaptive else 1)
         self.adaptive = adaptive
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
@@ -156,6 +161,7 @@ def plan(
         # A shard skips it: the run that created the shards did it once for all of them.
         for name, error in prepare_run(runtime, enabled, now=now, day=day):
             report.failures.append(PluginFailure(name, (0, 0), error))
+        report.prepare_seconds = time.perf_counter() - started
     with runtime.sessions() as session:
         # Each center's console settings win over careflow.toml (see careflow.center_plugins).
         runs = plugin_runs(runtime.registry, runtime.settings, session)
@@ -245,7 +251,8 @@ def _collect(
             )
             report.failures.append(PluginFailure(plugin.name, id_range, problem, customer=who))
             continue
-        good.append(replace(occ, customer=_adopt(session, occ.customer)))
+        adopted = _adopt(session, occ.customer)
+        good.append(occ if adopted is occ.customer else replace(occ, customer=adopted))
     return good
 
 
@@ -270,7 +277,15 @@ def _for_audience(
 
 
 def _adopt(session: Session, customer: Customer) -> Customer:
-    """The plugin's (detached) customer as an object of the batch's own session."""
+    """The plugin's customer, fit for the batch: as is when it holds what planning reads, unchanged.
+
+    A detached customer whose planning attributes (and center) were loaded in the plugin's
+    session is used as it is: the scheduler only reads it. Anything else becomes an object
+    of the batch's own session (merged), as does a customer the plugin changed.
+    """
+    state = inspect(customer)
+    if state.detached and not state.modified and not (state.unloaded & PLANNING_READS):
+        return customer
     try:
         return session.merge(customer, load=False)
     except InvalidRequestError:  # the plugin changed it without committing: take the stored row
