@@ -348,8 +348,18 @@ def _plan_batch(
     audience = _for_audience(session, found, report)
     if not audience:
         return []
-    consents = load_consents(session, (occ.customer.id for _, occ, _ in audience))
     routes = {code: runtime.channel_route(code) for code in runtime.settings.centers}
+    # Only the consents choose_channel can ask about: the plugins' purposes, on the channels
+    # of the centers' orders (a center without settings uses every channel) and the customers'
+    # preferred ones.
+    channels = {c for order, _ in routes.values() for c in order} | set(runtime.settings.channels)
+    channels |= {occ.customer.preferred_channel for _, occ, _ in audience if occ.customer.preferred_channel}
+    consents = load_consents(
+        session,
+        (occ.customer.id for _, occ, _ in audience),
+        channels=channels,
+        purposes={str(plugin.purpose) for plugin, _, _ in audience},
+    )
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
     center_code: dict[str, str] = {}  # for metrics, labelled like deliveries

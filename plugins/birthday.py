@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import ColumnElement, and_, or_, select
+from sqlalchemy.orm import selectinload
 
 from careflow.care import CarePlugin, Occasion, PlanContext
 from careflow.hookspecs import hookimpl
@@ -58,7 +59,13 @@ class BirthdayPlugin(CarePlugin):
         # The batch's id range inside every term: each is then one index range (month, day, id),
         # so a window reads only its own customers' entries, not the whole day's.
         batch = ctx.in_batch()
-        query = select(Customer).where(batch, or_(*[and_(batch, term) for term in _due_conditions(ctx)]))
+        query = (
+            select(Customer)
+            .where(batch, or_(*[and_(batch, term) for term in _due_conditions(ctx)]))
+            # One query for the few centers instead of a join per customer (which SQLAlchemy
+            # reconciles row by row): planning reads each customer's center.
+            .options(selectinload(Customer.center))
+        )
         for customer in ctx.session.scalars(query):
             today = ctx.local_today(customer)
             assert customer.birth_month is not None and customer.birth_day is not None
