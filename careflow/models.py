@@ -120,6 +120,8 @@ class Customer(Base):
         # The birthday plugin narrows candidates by month/day with these indexes; the id makes
         # each planning window (an id range) read only its own entries, not the whole day's.
         Index("ix_customers_birthday_id", "birth_month", "birth_day", "id"),
+        # The weather plugin loads the customers of the cities under an alert, window by window.
+        Index("ix_customers_city_id", "city", "id"),
         # The few customers with a time zone of their own, or a lunar calendar, looked up on
         # other days than their center's: small partial indexes, so those days cost little.
         Index(

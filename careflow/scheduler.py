@@ -110,9 +110,10 @@ class IdWindows:
         self.lo, self.hi = span
         self.next = self.lo
         self.batch_size = batch_size
-        # Adaptive windows start one growth step wide: a quiet day needs fewer windows, and a
-        # busy one still holds a bounded number of occasions (at most GROWTH * batch_size ids).
-        self.width = self.last_width = batch_size * (self.GROWTH if adaptive else 1)
+        # The first window is batch_size wide even when adaptive: on a day when everyone is due
+        # (a holiday) it holds no more occasions than a fixed window would. Since each window
+        # reads only its own index entries, a quiet day's few extra windows cost little.
+        self.width = self.last_width = batch_size
         self.adaptive = adaptive
 
     def __iter__(self) -> Iterator[tuple[int, int]]:

@@ -137,6 +137,8 @@ class SurveyPlugin(CarePlugin):
     settings_model = SurveySettings
     targets_staff = True
     bundles = False  # the reply must answer exactly this question
+    # Visits of one day (the (date, customer_id) index) and the last 30 days' low scores.
+    narrows_in_sql = True
     variables: ClassVar[Mapping[str, str]] = {
         "visit_date": "the date of the visit being rated (ISO; use | date)",
         "visit_kind": "maintenance, repair, inspection or other",

@@ -47,6 +47,7 @@ def upgrade() -> None:
     for table, old, _old_columns, new, columns in _REPLACED:
         op.create_index(new, table, columns, unique=False)
         op.drop_index(old, table_name=table)
+    op.create_index("ix_customers_city_id", "customers", ["city", "id"], unique=False)  # weather
     for name, condition in _PARTIAL:
         op.create_index(
             name,
@@ -59,6 +60,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_customers_city_id", table_name="customers")
     for name, _condition in _PARTIAL:
         op.drop_index(name, table_name="customers")
     for table, old, old_columns, new, _columns in _REPLACED:
