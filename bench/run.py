@@ -41,8 +41,8 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
 import generate  # noqa: E402
-from alembic.script import ScriptDirectory  # noqa: E402
 import storm_day  # noqa: E402
+from alembic.script import ScriptDirectory  # noqa: E402
 from sqlalchemy import and_, create_engine, func, or_, select, text, update  # noqa: E402
 
 from careflow.config import load_settings  # noqa: E402
@@ -272,7 +272,9 @@ def own_peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def measure_planning(config: Path, url: str, broker_url: str, queue: str, runs: int = PLAN_RUNS) -> dict[str, Any]:
+def measure_planning(
+    config: Path, url: str, broker_url: str, queue: str, runs: int = PLAN_RUNS
+) -> dict[str, Any]:
     """The best of ``runs`` fresh-process plans of the same day, its events reset before each.
 
     Measured like the floor (best of three, so warm caches); the peak memory is the highest seen.
@@ -312,10 +314,13 @@ def _floor_once(url: str, scenario: str) -> tuple[float, list[tuple[Any, ...]]]:
         tz = dict(conn.execute(select(Center.id, Center.timezone)).all())
         local = {cid: NOW.astimezone(ZoneInfo(name)).date() for cid, name in tz.items()}
         days = sorted({(d.month, d.day) for d in local.values()})
+
         def consent(purpose: str) -> Any:
             return (
                 select(Consent.granted)
-                .where(Consent.customer_id == Customer.id, Consent.channel == "sms", Consent.purpose == purpose)
+                .where(
+                    Consent.customer_id == Customer.id, Consent.channel == "sms", Consent.purpose == purpose
+                )
                 .scalar_subquery()
             )
 
@@ -356,7 +361,9 @@ def _everyday_floor(conn: Any, cols: tuple[Any, ...], local: dict[int, Any]) -> 
     rows += conn.execute(
         vehicles.where(Vehicle.next_service_due.between(today - timedelta(days=3), today + timedelta(days=7)))
     ).all()
-    rows += conn.execute(vehicles.where(Vehicle.warranty_end.between(today, today + timedelta(days=30)))).all()
+    rows += conn.execute(
+        vehicles.where(Vehicle.warranty_end.between(today, today + timedelta(days=30)))
+    ).all()
     yesterday = today - timedelta(days=1)
     visited = select(ServiceVisit.customer_id).where(ServiceVisit.date == yesterday).distinct()
     rows += conn.execute(select(*cols).where(Customer.id.in_(visited), Customer.is_staff.is_(False))).all()

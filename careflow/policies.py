@@ -63,7 +63,9 @@ def load_consents(
             else Consent.customer_id.in_(chunk)
         )
         rows = session.execute(
-            select(Consent.customer_id, Consent.channel, Consent.purpose, Consent.granted).where(wanted, *only)
+            select(Consent.customer_id, Consent.channel, Consent.purpose, Consent.granted).where(
+                wanted, *only
+            )
         )
         for customer_id, channel, purpose, granted in rows:
             result[(customer_id, channel, purpose)] = granted

@@ -89,9 +89,9 @@ def idempotency_key(plugin: str, occasion: Occasion) -> str:
 def customer_id_span(session: Session) -> tuple[int, int] | None:
     """The lowest and highest customer id, or None when there are no customers."""
     # Two statements: SQLite answers a lone min() or max() from the index, not both in one select.
-    lo = session.scalar(select(func.min(Customer.id)))
-    hi = session.scalar(select(func.max(Customer.id)))
-    return None if lo is None else (lo, hi)
+    lo: int | None = session.scalar(select(func.min(Customer.id)))
+    hi: int | None = session.scalar(select(func.max(Customer.id)))
+    return None if lo is None or hi is None else (lo, hi)
 
 
 class IdWindows:

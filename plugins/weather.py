@@ -18,8 +18,8 @@ from zoneinfo import ZoneInfo
 
 from pydantic import Field, field_validator, model_validator
 from sqlalchemy import select, tuple_
-from sqlalchemy.orm import selectinload
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import selectinload
 
 from careflow.care import CarePlugin, Occasion, PlanContext, PluginSettings, PrepareContext, WeatherProvider
 from careflow.hookspecs import hookimpl

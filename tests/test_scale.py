@@ -359,7 +359,11 @@ def test_each_window_reads_only_its_own_index_entries(tmp_path: Path) -> None:
     birthday = [p for p in plans if "ix_customers_birthday" in p]
     vehicles = [p for p in plans if "SEARCH vehicles" in p]
     assert birthday and vehicles, plans
-    assert all("ix_customers_birthday_id (birth_month=? AND birth_day=? AND id>? AND id<?)" in p for p in birthday)
+    assert all(
+        "ix_customers_birthday_id (birth_month=? AND birth_day=? AND id>? AND id<?)" in p for p in birthday
+    )
     # SQLite picks the date index or the customer index by its statistics: either way, bounded
     # by the window's customer ids.
-    assert all("SEARCH vehicles USING INDEX" in p and "customer_id>? AND customer_id<?" in p for p in vehicles)
+    assert all(
+        "SEARCH vehicles USING INDEX" in p and "customer_id>? AND customer_id<?" in p for p in vehicles
+    )

@@ -20,21 +20,51 @@ down_revision: str | None = "0009_scale"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# (table, old single-column index, old columns, new index, new columns)
-_REPLACED = (
-    ("customers", "ix_customers_birthday", ["birth_month", "birth_day"], "ix_customers_birthday_id",
-     ["birth_month", "birth_day", "id"]),
-    ("vehicles", "ix_vehicles_next_service_due", ["next_service_due"], "ix_vehicles_next_service_due_customer",
-     ["next_service_due", "customer_id"]),
-    ("vehicles", "ix_vehicles_warranty_end", ["warranty_end"], "ix_vehicles_warranty_end_customer",
-     ["warranty_end", "customer_id"]),
-    ("service_visits", "ix_service_visits_date", ["date"], "ix_service_visits_date_customer",
-     ["date", "customer_id"]),
-    ("vouchers", "ix_vouchers_expires_on", ["expires_on"], "ix_vouchers_expires_customer",
-     ["expires_on", "customer_id"]),
-    ("points_ledger", "ix_points_ledger_expires_on", ["expires_on"], "ix_points_ledger_expires_customer",
-     ["expires_on", "customer_id"]),
-)  # fmt: skip
+# (table, old single-column index, its columns, new index, its columns)
+_REPLACED: tuple[tuple[str, str, list[str], str, list[str]], ...] = (
+    (
+        "customers",
+        "ix_customers_birthday",
+        ["birth_month", "birth_day"],
+        "ix_customers_birthday_id",
+        ["birth_month", "birth_day", "id"],
+    ),
+    (
+        "vehicles",
+        "ix_vehicles_next_service_due",
+        ["next_service_due"],
+        "ix_vehicles_next_service_due_customer",
+        ["next_service_due", "customer_id"],
+    ),
+    (
+        "vehicles",
+        "ix_vehicles_warranty_end",
+        ["warranty_end"],
+        "ix_vehicles_warranty_end_customer",
+        ["warranty_end", "customer_id"],
+    ),
+    (
+        "service_visits",
+        "ix_service_visits_date",
+        ["date"],
+        "ix_service_visits_date_customer",
+        ["date", "customer_id"],
+    ),
+    (
+        "vouchers",
+        "ix_vouchers_expires_on",
+        ["expires_on"],
+        "ix_vouchers_expires_customer",
+        ["expires_on", "customer_id"],
+    ),
+    (
+        "points_ledger",
+        "ix_points_ledger_expires_on",
+        ["expires_on"],
+        "ix_points_ledger_expires_customer",
+        ["expires_on", "customer_id"],
+    ),
+)
 
 # Partial indexes on customers: (name, condition).
 _PARTIAL = (
