@@ -122,6 +122,13 @@ class Customer(Base):
         Index("ix_customers_birthday_id", "birth_month", "birth_day", "id"),
         # The weather plugin loads the customers of the cities under an alert, window by window.
         Index("ix_customers_city_id", "city", "id"),
+        # The few staff cards (survey follow-ups), found without reading a window's customers.
+        Index(
+            "ix_customers_staff",
+            "id",
+            sqlite_where=text("is_staff IS 1"),
+            postgresql_where=text("is_staff IS true"),
+        ),
         # The few customers with a time zone of their own, or a lunar calendar, looked up on
         # other days than their center's: small partial indexes, so those days cost little.
         Index(

@@ -78,6 +78,14 @@ def upgrade() -> None:
         op.create_index(new, table, columns, unique=False)
         op.drop_index(old, table_name=table)
     op.create_index("ix_customers_city_id", "customers", ["city", "id"], unique=False)  # weather
+    op.create_index(  # survey follow-ups: the staff cards
+        "ix_customers_staff",
+        "customers",
+        ["id"],
+        unique=False,
+        sqlite_where=sa.text("is_staff IS 1"),
+        postgresql_where=sa.text("is_staff IS true"),
+    )
     for name, condition in _PARTIAL:
         op.create_index(
             name,
@@ -90,6 +98,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_customers_staff", table_name="customers")
     op.drop_index("ix_customers_city_id", table_name="customers")
     for name, _condition in _PARTIAL:
         op.drop_index(name, table_name="customers")
