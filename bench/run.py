@@ -31,7 +31,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -42,17 +42,39 @@ sys.path.insert(0, str(BENCH))
 
 import generate  # noqa: E402
 import storm_day  # noqa: E402
+from alembic.script import ScriptDirectory  # noqa: E402
 from sqlalchemy import and_, create_engine, func, or_, select, text, update  # noqa: E402
 
 from careflow.config import load_settings  # noqa: E402
-from careflow.models import CareEvent, Center, Consent, Customer, EventStatus  # noqa: E402
+from careflow.models import (  # noqa: E402
+    CareEvent,
+    Center,
+    Consent,
+    Customer,
+    EventStatus,
+    ServiceVisit,
+    Vehicle,
+)
 
 NOW = datetime.fromisoformat("2026-05-11T10:00:00+08:00")
 PG_ADMIN = os.environ.get("CAREFLOW_BENCH_PG_ADMIN", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("CAREFLOW_BENCH_REDIS", "redis://127.0.0.1:6379/14")
 AMQP_URL = os.environ.get("CAREFLOW_BENCH_AMQP", "amqp://guest:guest@127.0.0.1:5672/%2F")
 BACKENDS = {"sqlite+local": "local", "pg+redis": REDIS_URL, "pg+rabbitmq": AMQP_URL}
-SCENARIOS = ("birthday", "storm", "fixed")
+SCENARIOS = ("birthday", "storm", "fixed", "everyday")
+# careflow's own care plugins; each day names exactly the ones it runs (all others are switched off).
+BUILTIN_PLUGINS = ("birthday", "maintenance", "points", "holidays", "survey", "weather", "winback")
+DAY_PLUGINS: dict[str, tuple[str, ...]] = {
+    "birthday": ("birthday",),
+    "storm": ("birthday", "bench_storm"),
+    "fixed": ("bench_fixed",),
+    # Every built-in plugin that narrows in SQL. Not winback and points: winback reads every
+    # customer's visits and points every customer's live lots in each window (their due sets
+    # depend on what was already sent, which no index narrows), so they cost O(customers).
+    "everyday": ("birthday", "holidays", "maintenance", "survey", "weather"),
+}
+# How many fresh processes plan each day; the best is reported (the floor is a best of three too).
+PLAN_RUNS = 3
 
 
 # ---------------------------------------------------------------- data and configuration
@@ -92,6 +114,7 @@ def ensure_data(url: str, customers: int) -> None:
     finally:
         engine.dispose()
     if have == customers:
+        upgrade_schema(url)
         return
     if have:  # an interrupted generation: start again from an empty database
         drop_database(url)
@@ -102,6 +125,25 @@ def ensure_data(url: str, customers: int) -> None:
             admin.dispose()
     print(f"generating {customers:,} customers into {_short(url)}", flush=True)
     generate.generate(url, customers)
+
+
+def upgrade_schema(url: str) -> None:
+    """Bring an existing bench database to the newest migration (new indexes), then refresh statistics."""
+    from careflow.db import alembic_config, make_engine, migrate
+
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            current = conn.scalar(text("SELECT version_num FROM alembic_version"))
+        head = ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
+        if current != head:
+            print(f"migrating {_short(url)} from {current} to {head}", flush=True)
+            migrate(engine)
+            with engine.connect() as conn:
+                conn.execute(text("ANALYZE"))
+                conn.commit()
+    finally:
+        engine.dispose()
 
 
 def _short(url: str) -> str:
@@ -144,22 +186,36 @@ worker_threads = 8
 {channel}
 {f"[delivery]{chr(10)}batch_size = {delivery_batch}" if delivery_batch else ""}
 {centers}
-[plugins.birthday]
-enabled = {"false" if scenario == "fixed" else "true"}
-{_bench_plugins(scenario)}
+{_plugin_sections(scenario, directory)}
 """,
         encoding="utf-8",
     )
     return path
 
 
-def _bench_plugins(scenario: str) -> str:
-    """Sections for the bench-only plugins; absent on birthday days, which standard workers serve."""
-    if scenario == "birthday":
-        return ""
-    return "\n".join(
-        f"[plugins.bench_{name}]\nenabled = {str(scenario == name).lower()}" for name in ("storm", "fixed")
-    )
+def _plugin_sections(scenario: str, directory: Path) -> str:
+    """Every built-in care plugin switched on or off explicitly: a day runs exactly its own plugins.
+
+    The bench-only plugins' sections are absent on birthday days, which standard workers
+    (without ``bench/storm_day.py`` loaded) serve in the delivery measurement.
+    """
+    wanted = DAY_PLUGINS[scenario]
+    sections = [f"[plugins.{name}]\nenabled = {str(name in wanted).lower()}" for name in BUILTIN_PLUGINS]
+    if "weather" in wanted:
+        # Never the internet: the local bureau's file provider, with a calm day in the bench's cities.
+        alerts = directory / "bench-weather-alerts.csv"
+        alerts.write_text(
+            "city,kind,starts,ends,headline,id\n"
+            "Harbin,snow,2026-05-11,2026-05-11,Snow warning,bench-harbin-snow\n",
+            encoding="utf-8",
+        )
+        sections[BUILTIN_PLUGINS.index("weather")] += f'\nprovider = "file"\nalerts_file = "{alerts}"'
+    if scenario != "birthday":
+        sections += [
+            f"[plugins.bench_{name}]\nenabled = {str(f'bench_{name}' in wanted).lower()}"
+            for name in ("storm", "fixed")
+        ]
+    return "\n".join(sections)
 
 
 def reset_events(url: str) -> None:
@@ -197,9 +253,14 @@ def plan_child(config: Path) -> None:
     runtime.close()
     figures = {
         "seconds": seconds,
+        # The nightly segment refresh and each plugin's prepare(): once per run, over every customer.
+        "prepare_seconds": report.prepare_seconds,
         "occasions": report.occasions,
         "new": report.new,
         "batches": report.batches,
+        "plugins": sorted(runtime.registry.enabled(runtime.settings)),
+        "due": sum(sum(c.values()) for name, c in report.per_plugin.items() if name != "bundle"),
+        "failures": [f"{f.plugin}: {f.error}" for f in report.failures],
     }
     print(json.dumps({**figures, "peak_mb": own_peak_mb()}))
 
@@ -213,17 +274,30 @@ def own_peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def measure_planning(config: Path) -> dict[str, Any]:
-    done = subprocess.run(
-        [sys.executable, __file__, "_plan", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=3600,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"planning failed:\n{done.stderr[-3000:]}")
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+def measure_planning(
+    config: Path, url: str, broker_url: str, queue: str, runs: int = PLAN_RUNS
+) -> dict[str, Any]:
+    """The best of ``runs`` fresh-process plans of the same day, its events reset before each.
+
+    Measured like the floor (best of three, so warm caches); the peak memory is the highest seen.
+    """
+    results = []
+    for _ in range(runs):
+        reset_events(url)
+        clean_queue(broker_url, queue)
+        done = subprocess.run(
+            [sys.executable, __file__, "_plan", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=3600,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"planning failed:\n{done.stderr[-3000:]}")
+        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    best: dict[str, Any] = min(results, key=lambda r: r["seconds"])
+    best["all_seconds"] = [r["seconds"] for r in results]
+    best["peak_mb"] = max(r["peak_mb"] for r in results)
+    return best
 
 
 # ---------------------------------------------------------------- the floor
@@ -242,16 +316,19 @@ def _floor_once(url: str, scenario: str) -> tuple[float, list[tuple[Any, ...]]]:
         tz = dict(conn.execute(select(Center.id, Center.timezone)).all())
         local = {cid: NOW.astimezone(ZoneInfo(name)).date() for cid, name in tz.items()}
         days = sorted({(d.month, d.day) for d in local.values()})
-        consent = (
-            select(Consent.granted)
-            .where(
-                Consent.customer_id == Customer.id,
-                Consent.channel == "sms",
-                Consent.purpose == ("marketing" if scenario == "birthday" else "service"),
+
+        def consent(purpose: str) -> Any:
+            return (
+                select(Consent.granted)
+                .where(
+                    Consent.customer_id == Customer.id, Consent.channel == "sms", Consent.purpose == purpose
+                )
+                .scalar_subquery()
             )
-            .scalar_subquery()
-        )
-        cols = (Customer.id, Customer.center_id, Customer.name, Customer.phone, Customer.birth_year, consent)
+
+        person = (Customer.id, Customer.center_id, Customer.name, Customer.phone, Customer.birth_year)
+        cols = (*person, consent("marketing" if scenario in ("birthday", "everyday") else "service"))
+        service_cols = (*person, consent("service"))
         birthdays = or_(*[and_(Customer.birth_month == m, Customer.birth_day == d) for m, d in days])
         last_id = conn.scalar(select(func.max(Customer.id))) or 0
         started = time.perf_counter()
@@ -265,9 +342,34 @@ def _floor_once(url: str, scenario: str) -> tuple[float, list[tuple[Any, ...]]]:
         if scenario == "storm":  # the storm comes on top of the day's birthdays
             bj = select(Center.id).where(Center.code == "bj").scalar_subquery()
             rows += conn.execute(select(*cols).where(Customer.center_id == bj)).all()
+        if scenario == "everyday":  # on top of the birthdays, what the other built-in plugins find due
+            rows += _everyday_floor(conn, service_cols, local)
         seconds = time.perf_counter() - started
     engine.dispose()
     return seconds, [tuple(r) for r in rows]
+
+
+def _everyday_floor(conn: Any, cols: tuple[Any, ...], local: dict[int, Any]) -> list[Any]:
+    """The other built-in plugins' due sets at their default settings, one hand-written query each.
+
+    Maintenance: one row per vehicle whose service is due within 7 days (or up to 3 days late),
+    and one per vehicle whose warranty ends within 30 days; survey: one per customer who
+    visited yesterday. Holidays and weather have nobody due on the bench's day (no holiday; the
+    bench's alert file warns another city), so their floor is empty.
+    """
+    (today,) = set(local.values())  # the bench's centers share one local day
+    vehicles = select(*cols).join(Vehicle, Vehicle.customer_id == Customer.id)
+    rows: list[Any] = []
+    rows += conn.execute(
+        vehicles.where(Vehicle.next_service_due.between(today - timedelta(days=3), today + timedelta(days=7)))
+    ).all()
+    rows += conn.execute(
+        vehicles.where(Vehicle.warranty_end.between(today, today + timedelta(days=30)))
+    ).all()
+    yesterday = today - timedelta(days=1)
+    visited = select(ServiceVisit.customer_id).where(ServiceVisit.date == yesterday).distinct()
+    rows += conn.execute(select(*cols).where(Customer.id.in_(visited), Customer.is_staff.is_(False))).all()
+    return rows
 
 
 def render_floor(config: Path, rows: Sequence[tuple[Any, ...]], environ: dict[str, str]) -> float:
@@ -554,11 +656,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     urls[(kind, customers)] = url
                 queue = f"careflow_bench_{uuid.uuid4().hex[:8]}"
                 for scenario in args.scenarios:
-                    reset_events(url)
                     config = write_config(data_dir, url, BACKENDS[backend], queue, scenario=scenario)
-                    figures = measure_planning(config)
+                    figures = measure_planning(config, url, BACKENDS[backend], queue, runs=args.plan_runs)
                     floor_s, rows = floor_rows(url, scenario)
                     clean_queue(BACKENDS[backend], queue)
+                    if figures["plugins"] != sorted(DAY_PLUGINS[scenario]) or figures["failures"]:
+                        raise RuntimeError(f"{scenario}: ran {figures['plugins']}: {figures['failures']}")
+                    if figures["due"] != len(rows):  # otherwise the ratio compares different work
+                        raise RuntimeError(
+                            f"{scenario}: careflow found {figures['due']:,} due, the floor {len(rows):,}"
+                        )
                     row = {
                         "backend": backend,
                         "customers": customers,
@@ -650,26 +757,35 @@ def deliver(
 
 
 def _planning_line(row: dict[str, Any]) -> str:
+    runs = "/".join(f"{s:.2f}" for s in row.get("all_seconds", [row["seconds"]]))
     return (
         f"planning {row['backend']:<12} {row['customers']:>9,} customers {row['scenario']:<8} "
-        f"{row['new']:>7,} events in {row['seconds']:7.2f} s "
+        f"{row['new']:>7,} events in {row['seconds']:7.2f} s (best of {runs}; pre-planning "
+        f"{row.get('prepare_seconds', 0):.2f} s) "
         f"({row['new'] / max(row['seconds'], 1e-9):>8,.0f}/s, "
-        f"{row['batches']} windows), peak {row['peak_mb']:.0f} MB; floor {row['floor_seconds']:.2f} s "
-        f"({row['floor_rows']:,} rows): {row['ratio']:.1f}x"
+        f"{row['batches']} windows), peak {row['peak_mb']:.0f} MB; floor {row['floor_seconds']:.3f} s "
+        f"({row['floor_rows']:,} rows): {row['ratio']:.1f}x, "
+        f"{_plan_ratio(row):.1f}x without pre-planning"
     )
+
+
+def _plan_ratio(row: dict[str, Any]) -> float:
+    """careflow's ratio to the floor without the once-per-run pre-planning step."""
+    return (row["seconds"] - row.get("prepare_seconds", 0)) / max(row["floor_seconds"], 1e-9)
 
 
 def table(results: dict[str, Any]) -> str:
     """Markdown tables of the results (printed, and pasted into docs/benchmarks.md)."""
     lines = [
-        "| backend | customers | day | events | planning s | events/s | peak MB | SQL floor s | ratio |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|",
+        "| backend | customers | day | events | planning s | of which pre-planning s | events/s | peak MB "
+        "| SQL floor s | ratio | ratio without pre-planning |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results["planning"]:
         lines.append(
             f"| {r['backend']} | {r['customers']:,} | {r['scenario']} | {r['new']:,} | {r['seconds']:.2f} | "
-            f"{r['new'] / max(r['seconds'], 1e-9):,.0f} | {r['peak_mb']:.0f} | {r['floor_seconds']:.2f} | "
-            f"{r['ratio']:.1f}x |"
+            f"{r.get('prepare_seconds', 0):.2f} | {r['new'] / max(r['seconds'], 1e-9):,.0f} | "
+            f"{r['peak_mb']:.0f} | {r['floor_seconds']:.3f} | {r['ratio']:.1f}x | {_plan_ratio(r):.1f}x |"
         )
     if results["delivery"]:
         lines += [
@@ -780,6 +896,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--messages", type=int, default=6_000, help="messages per delivery measurement")
     parser.add_argument("--no-delivery", dest="delivery", action="store_false")
+    parser.add_argument(
+        "--plan-runs", type=int, default=PLAN_RUNS, help="fresh-process plans per day; the best is reported"
+    )
     parser.add_argument("--data-dir", default="/tmp/careflow-bench")
     parser.add_argument("--json-out", type=Path, help="write the raw results here")
     parser.add_argument("--plot", type=Path, help="write a PNG of planning time against customers")

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import selectinload
 
 from careflow.care import CarePlugin, Occasion, PlanContext
 from careflow.hookspecs import hookimpl
@@ -33,9 +34,12 @@ class StormDayPlugin(CarePlugin):
 
     def occasions(self, ctx: PlanContext) -> Iterable[Occasion]:
         center = select(Center.id).where(Center.code == STORM_CENTER).scalar_subquery()
-        for customer in ctx.session.scalars(
-            select(Customer).where(ctx.in_batch(), Customer.center_id == center)
-        ):
+        query = (
+            select(Customer)
+            .where(ctx.in_batch(), Customer.center_id == center)
+            .options(selectinload(Customer.center))  # as the built-in plugins load customers
+        )
+        for customer in ctx.session.scalars(query):
             today = ctx.local_today(customer)
             yield Occasion(
                 customer=customer,
@@ -69,7 +73,8 @@ class FixedDuePlugin(CarePlugin):
         wanted = [i for i in fixed_due_ids(last) if lo <= i <= hi]
         if not wanted:
             return
-        for customer in ctx.session.scalars(select(Customer).where(Customer.id.in_(wanted))):
+        query = select(Customer).where(Customer.id.in_(wanted)).options(selectinload(Customer.center))
+        for customer in ctx.session.scalars(query):
             today = ctx.local_today(customer)
             yield Occasion(
                 customer=customer,

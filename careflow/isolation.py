@@ -156,13 +156,32 @@ def _work(
         done.set()
 
 
+# What the scheduler reads from each occasion's customer after the plugin's session has closed.
+PLANNING_READS = frozenset(
+    {
+        "id",
+        "center_id",
+        "external_id",
+        "locale",
+        "timezone",
+        "phone",
+        "email",
+        "whatsapp",
+        "preferred_channel",
+        "is_staff",
+        "center",
+    }
+)
+
+
 def _load_what_planning_reads(found: list[Any]) -> None:
     """Load, while the plugin's session is open, what the scheduler reads from each customer."""
     for occ in found:
         customer = getattr(occ, "customer", None)
         if isinstance(customer, Customer):
-            _ = (customer.id, customer.center_id, customer.external_id, customer.locale, customer.timezone)
-            _ = (customer.phone, customer.email, customer.center.locale)
+            for name in PLANNING_READS:
+                getattr(customer, name)
+            _ = customer.center.locale
 
 
 def _frames_from(frame: FrameType | None) -> Iterator[FrameType]:

@@ -25,6 +25,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     false,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -116,8 +117,36 @@ class Customer(Base):
     __tablename__ = "customers"
     __table_args__ = (
         UniqueConstraint("center_id", "external_id"),
-        # The birthday plugin narrows candidates by month/day with this index.
-        Index("ix_customers_birthday", "birth_month", "birth_day"),
+        # The birthday plugin narrows candidates by month/day with these indexes; the id makes
+        # each planning window (an id range) read only its own entries, not the whole day's.
+        Index("ix_customers_birthday_id", "birth_month", "birth_day", "id"),
+        # The weather plugin loads the customers of the cities under an alert, window by window.
+        Index("ix_customers_city_id", "city", "id"),
+        # The few staff cards (survey follow-ups), found without reading a window's customers.
+        Index(
+            "ix_customers_staff",
+            "id",
+            sqlite_where=text("is_staff IS 1"),
+            postgresql_where=text("is_staff IS true"),
+        ),
+        # The few customers with a time zone of their own, or a lunar calendar, looked up on
+        # other days than their center's: small partial indexes, so those days cost little.
+        Index(
+            "ix_customers_birthday_own_tz",
+            "birth_month",
+            "birth_day",
+            "id",
+            sqlite_where=text("timezone IS NOT NULL"),
+            postgresql_where=text("timezone IS NOT NULL"),
+        ),
+        Index(
+            "ix_customers_birthday_lunar",
+            "birth_month",
+            "birth_day",
+            "id",
+            sqlite_where=text("birthday_calendar = 'lunar'"),
+            postgresql_where=text("birthday_calendar = 'lunar'"),
+        ),
     )
 
     id: Mapped[intpk]
@@ -175,7 +204,12 @@ class Consent(Base):
 
 class Vehicle(Base):
     __tablename__ = "vehicles"
-    __table_args__ = (UniqueConstraint("customer_id", "plate"),)
+    __table_args__ = (
+        UniqueConstraint("customer_id", "plate"),
+        # Date first, then the customer: a planning window reads only its own near-due vehicles.
+        Index("ix_vehicles_next_service_due_customer", "next_service_due", "customer_id"),
+        Index("ix_vehicles_warranty_end_customer", "warranty_end", "customer_id"),
+    )
 
     id: Mapped[intpk]
     customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"), index=True)
@@ -183,12 +217,12 @@ class Vehicle(Base):
     vin: Mapped[str | None] = mapped_column(String(32))
     model: Mapped[str | None] = mapped_column(String(100))
     purchase_date: Mapped[date | None] = mapped_column(Date)
-    warranty_end: Mapped[date | None] = mapped_column(Date, index=True)
+    warranty_end: Mapped[date | None] = mapped_column(Date)
     interval_months: Mapped[int | None] = mapped_column(SmallInteger)
     interval_km: Mapped[int | None] = mapped_column(Integer)
     # Kept current by careflow.records whenever the vehicle or its visits change, so the
     # maintenance plugin narrows candidates with an index instead of replaying every history.
-    next_service_due: Mapped[date | None] = mapped_column(Date, index=True)
+    next_service_due: Mapped[date | None] = mapped_column(Date)
     next_service_reason: Mapped[str | None] = mapped_column(String(16))  # "time" or "mileage"
     # The last maintenance visit (or purchase date) the due date counts from: a new visit, a new cycle.
     next_service_from: Mapped[date | None] = mapped_column(Date)
@@ -198,6 +232,7 @@ class ServiceVisit(Base):
     __tablename__ = "service_visits"
     __table_args__ = (
         Index("ix_service_visits_customer_date", "customer_id", "date"),
+        Index("ix_service_visits_date_customer", "date", "customer_id"),  # surveys: visits of one day
         # Re-importing a visit updates it: one visit per customer, vehicle, day and kind.
         UniqueConstraint("customer_id", "vehicle_id", "date", "kind"),
     )
@@ -205,7 +240,7 @@ class ServiceVisit(Base):
     id: Mapped[intpk]
     customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
     vehicle_id: Mapped[int | None] = mapped_column(ForeignKey("vehicles.id", ondelete="SET NULL"), index=True)
-    date: Mapped[date] = mapped_column(Date, index=True)
+    date: Mapped[date] = mapped_column(Date)
     mileage: Mapped[int | None] = mapped_column(Integer)
     amount: Mapped[Decimal | None] = mapped_column(Numeric(12, 2))
     kind: Mapped[str] = mapped_column(String(32))
@@ -216,6 +251,7 @@ class Voucher(Base):
     """A repair or accessory voucher bought with points, valid only at the next maintenance visit."""
 
     __tablename__ = "vouchers"
+    __table_args__ = (Index("ix_vouchers_expires_customer", "expires_on", "customer_id"),)
 
     id: Mapped[intpk]
     code: Mapped[str] = mapped_column(String(32), unique=True)
@@ -224,7 +260,7 @@ class Voucher(Base):
     points: Mapped[int] = mapped_column(Integer)
     value: Mapped[Decimal] = mapped_column(Numeric(12, 2))
     issued_on: Mapped[date] = mapped_column(Date)
-    expires_on: Mapped[date] = mapped_column(Date, index=True)
+    expires_on: Mapped[date] = mapped_column(Date)
     used_visit_id: Mapped[int | None] = mapped_column(
         ForeignKey("service_visits.id", ondelete="SET NULL"), unique=True
     )
@@ -236,7 +272,10 @@ class PointsEntry(Base):
     """One line of a customer's points ledger; positive lines are lots consumed oldest-expiry first."""
 
     __tablename__ = "points_ledger"
-    __table_args__ = (Index("ix_points_ledger_customer_expires", "customer_id", "expires_on"),)
+    __table_args__ = (
+        Index("ix_points_ledger_customer_expires", "customer_id", "expires_on"),
+        Index("ix_points_ledger_expires_customer", "expires_on", "customer_id"),  # lots expiring soon
+    )
 
     id: Mapped[intpk]
     customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
@@ -245,7 +284,7 @@ class PointsEntry(Base):
     # What is left of a positive lot; expired lots keep theirs (they can no longer be spent).
     remaining: Mapped[int] = mapped_column(Integer, default=0)
     entry_date: Mapped[date] = mapped_column(Date)
-    expires_on: Mapped[date | None] = mapped_column(Date, index=True)
+    expires_on: Mapped[date | None] = mapped_column(Date)
     # UNIQUE: a visit earns once however often it is re-imported.
     visit_id: Mapped[int | None] = mapped_column(
         ForeignKey("service_visits.id", ondelete="CASCADE"), unique=True

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import BigInteger, any_, literal, select
@@ -34,9 +34,24 @@ class ChannelChoice:
 ConsentMap = dict[tuple[int, str, str], bool]
 
 
-def load_consents(session: Session, customer_ids: Iterable[int]) -> ConsentMap:
-    """Consents for many customers in one query: (customer, channel, purpose) -> granted."""
+def load_consents(
+    session: Session,
+    customer_ids: Iterable[int],
+    *,
+    channels: Collection[str] | None = None,
+    purposes: Collection[str] | None = None,
+) -> ConsentMap:
+    """Consents for many customers in one query: (customer, channel, purpose) -> granted.
+
+    ``channels`` and ``purposes``, when given, limit what is read to the consents a caller
+    can ask about (the others are simply absent from the map).
+    """
     ids = sorted(set(customer_ids))
+    only = []
+    if channels is not None:
+        only.append(Consent.channel.in_(sorted(channels)))
+    if purposes is not None:
+        only.append(Consent.purpose.in_(sorted(purposes)))
     result: ConsentMap = {}
     postgres = session.get_bind().dialect.name == "postgresql"
     for start in range(0, len(ids), 5_000):
@@ -48,7 +63,9 @@ def load_consents(session: Session, customer_ids: Iterable[int]) -> ConsentMap:
             else Consent.customer_id.in_(chunk)
         )
         rows = session.execute(
-            select(Consent.customer_id, Consent.channel, Consent.purpose, Consent.granted).where(wanted)
+            select(Consent.customer_id, Consent.channel, Consent.purpose, Consent.granted).where(
+                wanted, *only
+            )
         )
         for customer_id, channel, purpose, granted in rows:
             result[(customer_id, channel, purpose)] = granted

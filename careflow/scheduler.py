@@ -12,7 +12,7 @@ from datetime import date, datetime
 from functools import partial
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, inspect, select
 from sqlalchemy.exc import InvalidRequestError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -20,7 +20,7 @@ from careflow import metrics
 from careflow.bulk import insert_ignoring_duplicates
 from careflow.care import CarePlugin, Occasion, PlanContext, PluginSettings, priority_of
 from careflow.center_plugins import PluginRun, plugin_runs
-from careflow.isolation import planning_sessions, run_plugin_batch
+from careflow.isolation import PLANNING_READS, planning_sessions, run_plugin_batch
 from careflow.models import CareEvent, Center, Customer, EventStatus
 from careflow.plugin_runs import record_run
 from careflow.policies import choose_channel, load_consents
@@ -54,6 +54,7 @@ class PlanReport:
     already_recorded: int = 0
     suppressed: int = 0
     batches: int = 0
+    prepare_seconds: float = 0.0  # the once-per-run pre-planning step (segments, plugins' prepare)
     per_plugin: dict[str, Counter[str]] = field(default_factory=dict)
     failures: list[PluginFailure] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)  # every occasion key seen, for reporting
@@ -87,8 +88,10 @@ def idempotency_key(plugin: str, occasion: Occasion) -> str:
 
 def customer_id_span(session: Session) -> tuple[int, int] | None:
     """The lowest and highest customer id, or None when there are no customers."""
-    lo, hi = session.execute(select(func.min(Customer.id), func.max(Customer.id))).one()
-    return None if lo is None else (lo, hi)
+    # Two statements: SQLite answers a lone min() or max() from the index, not both in one select.
+    lo: int | None = session.scalar(select(func.min(Customer.id)))
+    hi: int | None = session.scalar(select(func.max(Customer.id)))
+    return None if lo is None or hi is None else (lo, hi)
 
 
 class IdWindows:
@@ -107,6 +110,9 @@ class IdWindows:
         self.lo, self.hi = span
         self.next = self.lo
         self.batch_size = batch_size
+        # The first window is batch_size wide even when adaptive: on a day when everyone is due
+        # (a holiday) it holds no more occasions than a fixed window would. Since each window
+        # reads only its own index entries, a quiet day's few extra windows cost little.
         self.width = self.last_width = batch_size
         self.adaptive = adaptive
 
@@ -156,6 +162,7 @@ def plan(
         # A shard skips it: the run that created the shards did it once for all of them.
         for name, error in prepare_run(runtime, enabled, now=now, day=day):
             report.failures.append(PluginFailure(name, (0, 0), error))
+        report.prepare_seconds = time.perf_counter() - started
     with runtime.sessions() as session:
         # Each center's console settings win over careflow.toml (see careflow.center_plugins).
         runs = plugin_runs(runtime.registry, runtime.settings, session)
@@ -245,7 +252,8 @@ def _collect(
             )
             report.failures.append(PluginFailure(plugin.name, id_range, problem, customer=who))
             continue
-        good.append(replace(occ, customer=_adopt(session, occ.customer)))
+        adopted = _adopt(session, occ.customer)
+        good.append(occ if adopted is occ.customer else replace(occ, customer=adopted))
     return good
 
 
@@ -270,7 +278,15 @@ def _for_audience(
 
 
 def _adopt(session: Session, customer: Customer) -> Customer:
-    """The plugin's (detached) customer as an object of the batch's own session."""
+    """The plugin's customer, fit for the batch: as is when it holds what planning reads, unchanged.
+
+    A detached customer whose planning attributes (and center) were loaded in the plugin's
+    session is used as it is: the scheduler only reads it. Anything else becomes an object
+    of the batch's own session (merged), as does a customer the plugin changed.
+    """
+    state = inspect(customer)
+    if state.detached and not state.modified and not (state.unloaded & PLANNING_READS):
+        return customer
     try:
         return session.merge(customer, load=False)
     except InvalidRequestError:  # the plugin changed it without committing: take the stored row
@@ -333,8 +349,18 @@ def _plan_batch(
     audience = _for_audience(session, found, report)
     if not audience:
         return []
-    consents = load_consents(session, (occ.customer.id for _, occ, _ in audience))
     routes = {code: runtime.channel_route(code) for code in runtime.settings.centers}
+    # Only the consents choose_channel can ask about: the plugins' purposes, on the channels
+    # of the centers' orders (a center without settings uses every channel) and the customers'
+    # preferred ones.
+    channels = {c for order, _ in routes.values() for c in order} | set(runtime.settings.channels)
+    channels |= {occ.customer.preferred_channel for _, occ, _ in audience if occ.customer.preferred_channel}
+    consents = load_consents(
+        session,
+        (occ.customer.id for _, occ, _ in audience),
+        channels=channels,
+        purposes={str(plugin.purpose) for plugin, _, _ in audience},
+    )
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
     center_code: dict[str, str] = {}  # for metrics, labelled like deliveries

@@ -80,7 +80,8 @@ def _activity_12m(center_id: int, since: date, id_range: tuple[int, int] | None 
         .group_by(ServiceVisit.customer_id)
     )
     if id_range is not None:
-        query = query.where(ServiceVisit.customer_id.between(*id_range))
+        # Both sides: PostgreSQL otherwise joins every customer of the center in every batch.
+        query = query.where(ServiceVisit.customer_id.between(*id_range), Customer.id.between(*id_range))
     return query
 
 
@@ -189,8 +190,13 @@ def _refresh_batch(
     visits = func.coalesce(agg.c.visits, 0)
     spend = func.coalesce(agg.c.spend, 0)
     last_visit = agg.c.last_visit
-    has_vehicle = exists().where(Vehicle.customer_id == Customer.id)
-    in_warranty = exists().where(Vehicle.customer_id == Customer.id, Vehicle.warranty_end >= today)
+    # The batch's range inside the subqueries too: PostgreSQL may hash them whole (every vehicle)
+    # once per batch, which grows with the customer count squared.
+    batch_vehicles = Vehicle.customer_id.between(*id_range)
+    has_vehicle = exists().where(Vehicle.customer_id == Customer.id, batch_vehicles)
+    in_warranty = exists().where(
+        Vehicle.customer_id == Customer.id, Vehicle.warranty_end >= today, batch_vehicles
+    )
     rows = (
         select(
             Customer.id,

@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import and_, func, or_, select
+from sqlalchemy.orm import selectinload
 
 from careflow.care import CarePlugin, Occasion, PlanContext, PluginSettings
 from careflow.hookspecs import hookimpl
@@ -62,6 +63,7 @@ class MaintenancePlugin(CarePlugin):
     priority = 80
     purpose = Purpose.SERVICE
     settings_model = MaintenanceSettings
+    narrows_in_sql = True  # the (next_service_due, customer_id) and (warranty_end, customer_id) indexes
     variables: ClassVar[Mapping[str, str]] = {
         "occasion": "service-soon, service-due or warranty-ending",
         "plate": "the vehicle's plate",
@@ -91,20 +93,28 @@ class MaintenancePlugin(CarePlugin):
         lo, hi = min(days), max(days)
         paced = bool(settings.daily_capacity or any(c.daily_capacity for c in settings.centers.values()))
         ahead = settings.days_before + (settings.max_advance_days if paced else 0)
-        # Narrowed by the indexes on next_service_due and warranty_end: only vehicles near a date load.
+        # Narrowed by the (date, customer_id) indexes: only this batch's vehicles near a date load.
+        batch = ctx.in_batch(Vehicle.customer_id)
         query = (
             select(Vehicle, Customer)
             .join(Customer, Customer.id == Vehicle.customer_id)
             .where(
                 ctx.in_batch(),
                 or_(
-                    Vehicle.next_service_due.between(
-                        lo - timedelta(days=settings.late_days), hi + timedelta(days=ahead)
+                    and_(
+                        Vehicle.next_service_due.between(
+                            lo - timedelta(days=settings.late_days), hi + timedelta(days=ahead)
+                        ),
+                        batch,
                     ),
-                    Vehicle.warranty_end.between(lo, hi + timedelta(days=settings.warranty_days_before)),
+                    and_(
+                        Vehicle.warranty_end.between(lo, hi + timedelta(days=settings.warranty_days_before)),
+                        batch,
+                    ),
                 ),
             )
             .order_by(Vehicle.id)
+            .options(selectinload(Customer.center))  # the few centers in one query, not one join per row
         )
         rows = ctx.session.execute(query).all()
         if not rows:

@@ -138,6 +138,7 @@ class PointsPlugin(CarePlugin):
             .join(Customer, Customer.id == PointsEntry.customer_id)
             .where(
                 ctx.in_batch(),
+                ctx.in_batch(PointsEntry.customer_id),  # the (expires_on, customer_id) index
                 PointsEntry.remaining > 0,
                 PointsEntry.expires_on > lo,
                 PointsEntry.expires_on <= hi + window,
@@ -179,6 +180,7 @@ class PointsPlugin(CarePlugin):
             .join(Customer, Customer.id == Voucher.customer_id)
             .where(
                 ctx.in_batch(),
+                ctx.in_batch(Voucher.customer_id),  # the (expires_on, customer_id) index
                 and_(Voucher.used_visit_id.is_(None), Voucher.expires_on.between(lo, hi + window)),
                 ~lapsed,
             )

@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 from pydantic import Field, field_validator, model_validator
 from sqlalchemy import select, tuple_
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import selectinload
 
 from careflow.care import CarePlugin, Occasion, PlanContext, PluginSettings, PrepareContext, WeatherProvider
 from careflow.hookspecs import hookimpl
@@ -77,6 +78,9 @@ class WeatherPlugin(CarePlugin):
     priority = 90  # safety first: it wins every frequency-cap contest
     purpose = Purpose.SERVICE
     settings_model = WeatherSettings
+    # Nobody is loaded on a calm day; on a stormy one, the affected cities' customers (the
+    # (city, id) index), all of them due.
+    narrows_in_sql = True
     variables: ClassVar[Mapping[str, str]] = {
         "kind": "typhoon, rainstorm, snow, cold_wave, heat, hail or strong_wind",
         "headline": "the bureau's headline (file provider), or empty",
@@ -179,8 +183,10 @@ class WeatherPlugin(CarePlugin):
         if not reports:
             return  # calm weather everywhere: no customer is loaded
         cities = sorted({city for city, _ in reports})
-        query = select(Customer).where(
-            ctx.in_batch(), Customer.is_staff.is_(False), Customer.city.in_(cities)
+        query = (
+            select(Customer)
+            .where(ctx.in_batch(), Customer.is_staff.is_(False), Customer.city.in_(cities))
+            .options(selectinload(Customer.center))
         )
         for customer in ctx.session.scalars(query):
             today = ctx.local_today(customer)

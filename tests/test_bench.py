@@ -21,7 +21,10 @@ def test_quick_benchmark_prints_planning_and_delivery_tables(tmp_path: Path) -> 
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout
-    header = "| backend | customers | day | events | planning s | events/s | peak MB | SQL floor s | ratio |"
+    header = (
+        "| backend | customers | day | events | planning s | of which pre-planning s | events/s | peak MB "
+        "| SQL floor s | ratio | ratio without pre-planning |"
+    )
     assert header in out
     for backend in ("sqlite+local", "pg+redis", "pg+rabbitmq"):
         for day in ("birthday", "storm", "fixed"):

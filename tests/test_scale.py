@@ -233,3 +233,137 @@ def test_adaptive_windows_plan_exactly_what_fixed_windows_plan(
         assert sorted(wide.keys) == sorted(narrow.keys) and wide.keys
     finally:
         runtime.close()
+
+
+NARROWING = ("birthday", "maintenance", "survey", "holidays", "weather")
+
+
+def _seed_everyday(url: str, alerts: Path) -> None:
+    """Some customers due for each narrowing plugin on NOW's day (on top of bench/generate.py's data)."""
+    from datetime import date, timedelta
+
+    from sqlalchemy import create_engine, update
+
+    from careflow.models import ServiceVisit, Vehicle
+
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        for vid in range(7, 6_000, 97):  # service due around NOW, spread over the id range
+            conn.execute(
+                update(Vehicle)
+                .where(Vehicle.id == vid)
+                .values(
+                    next_service_due=date(2026, 5, 11) + timedelta(days=vid % 11 - 3),
+                    next_service_from=date(2025, 11, 11),
+                    next_service_reason="time",
+                )
+            )
+        for cid in range(11, 6_000, 89):  # visited yesterday: surveyed today
+            conn.execute(
+                ServiceVisit.__table__.insert().values(
+                    customer_id=cid, vehicle_id=None, date=date(2026, 5, 10), kind="repair", mileage=1
+                )
+            )
+    engine.dispose()
+    alerts.write_text(
+        "id,city,kind,starts,ends,headline\nbj-rain-1,Beijing,rainstorm,2026-05-11,2026-05-12,Rain\n",
+        encoding="utf-8",
+    )
+
+
+def test_narrowing_plugins_find_in_wide_windows_exactly_what_a_full_scan_finds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each built-in plugin that narrows in SQL plans the same events whatever the windows are."""
+    from careflow.testing import make_settings
+
+    url = f"sqlite:///{tmp_path / 'careflow.db'}"
+    generate(url, 6_000)
+    alerts = tmp_path / "alerts.csv"
+    _seed_everyday(url, alerts)
+    plugins = {name: {"enabled": True} for name in NARROWING}
+    plugins["weather"].update(provider="file", alerts_file=str(alerts))
+    centers = {
+        code: {"send_from": "00:00", "send_until": "24:00", "frequency_cap": 0}
+        for code in ("bj", "sh", "gz", "cd", "hk")
+    }
+
+    def planned(batch_size: int, when: str) -> tuple[set[tuple[str, str]], int]:
+        runtime = build_runtime(
+            make_settings(url, plugins=plugins, centers=centers, scheduler={"batch_size": batch_size})
+        )
+        try:
+            report = plan(runtime, now=parse_instant(when))
+            assert not report.failures, report.failures
+            found = outcomes(runtime)
+            with runtime.sessions.begin() as session:
+                session.execute(CareEvent.__table__.delete())
+            return found, report.batches
+        finally:
+            runtime.close()
+
+    for when in ("2026-05-11T10:00:00+08:00", "2026-10-01T10:00:00+08:00"):  # a day, and a holiday
+        wide, wide_windows = planned(200, when)
+        whole, _ = planned(100_000, when)  # one window: every customer in one query
+        for name in NARROWING:
+            monkeypatch.setattr(type(_plugin(url, name)), "narrows_in_sql", False)
+        fixed, fixed_windows = planned(200, when)
+        monkeypatch.undo()
+        assert wide == whole == fixed
+        plugins_due = {key.split(":", 1)[0] for key, _ in wide}
+        if when.startswith("2026-05"):
+            assert plugins_due == {"birthday", "maintenance", "survey", "weather"}
+            assert wide_windows < fixed_windows  # the quiet day's windows widened
+        else:
+            assert "holidays" in plugins_due and len(wide) >= 6_000
+
+
+def _plugin(url: str, name: str) -> object:
+    from careflow.plugins import load_plugins
+
+    return load_plugins().care_plugins[name]
+
+
+def test_each_window_reads_only_its_own_index_entries(tmp_path: Path) -> None:
+    """The birthday and maintenance queries seek (date, customer) indexes by the window's id range."""
+    import sqlite3
+
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    from careflow.testing import make_settings
+
+    url = f"sqlite:///{tmp_path / 'careflow.db'}"
+    generate(url, 3_000)
+    seen: list[tuple[str, tuple[object, ...]]] = []
+
+    def capture(_conn: object, _cursor: object, statement: str, parameters: object, *_: object) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and isinstance(parameters, tuple):
+            seen.append((statement, parameters))
+
+    runtime = build_runtime(
+        make_settings(url, plugins={"birthday": {"enabled": True}, "maintenance": {"enabled": True}})
+    )
+    event.listen(Engine, "before_cursor_execute", capture)
+    try:
+        plan(runtime, now=NOW, dry_run=True)
+    finally:
+        event.remove(Engine, "before_cursor_execute", capture)
+        runtime.close()
+    plans = []
+    with sqlite3.connect(tmp_path / "careflow.db") as db:
+        for statement, parameters in seen:
+            if "birth_month" in statement or "next_service_due" in statement:  # the two plugins
+                rows = db.execute(f"EXPLAIN QUERY PLAN {statement}", parameters).fetchall()
+                plans.append(" | ".join(str(r[-1]) for r in rows))
+    birthday = [p for p in plans if "ix_customers_birthday" in p]
+    vehicles = [p for p in plans if "SEARCH vehicles" in p]
+    assert birthday and vehicles, plans
+    assert all(
+        "ix_customers_birthday_id (birth_month=? AND birth_day=? AND id>? AND id<?)" in p for p in birthday
+    )
+    # SQLite picks the date index or the customer index by its statistics: either way, bounded
+    # by the window's customer ids.
+    assert all(
+        "SEARCH vehicles USING INDEX" in p and "customer_id>? AND customer_id<?" in p for p in vehicles
+    )
