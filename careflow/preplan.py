@@ -29,7 +29,7 @@ def prepare_run(
         center_tz = dict(session.execute(select(Center.id, Center.timezone)).all())
     try:
         with runtime.sessions.begin() as session:
-            refresh_segments(session, runtime.settings.segments, now=now, day=day)
+            refresh_segments(session, runtime.settings.segments, now=now, day=day, only_stale=True)
     except Exception as exc:  # stale segments are better than no care at all
         log.exception("segment refresh failed")
         problems.append(("segments", f"segment refresh failed, yesterday's segments used: {exc}"))

@@ -1,5 +1,10 @@
 """Customer segments (A/B/C, warranty, activity, RFM), recomputed in set-based SQL each night.
 
+Once per center and local day: the first planning run of the day refreshes a center's
+segments and records that in ``scheduler_runs`` (job ``segments:<center>``); later runs that
+day reuse them, unless customers, vehicles or visits changed since (any write to those
+tables through a session clears the records, so the next run recomputes).
+
 Every statement works on one center and one customer-id range, so the refresh is batchable:
 the cost of a batch does not depend on how many customers the other batches hold. Ranked
 figures (quintiles, percentiles) need the whole center, so their cut-off values are read
@@ -30,12 +35,24 @@ from sqlalchemy import (
     or_,
     select,
 )
-from sqlalchemy.orm import Session, object_session
+from sqlalchemy import event as sa_event
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction, object_session
 
 from careflow.care import SEGMENT_DIMENSIONS
 from careflow.config import SegmentSettings
 from careflow.hookspecs import hookimpl
-from careflow.models import CareEvent, Center, Customer, CustomerSegment, ServiceVisit, Vehicle
+from careflow.models import (
+    CareEvent,
+    Center,
+    Customer,
+    CustomerSegment,
+    SchedulerRun,
+    ServiceVisit,
+    Vehicle,
+    utcnow,
+)
 
 # Labels a customer without a stored row has (a card created after tonight's refresh).
 DEFAULT_LABELS = frozenset({"C", "no_vehicle", "no_visits"})
@@ -142,16 +159,33 @@ def _tier(visits: ColumnElement[Any], spend: ColumnElement[Any], cfg: SegmentSet
     )
 
 
+SEGMENTS_JOB = "segments:"  # scheduler_runs.job prefix: a center's segments are fresh for that day
+_STALE = "careflow.segments_stale"  # session.info flag: segment inputs were written
+_INPUT_TABLES = frozenset({"customers", "vehicles", "service_visits"})
+
+
 def refresh_segments(
-    session: Session, cfg: SegmentSettings, *, now: datetime, day: date | None = None
+    session: Session,
+    cfg: SegmentSettings,
+    *,
+    now: datetime,
+    day: date | None = None,
+    only_stale: bool = False,
 ) -> int:
     """Recompute every customer's segments (staff cards excluded); returns how many rows were written.
 
-    The caller commits. Each center is classified on its own local day.
+    The caller commits. Each center is classified on its own local day. With ``only_stale``
+    a center whose segments were already computed for that day (and whose customers,
+    vehicles and visits have not changed since) is skipped.
     """
     written = 0
     for center in session.scalars(select(Center).order_by(Center.id)):
         today = day or now.astimezone(ZoneInfo(center.timezone)).date()
+        job = f"{SEGMENTS_JOB}{center.code}"
+        if only_stale and session.scalar(
+            select(SchedulerRun.id).where(SchedulerRun.job == job, SchedulerRun.day == today)
+        ):
+            continue
         since = months_before(today, 12)
         lapsed_before = months_before(today, cfg.lapsed_after_months)
         cut = _read_cutoffs(session, center.id, since, cfg)
@@ -163,7 +197,41 @@ def refresh_segments(
         for start in range(lo, hi + 1, cfg.batch_size):
             id_range = (start, min(start + cfg.batch_size - 1, hi))
             written += _refresh_batch(session, center.id, id_range, today, since, lapsed_before, cfg, cut)
+        _record_fresh(session, job, today)
+    session.info.pop(_STALE, None)  # this refresh's own reads and writes change no input
     return written
+
+
+def _record_fresh(session: Session, job: str, today: date) -> None:
+    """Note that ``job``'s center has today's segments; a concurrent run noting it too is fine."""
+    make = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    row = {"job": job, "day": today, "holder": "planning", "finished_at": utcnow()}
+    session.execute(make(SchedulerRun).values(**row).on_conflict_do_nothing())
+
+
+@sa_event.listens_for(Session, "after_flush")
+def _note_changed_objects(session: Session, flush: UOWTransaction) -> None:
+    """ORM writes to customers, vehicles or visits make today's segments out of date."""
+    for obj in (*session.new, *session.dirty, *session.deleted):
+        if isinstance(obj, Customer | Vehicle | ServiceVisit):
+            session.info[_STALE] = True
+            return
+
+
+@sa_event.listens_for(Session, "do_orm_execute")
+def _note_changed_rows(state: ORMExecuteState) -> None:
+    """So do bulk INSERT/UPDATE/DELETE statements run through a session."""
+    if not (state.is_insert or state.is_update or state.is_delete):
+        return
+    table = getattr(state.statement, "table", None)
+    if getattr(table, "name", None) in _INPUT_TABLES:
+        state.session.info[_STALE] = True
+
+
+@sa_event.listens_for(Session, "before_commit")
+def _forget_fresh_segments(session: Session) -> None:
+    if session.info.pop(_STALE, False):
+        session.execute(delete(SchedulerRun).where(SchedulerRun.job.startswith(SEGMENTS_JOB)))
 
 
 def _refresh_batch(

@@ -160,8 +160,8 @@ def test_the_scheduler_plans_each_center_at_its_local_time_once(
         assert leader.tick(opening + timedelta(hours=1))
         assert len(queued) == 4  # planned and released once per center and day
         with runtime.sessions() as session:
-            runs = session.scalars(select(SchedulerRun.job)).all()
-            assert runs == ["plan:main"]
+            runs = session.scalars(select(SchedulerRun.job).order_by(SchedulerRun.job)).all()
+            assert runs == ["plan:main", "segments:main"]  # the day's plan, and its segments computed once
             assert session.scalar(select(func.count()).select_from(CareEvent)) == 4
         assert notes[0] == "leader: a"
         assert any(n.startswith("plan end main 2026-05-11: 4 new") for n in notes)

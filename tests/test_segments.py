@@ -192,3 +192,41 @@ def test_templates_see_the_segment(careflow_db_url: str) -> None:
         assert sum("Thank you for your loyalty" in b for b in bodies.values()) == 1
     finally:
         rt.close()
+
+
+def test_segments_are_computed_once_a_day_unless_their_inputs_change(runtime: Runtime) -> None:
+    """The first run of a center's day computes its segments; later runs reuse them, until a
+    customer, vehicle or visit is written, and a new day always computes them again."""
+    from datetime import timedelta
+
+    from careflow.preplan import prepare_run
+
+    customer_id = _customer(runtime, "S1", [(date(2026, 10, 1), 900), (date(2026, 9, 1), 900)])
+
+    def stored() -> CustomerSegment:
+        with runtime.sessions() as session:
+            found = session.get(CustomerSegment, customer_id)
+            assert found is not None
+            return found
+
+    prepare_run(runtime, {}, now=NOW, day=None)
+    assert stored().tier == "B" and stored().computed_on == TODAY
+    with runtime.sessions.begin() as session:  # changed behind careflow's back, to see a recompute
+        segment = session.get(CustomerSegment, customer_id)
+        assert segment is not None
+        segment.tier = "C"
+    prepare_run(runtime, {}, now=NOW + timedelta(hours=2), day=None)
+    assert stored().tier == "C"  # the same day and no input changed: not computed again
+    with runtime.sessions.begin() as session:  # two more big visits: an A customer now
+        customer = session.get(Customer, customer_id)
+        assert customer is not None
+        add_visit(session, customer, date(2026, 11, 1), amount=4000)
+        add_visit(session, customer, date(2026, 11, 2), amount=4000)
+    prepare_run(runtime, {}, now=NOW + timedelta(hours=3), day=None)
+    assert stored().tier == "A"
+    with runtime.sessions.begin() as session:
+        segment = session.get(CustomerSegment, customer_id)
+        assert segment is not None
+        segment.tier = "C"
+    prepare_run(runtime, {}, now=NOW + timedelta(days=1), day=None)
+    assert stored().tier == "A" and stored().computed_on == TODAY + timedelta(days=1)  # a new day
