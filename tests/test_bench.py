@@ -35,6 +35,7 @@ def test_quick_benchmark_prints_planning_and_delivery_tables(tmp_path: Path) -> 
         for workers in (1, 2):
             assert f"| {broker} | 50 | {workers} x 8 | 300 |" in out
     assert "Bare render loop:" in out
+    assert "Segments computed by the day's first run" in out
     # careflow found exactly the due set the hand-written floor query found.
     for line in out.splitlines():
         if line.startswith("planning "):
