@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Integer, Table, Text, bindparam, column, or_, select, update
+from sqlalchemy import ColumnElement, Integer, Table, Text, bindparam, column, or_, select, update
 from sqlalchemy import values as sql_values
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, joinedload
@@ -406,11 +406,7 @@ def _store_bodies(session: Session, items: Sequence[_Prepared]) -> None:
         return
     session.execute(
         update(table)
-        .where(
-            table.c.id == bindparam("event_id"),
-            table.c.attempts == bindparam("attempt"),
-            table.c.status == EventStatus.SENDING,
-        )
+        .where(*_held_by_attempt())
         .values(
             body=bindparam("new_body"), subject=bindparam("new_subject"), html_body=bindparam("new_html")
         ),
@@ -594,6 +590,16 @@ def _send_one(runtime: Runtime, item: _Prepared) -> SendResult | Outcome:
     return result
 
 
+def _held_by_attempt() -> tuple[ColumnElement[bool], ...]:
+    """Rows still claimed by the attempt given as the ``event_id``/``attempt`` parameters (executemany)."""
+    table = _EVENTS
+    return (
+        table.c.id == bindparam("event_id"),
+        table.c.attempts == bindparam("attempt"),
+        table.c.status == EventStatus.SENDING,
+    )
+
+
 def _release(runtime: Runtime, held: Sequence[tuple[int, int]]) -> None:
     """Hand claimed events that were never tried back to ``planned``, their attempt uncounted."""
     if not held:
@@ -602,11 +608,7 @@ def _release(runtime: Runtime, held: Sequence[tuple[int, int]]) -> None:
     with runtime.sessions.begin() as session:
         session.execute(
             update(table)
-            .where(
-                table.c.id == bindparam("event_id"),
-                table.c.attempts == bindparam("attempt"),
-                table.c.status == EventStatus.SENDING,
-            )
+            .where(*_held_by_attempt())
             .values(status=EventStatus.PLANNED, attempts=bindparam("attempt") - 1, claimed_at=None),
             [{"event_id": event_id, "attempt": attempt} for event_id, attempt in held],
         )
