@@ -213,10 +213,15 @@ class CenterSettings(_Section):
     @field_validator("plan_at")
     @classmethod
     def _plan_time(cls, value: str) -> str:
-        hours, sep, minutes = value.partition(":")
-        if sep and hours.isdigit() and minutes.isdigit() and int(hours) < 24 and int(minutes) < 60:
-            return f"{int(hours):02d}:{int(minutes):02d}"
-        raise ValueError(f"expected a local time as HH:MM, e.g. '08:00', got {value!r}")
+        return local_time_of_day(value)
+
+
+def local_time_of_day(value: str) -> str:
+    """A local time of day as HH:MM (the scheduler's daily jobs), normalised: '8:5' -> '08:05'."""
+    hours, sep, minutes = value.partition(":")
+    if sep and hours.isdigit() and minutes.isdigit() and int(hours) < 24 and int(minutes) < 60:
+        return f"{int(hours):02d}:{int(minutes):02d}"
+    raise ValueError(f"expected a local time as HH:MM, e.g. '08:00', got {value!r}")
 
 
 class TemplateSettings(_Section):
@@ -290,6 +295,14 @@ class SegmentSettings(_Section):
     b_top_percent: float = Field(default=50, gt=0, le=100)
     lapsed_after_months: int = Field(default=9, ge=1, le=120)
     batch_size: int = Field(default=20_000, ge=1)
+    # Local time at which `careflow scheduler` computes each center's segments for the day,
+    # before its plan_at, so the day's planning does not wait for them.
+    refresh_at: str = "03:00"
+
+    @field_validator("refresh_at")
+    @classmethod
+    def _refresh_time(cls, value: str) -> str:
+        return local_time_of_day(value)
 
     @model_validator(mode="after")
     def _ordered(self) -> SegmentSettings:

@@ -171,15 +171,20 @@ def refresh_segments(
     now: datetime,
     day: date | None = None,
     only_stale: bool = False,
+    center_codes: Iterable[str] | None = None,
 ) -> int:
     """Recompute every customer's segments (staff cards excluded); returns how many rows were written.
 
     The caller commits. Each center is classified on its own local day. With ``only_stale``
     a center whose segments were already computed for that day (and whose customers,
-    vehicles and visits have not changed since) is skipped.
+    vehicles and visits have not changed since) is skipped; ``center_codes`` limits the
+    refresh to those centers.
     """
     written = 0
+    wanted = None if center_codes is None else set(center_codes)
     for center in session.scalars(select(Center).order_by(Center.id)):
+        if wanted is not None and center.code not in wanted:
+            continue
         today = day or now.astimezone(ZoneInfo(center.timezone)).date()
         job = f"{SEGMENTS_JOB}{center.code}"
         if only_stale and session.scalar(

@@ -26,6 +26,7 @@ from careflow.quiet_hours import release_deferred
 from careflow.recovery import lost_planned_ids, recover_stuck_sends
 from careflow.runtime import Runtime
 from careflow.scheduler import plan
+from careflow.segments import refresh_segments
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,26 @@ def plan_due_centers(ctx: JobContext) -> None:
         )
 
 
+def refresh_due_segments(ctx: JobContext) -> None:
+    """Compute each center's segments once its local ``[segments] refresh_at`` has passed today.
+
+    Ahead of ``plan_at``, so planning finds them fresh instead of computing them itself.
+    """
+    runtime = ctx.runtime
+    hours, minutes = (int(part) for part in runtime.settings.segments.refresh_at.split(":"))
+    for code, cfg in runtime.settings.centers.items():
+        local = ctx.now.astimezone(ZoneInfo(cfg.timezone))
+        if local.time() < time(hours, minutes):
+            continue
+        ctx.keep_lease()
+        with runtime.sessions.begin() as session:
+            written = refresh_segments(
+                session, runtime.settings.segments, now=ctx.now, only_stale=True, center_codes=[code]
+            )
+        if written:
+            ctx.report(f"segments {code} {local.date()}: {written} customer(s) classified")
+
+
 def _done(runtime: Runtime, job: str, day: Any) -> bool:
     with runtime.sessions() as session:
         found = session.scalar(
@@ -138,6 +159,7 @@ def release_deferred_job(ctx: JobContext) -> None:
 def default_jobs() -> list[PeriodicJob]:
     """The leader's periodic jobs, in order. The seam where other modules add theirs."""
     return [
+        PeriodicJob("segments", refresh_due_segments),
         PeriodicJob("plan", plan_due_centers),
         PeriodicJob("release-deferred", release_deferred_job),
         PeriodicJob("recover", recover_and_requeue),

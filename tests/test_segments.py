@@ -230,3 +230,35 @@ def test_segments_are_computed_once_a_day_unless_their_inputs_change(runtime: Ru
         segment.tier = "C"
     prepare_run(runtime, {}, now=NOW + timedelta(days=1), day=None)
     assert stored().tier == "A" and stored().computed_on == TODAY + timedelta(days=1)  # a new day
+
+
+def test_the_scheduler_computes_segments_at_refresh_at_so_planning_finds_them_fresh(runtime: Runtime) -> None:
+    """[segments] refresh_at (03:00 local by default) comes before plan_at (08:00): the day's
+    planning reuses the segments the scheduler computed instead of computing them itself."""
+    from careflow.models import SchedulerRun
+    from careflow.service import SchedulerService
+
+    customer_id = _customer(runtime, "S1", [(date(2026, 10, 1), 900), (date(2026, 9, 1), 900)])
+    notes: list[str] = []
+    service = SchedulerService(runtime, holder="a", enqueue=lambda ids: None, report=notes.append)
+
+    def segment() -> CustomerSegment | None:
+        with runtime.sessions() as session:
+            return session.get(CustomerSegment, customer_id)
+
+    service.tick(parse_instant("2026-11-23T02:59:00+08:00"))
+    assert segment() is None  # not yet
+    service.tick(parse_instant("2026-11-23T03:00:00+08:00"))
+    computed = segment()
+    assert computed is not None and computed.tier == "B" and computed.computed_on == TODAY
+    assert any(note.startswith("segments main 2026-11-23: 1 customer") for note in notes)
+    with runtime.sessions.begin() as session:  # to see whether planning computes them again
+        stored = session.get(CustomerSegment, customer_id)
+        assert stored is not None
+        stored.tier = "C"
+    service.tick(parse_instant("2026-11-23T08:00:00+08:00"))
+    assert any(note.startswith("plan end main") for note in notes)
+    assert segment().tier == "C"  # type: ignore[union-attr]  # planned without recomputing
+    with runtime.sessions() as session:
+        jobs = sorted(session.scalars(select(SchedulerRun.job)))
+    assert jobs == ["plan:main", "segments:main"]
