@@ -172,6 +172,7 @@ def refresh_segments(
     day: date | None = None,
     only_stale: bool = False,
     center_codes: Iterable[str] | None = None,
+    holder: str = "planning",
 ) -> int:
     """Recompute every customer's segments (staff cards excluded); returns how many rows were written.
 
@@ -202,15 +203,15 @@ def refresh_segments(
         for start in range(lo, hi + 1, cfg.batch_size):
             id_range = (start, min(start + cfg.batch_size - 1, hi))
             written += _refresh_batch(session, center.id, id_range, today, since, lapsed_before, cfg, cut)
-        _record_fresh(session, job, today)
+        _record_fresh(session, job, today, holder)
     session.info.pop(_STALE, None)  # this refresh's own reads and writes change no input
     return written
 
 
-def _record_fresh(session: Session, job: str, today: date) -> None:
+def _record_fresh(session: Session, job: str, today: date, holder: str) -> None:
     """Note that ``job``'s center has today's segments; a concurrent run noting it too is fine."""
     make = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    row = {"job": job, "day": today, "holder": "planning", "finished_at": utcnow()}
+    row = {"job": job, "day": today, "holder": holder, "finished_at": utcnow()}
     session.execute(make(SchedulerRun).values(**row).on_conflict_do_nothing())
 
 

@@ -107,7 +107,12 @@ def refresh_due_segments(ctx: JobContext) -> None:
         ctx.keep_lease()
         with runtime.sessions.begin() as session:
             written = refresh_segments(
-                session, runtime.settings.segments, now=ctx.now, only_stale=True, center_codes=[code]
+                session,
+                runtime.settings.segments,
+                now=ctx.now,
+                only_stale=True,
+                center_codes=[code],
+                holder=ctx.holder,
             )
         if written:
             ctx.report(f"segments {code} {local.date()}: {written} customer(s) classified")

@@ -73,6 +73,7 @@ def test_a_tampered_session_cookie_is_not_accepted(client: TestClient) -> None:
     sign_in(client, "admin@example.com")
     value = client.cookies["careflow_session"]
     token, mac = value.rsplit(".", 1)
+    client.cookies.delete("careflow_session")  # replaced, not sent beside the genuine one
     client.cookies.set("careflow_session", f"{token}x.{mac}")
     assert client.get("/").status_code == 303
 
