@@ -496,6 +496,17 @@ class ConsoleSession(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
 
 
+class SignInFailure(Base):
+    """A failed console sign-in: too many for one e-mail or one client address lock it out for a while."""
+
+    __tablename__ = "sign_in_failures"
+
+    id: Mapped[intpk]
+    email: Mapped[str] = mapped_column(String(320), index=True)  # as typed, lower-cased
+    address: Mapped[str] = mapped_column(String(64), index=True)  # the client's IP address
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
 class TemplateVersion(Base):
     """Every save of a template in the console; the newest version of a key is the one sent."""
 

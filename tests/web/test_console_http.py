@@ -266,3 +266,33 @@ def test_form_tampering_cannot_reach_another_scope_or_centers_customer(
     )
     assert preview.status_code == 403
     assert "Emma" not in preview.text
+
+
+def _attempt(client: TestClient, email: str, password: str) -> int:
+    page = client.get("/login")
+    answer = client.post(
+        "/login", data={"email": email, "password": password, "csrf_token": csrf_of(page.text)}
+    )
+    return answer.status_code
+
+
+def test_repeated_failed_sign_ins_lock_the_account_out_for_a_while(client: TestClient, world: World) -> None:
+    """Five wrong passwords for one e-mail: for 15 minutes even the right one is refused, without
+    being checked; then it works, and a success forgets the failures."""
+    assert [_attempt(client, "admin@example.com", "guess") for _ in range(5)] == [401] * 5
+    page = client.get("/login")
+    locked = client.post(
+        "/login", data={"email": "Admin@Example.com", "password": PASSWORD, "csrf_token": csrf_of(page.text)}
+    )
+    assert locked.status_code == 429 and int(locked.headers["retry-after"]) > 0
+    assert "Too many failed sign-ins" in locked.text
+    assert client.get("/").status_code == 303  # not signed in
+    assert _attempt(client, "manager@north.example", PASSWORD) == 303  # another account is unaffected
+    world.clock.advance(minutes=16)
+    assert _attempt(client, "admin@example.com", PASSWORD) == 303
+    assert _attempt(client, "admin@example.com", "guess") == 401  # the count started again
+
+
+def test_many_accounts_tried_from_one_address_lock_that_address_out(client: TestClient) -> None:
+    assert {_attempt(client, f"nobody{i}@example.com", "guess") for i in range(20)} == {401}
+    assert _attempt(client, "admin@example.com", PASSWORD) == 429

@@ -20,6 +20,7 @@ ZH: dict[str, str] = {
     "E-mail": "电子邮箱",
     "Password": "密码",
     "Wrong e-mail or password.": "邮箱或密码错误。",
+    "Too many failed sign-ins; please try again in 15 minutes.": "登录失败次数过多，请15分钟后再试。",
     "Your session has expired; please sign in again.": "会话已过期，请重新登录。",
     "Center": "服务中心",
     "Language": "语言",

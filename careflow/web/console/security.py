@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from careflow.config import WebSettings
 from careflow.errors import CareflowError
-from careflow.models import Center, ConsoleSession, ConsoleUser, Role
+from careflow.models import Center, ConsoleSession, ConsoleUser, Role, SignInFailure
 
 SESSION_COOKIE = "careflow_session"
 LOGIN_COOKIE = "careflow_login"  # carries the sign-in form's CSRF token before there is a session
@@ -189,3 +189,42 @@ def purge_expired(session: Session, now: datetime) -> int:
 
 def tokens_match(expected: str | None, given: str | None) -> bool:
     return bool(expected) and bool(given) and hmac.compare_digest(str(expected), str(given))
+
+
+# Sign-in throttling: failures are counted per e-mail (guessing one account's password) and per
+# client address (trying many accounts); past the limit, sign-in is refused for the window
+# without checking the password at all, so a locked-out guesser learns nothing.
+FAILURES_PER_EMAIL = 5
+FAILURES_PER_ADDRESS = 20
+FAILURE_WINDOW = timedelta(minutes=15)
+
+
+def sign_in_locked(session: Session, email: str, address: str, now: datetime) -> timedelta | None:
+    """How long sign-in stays refused for this e-mail or client address, or None if it is allowed."""
+    since = now - FAILURE_WINDOW
+    waits = []
+    for column, value, limit in (
+        (SignInFailure.email, email.strip().lower(), FAILURES_PER_EMAIL),
+        (SignInFailure.address, address, FAILURES_PER_ADDRESS),
+    ):
+        recent = list(
+            session.scalars(
+                select(SignInFailure.at)
+                .where(column == value, SignInFailure.at >= since)
+                .order_by(SignInFailure.at.desc())
+                .limit(limit)
+            )
+        )
+        if len(recent) >= limit:
+            waits.append(recent[-1] + FAILURE_WINDOW - now)  # when the oldest counted one expires
+    return max(waits) if waits else None
+
+
+def record_sign_in_failure(session: Session, email: str, address: str, now: datetime) -> None:
+    session.execute(delete(SignInFailure).where(SignInFailure.at < now - FAILURE_WINDOW))
+    session.add(SignInFailure(email=email.strip().lower()[:320], address=address[:64], at=now))
+
+
+def forget_sign_in_failures(session: Session, email: str) -> None:
+    """A successful sign-in clears its e-mail's failures (not its address's)."""
+    session.execute(delete(SignInFailure).where(SignInFailure.email == email.strip().lower()))

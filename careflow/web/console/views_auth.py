@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import secrets
+from datetime import timedelta
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -15,12 +17,17 @@ from careflow.web.console.security import (
     SESSION_COOKIE,
     authenticate,
     end_session,
+    forget_sign_in_failures,
     purge_expired,
+    record_sign_in_failure,
     sign,
+    sign_in_locked,
     start_session,
     tokens_match,
     unsign,
 )
+
+LOCKED_OUT = "Too many failed sign-ins; please try again in 15 minutes."
 
 
 def _set_cookie(
@@ -72,17 +79,40 @@ async def login(request: Request) -> Response:
     email, password = str(form.get("email") or ""), str(form.get("password") or "")
     next_url = safe_next(str(form.get("next") or "")) if form.get("next") else root(request) + "/"
 
-    def check() -> str | None:
+    address = request.client.host if request.client else "unknown"
+
+    def check() -> str | timedelta | None:
+        """The new session's cookie; how long sign-in stays locked; or None (wrong credentials)."""
+        now = console.clock()
         with console.runtime.sessions() as db:
+            locked = sign_in_locked(db, email, address, now)
+            if locked is not None:
+                return locked
             user = authenticate(db, email, password)
             if user is None:
+                record_sign_in_failure(db, email, address, now)
+                db.commit()
                 return None
-            purge_expired(db, console.clock())  # sign-ins are rare enough to tidy up here
-            cookie = start_session(db, user, console.web, console.secret_key, console.clock())
+            forget_sign_in_failures(db, email)
+            purge_expired(db, now)  # sign-ins are rare enough to tidy up here
+            cookie = start_session(db, user, console.web, console.secret_key, now)
             db.commit()
             return cookie
 
     cookie = await run_in_threadpool(check)
+    if isinstance(cookie, timedelta):
+        locked_out = render_page(
+            console,
+            request,
+            "login.html",
+            429,
+            csrf_token=token,
+            next_url=next_url,
+            error=LOCKED_OUT,
+            email=email,
+        )
+        locked_out.headers["Retry-After"] = str(max(1, math.ceil(cookie.total_seconds())))
+        return locked_out
     if cookie is None:
         return render_page(
             console,
