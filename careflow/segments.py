@@ -36,12 +36,11 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy import event as sa_event
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction, object_session
 
 from careflow.care import SEGMENT_DIMENSIONS
 from careflow.config import SegmentSettings
+from careflow.daily_jobs import is_done, record_done
 from careflow.hookspecs import hookimpl
 from careflow.models import (
     CareEvent,
@@ -51,7 +50,6 @@ from careflow.models import (
     SchedulerRun,
     ServiceVisit,
     Vehicle,
-    utcnow,
 )
 
 # Labels a customer without a stored row has (a card created after tonight's refresh).
@@ -188,9 +186,7 @@ def refresh_segments(
             continue
         today = day or now.astimezone(ZoneInfo(center.timezone)).date()
         job = f"{SEGMENTS_JOB}{center.code}"
-        if only_stale and session.scalar(
-            select(SchedulerRun.id).where(SchedulerRun.job == job, SchedulerRun.day == today)
-        ):
+        if only_stale and is_done(session, job, today):
             continue
         since = months_before(today, 12)
         lapsed_before = months_before(today, cfg.lapsed_after_months)
@@ -203,16 +199,9 @@ def refresh_segments(
         for start in range(lo, hi + 1, cfg.batch_size):
             id_range = (start, min(start + cfg.batch_size - 1, hi))
             written += _refresh_batch(session, center.id, id_range, today, since, lapsed_before, cfg, cut)
-        _record_fresh(session, job, today, holder)
+        record_done(session, job, today, holder)
     session.info.pop(_STALE, None)  # this refresh's own reads and writes change no input
     return written
-
-
-def _record_fresh(session: Session, job: str, today: date, holder: str) -> None:
-    """Note that ``job``'s center has today's segments; a concurrent run noting it too is fine."""
-    make = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    row = {"job": job, "day": today, "holder": holder, "finished_at": utcnow()}
-    session.execute(make(SchedulerRun).values(**row).on_conflict_do_nothing())
 
 
 @sa_event.listens_for(Session, "after_flush")

@@ -14,14 +14,13 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from careflow import leases
-from careflow.models import Center, SchedulerRun, utcnow
+from careflow.daily_jobs import is_done, record_done
+from careflow.models import Center, utcnow
 from careflow.quiet_hours import release_deferred
 from careflow.recovery import lost_planned_ids, recover_stuck_sends
 from careflow.runtime import Runtime
@@ -75,8 +74,9 @@ def plan_due_centers(ctx: JobContext) -> None:
         if local.time() < time(hours, minutes) or code not in centers:
             continue
         job = f"plan:{code}"
-        if _done(runtime, job, local.date()):
-            continue
+        with runtime.sessions() as session:
+            if is_done(session, job, local.date()):
+                continue
         ctx.keep_lease()
         ctx.report(f"plan start {code} {local.date()}")
         report = plan(
@@ -87,7 +87,8 @@ def plan_due_centers(ctx: JobContext) -> None:
             on_batch=lambda _done, _total: ctx.keep_lease(),
             center_ids=[centers[code]],
         )
-        _record_done(runtime, job, local.date(), ctx.holder)
+        with runtime.sessions.begin() as session:
+            record_done(session, job, local.date(), ctx.holder)
         ctx.report(
             f"plan end {code} {local.date()}: {report.new} new, {report.already_recorded} already recorded"
         )
@@ -116,24 +117,6 @@ def refresh_due_segments(ctx: JobContext) -> None:
             )
         if written:
             ctx.report(f"segments {code} {local.date()}: {written} customer(s) classified")
-
-
-def _done(runtime: Runtime, job: str, day: Any) -> bool:
-    with runtime.sessions() as session:
-        found = session.scalar(
-            select(SchedulerRun.id).where(SchedulerRun.job == job, SchedulerRun.day == day)
-        )
-        return found is not None
-
-
-def _record_done(runtime: Runtime, job: str, day: Any, holder: str) -> None:
-    with runtime.sessions.begin() as session:
-        dialect: Any = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-        session.execute(
-            dialect.insert(SchedulerRun)
-            .values(job=job, day=day, holder=holder, finished_at=utcnow())
-            .on_conflict_do_nothing(index_elements=["job", "day"])
-        )
 
 
 def recover_and_requeue(ctx: JobContext) -> None:
