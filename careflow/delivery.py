@@ -8,7 +8,7 @@ from __future__ import annotations
 import enum
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
@@ -19,6 +19,7 @@ from sqlalchemy import values as sql_values
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, joinedload
 from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.types import TypeEngine
 
 from careflow.channels.base import OutgoingMessage, SendResult
 from careflow.channels.whatsapp_content import ContentTemplate, content_template
@@ -379,41 +380,20 @@ def _store_bodies(session: Session, items: Sequence[_Prepared]) -> None:
     """
     if not items:
         return
-    table = _EVENTS
     rows = [
         (item.event_id, item.attempt, item.message.body, item.message.subject, item.message.html_body)
         for item in items
     ]
-    if session.get_bind().dialect.name == "postgresql":
-        # One statement for the batch instead of one per event.
-        given = sql_values(
-            column("event_id", Integer),
-            column("attempt", Integer),
-            column("body", Text),
-            column("subject", Text),
-            column("html_body", Text),
-            name="rendered",
-        ).data(rows)
-        session.execute(
-            update(table)
-            .where(
-                table.c.id == given.c.event_id,
-                table.c.attempts == given.c.attempt,
-                table.c.status == EventStatus.SENDING,
-            )
-            .values(body=given.c.body, subject=given.c.subject, html_body=given.c.html_body)
-        )
-        return
-    session.execute(
-        update(table)
-        .where(*_held_by_attempt())
-        .values(
-            body=bindparam("new_body"), subject=bindparam("new_subject"), html_body=bindparam("new_html")
-        ),
-        [
-            {"event_id": e, "attempt": a, "new_body": b, "new_subject": subj, "new_html": h}
-            for e, a, b, subj, h in rows
-        ],
+    _update_each(
+        session,
+        {"event_id": Integer(), "attempt": Integer(), "body": Text(), "subject": Text(), "html_body": Text()},
+        rows,
+        where=_held,
+        values=lambda given: {
+            "body": given["body"],
+            "subject": given["subject"],
+            "html_body": given["html_body"],
+        },
     )
 
 
@@ -590,27 +570,65 @@ def _send_one(runtime: Runtime, item: _Prepared) -> SendResult | Outcome:
     return result
 
 
-def _held_by_attempt() -> tuple[ColumnElement[bool], ...]:
-    """Rows still claimed by the attempt given as the ``event_id``/``attempt`` parameters (executemany)."""
+def _held(given: Mapping[str, Any]) -> tuple[ColumnElement[bool], ...]:
+    """Each row's event, still claimed (``sending``) by that row's attempt."""
     table = _EVENTS
     return (
-        table.c.id == bindparam("event_id"),
-        table.c.attempts == bindparam("attempt"),
+        table.c.id == given["event_id"],
+        table.c.attempts == given["attempt"],
         table.c.status == EventStatus.SENDING,
     )
+
+
+def _update_each(
+    session: Session,
+    types: Mapping[str, TypeEngine[Any]],
+    rows: Sequence[tuple[Any, ...]],
+    *,
+    where: Callable[[Mapping[str, Any]], Sequence[ColumnElement[bool]]],
+    values: Callable[[Mapping[str, Any]], Mapping[str, Any]],
+    returning: Sequence[ColumnElement[Any]] = (),
+) -> list[Any] | None:
+    """Update care events, each row of ``rows`` (named and typed by ``types``) with its own values.
+
+    ``where`` and ``values`` build the statement from the rows' columns. PostgreSQL: one
+    ``UPDATE … FROM (VALUES …)`` for all rows, with ``returning``'s rows returned. SQLite,
+    whose FROM takes no named VALUES: the statement once per row (executemany, in-process),
+    returning None.
+    """
+    table = _EVENTS
+    if session.get_bind().dialect.name == "postgresql":
+        given = sql_values(*(column(name, kind) for name, kind in types.items()), name="given").data(rows)
+        columns: Mapping[str, Any] = {name: given.c[name] for name in types}
+        statement = update(table).where(*where(columns)).values(**values(columns))
+        if returning:
+            return list(session.execute(statement.returning(*returning)))
+        session.execute(statement)
+        return None
+    # Parameter names unlike any column's: SQLAlchemy reserves those for SET.
+    params: Mapping[str, Any] = {name: bindparam(f"row_{name}") for name in types}
+    session.execute(
+        update(table).where(*where(params)).values(**values(params)),
+        [{f"row_{name}": value for name, value in zip(types, row, strict=True)} for row in rows],
+    )
+    return None
 
 
 def _release(runtime: Runtime, held: Sequence[tuple[int, int]]) -> None:
     """Hand claimed events that were never tried back to ``planned``, their attempt uncounted."""
     if not held:
         return
-    table = _EVENTS
     with runtime.sessions.begin() as session:
-        session.execute(
-            update(table)
-            .where(*_held_by_attempt())
-            .values(status=EventStatus.PLANNED, attempts=bindparam("attempt") - 1, claimed_at=None),
-            [{"event_id": event_id, "attempt": attempt} for event_id, attempt in held],
+        _update_each(
+            session,
+            {"event_id": Integer(), "attempt": Integer()},
+            held,
+            where=_held,
+            values=lambda given: {
+                "status": EventStatus.PLANNED,
+                "attempts": given["attempt"] - 1,
+                "claimed_at": None,
+            },
         )
 
 
@@ -704,32 +722,28 @@ def _mark_sent(
     }
     # Recovery may have put a row back to planned meanwhile; same attempt, so nobody else has
     # claimed it since and the outcome is still ours to record.
-    ours = or_(table.c.status == EventStatus.SENDING, table.c.status == EventStatus.PLANNED)
-    if session.get_bind().dialect.name == "postgresql":
-        # One statement for the batch; RETURNING says which rows this attempt still held.
-        given = sql_values(
-            column("event_id", Integer),
-            column("attempt", Integer),
-            column("provider_id", Text),
-            name="accepted",
-        ).data(rows)
-        done = session.execute(
-            update(table)
-            .where(table.c.id == given.c.event_id, table.c.attempts == given.c.attempt, ours)
-            .values(provider_message_id=given.c.provider_id, **outcome)
-            .returning(table.c.id, table.c.provider_message_id)
+    done = _update_each(
+        session,
+        {"event_id": Integer(), "attempt": Integer(), "provider_id": Text()},
+        rows,
+        where=lambda given: (
+            table.c.id == given["event_id"],
+            table.c.attempts == given["attempt"],
+            or_(table.c.status == EventStatus.SENDING, table.c.status == EventStatus.PLANNED),
+        ),
+        values=lambda given: {"provider_message_id": given["provider_id"], **outcome},
+        # RETURNING says which rows this attempt still held (PostgreSQL); SQLite looks after.
+        returning=(table.c.id, table.c.provider_message_id),
+    )
+    if done is None:
+        done = list(
+            session.execute(
+                select(CareEvent.id, CareEvent.provider_message_id).where(
+                    CareEvent.id.in_([r[0] for r in rows])
+                )
+            )
         )
-        return {event_id: provider_id for event_id, provider_id in done}
-    session.execute(
-        update(table)
-        .where(table.c.id == bindparam("event_id"), table.c.attempts == bindparam("attempt"), ours)
-        .values(provider_message_id=bindparam("provider_id"), **outcome),
-        [{"event_id": e, "attempt": a, "provider_id": p} for e, a, p in rows],
-    )
-    found = session.execute(
-        select(CareEvent.id, CareEvent.provider_message_id).where(CareEvent.id.in_([r[0] for r in rows]))
-    )
-    return {event_id: provider_id for event_id, provider_id in found}
+    return {event_id: provider_id for event_id, provider_id in done}
 
 
 def _announce_delivered(runtime: Runtime, event_ids: Sequence[int]) -> None:
