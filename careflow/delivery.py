@@ -14,8 +14,8 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Integer, Table, Text, bindparam, column, or_, select, update
-from sqlalchemy import values as sql_values
+from sqlalchemy import ColumnElement, Integer, Table, Text, bindparam, column, func, or_, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, joinedload
 from sqlalchemy.orm.attributes import set_committed_value
@@ -592,13 +592,23 @@ def _update_each(
     """Update care events, each row of ``rows`` (named and typed by ``types``) with its own values.
 
     ``where`` and ``values`` build the statement from the rows' columns. PostgreSQL: one
-    ``UPDATE … FROM (VALUES …)`` for all rows, with ``returning``'s rows returned. SQLite,
-    whose FROM takes no named VALUES: the statement once per row (executemany, in-process),
-    returning None.
+    ``UPDATE … FROM unnest(…) AS given(…)`` for all rows, one typed array per column, with
+    ``returning``'s rows returned. Its text is the same whatever the rows, so SQLAlchemy
+    compiles it once and PostgreSQL prepares it once per connection (a ``VALUES`` list would
+    be compiled, sent and planned anew for every batch). SQLite, which has no arrays: the
+    statement once per row (executemany, in-process), returning None.
     """
     table = _EVENTS
     if session.get_bind().dialect.name == "postgresql":
-        given = sql_values(*(column(name, kind) for name, kind in types.items()), name="given").data(rows)
+        arrays = [
+            bindparam(f"given_{name}", [row[i] for row in rows], type_=ARRAY(kind))
+            for i, (name, kind) in enumerate(types.items())
+        ]
+        given = (
+            func.unnest(*arrays)
+            .table_valued(*(column(name, kind) for name, kind in types.items()))
+            .render_derived(name="given")
+        )
         columns: Mapping[str, Any] = {name: given.c[name] for name in types}
         statement = update(table).where(*where(columns)).values(**values(columns))
         if returning:
