@@ -30,10 +30,12 @@ def test_quick_benchmark_prints_planning_and_delivery_tables(tmp_path: Path) -> 
         for day in ("birthday", "storm", "fixed"):
             assert f"| {backend} | 3,000 | {day} |" in out
     for broker in ("pg+redis", "pg+rabbitmq"):
-        # Batched delivery at each worker count, against one event per message at the most workers.
+        # Batched delivery at each worker count (2 threads each, and 8 too at the most workers),
+        # against one event per message at the most workers and threads.
         assert f"| {broker} | 1 | 2 x 8 | 300 |" in out
-        for workers in (1, 2):
-            assert f"| {broker} | 50 | {workers} x 8 | 300 |" in out
+        for workers, threads in ((1, 2), (2, 2), (2, 8)):
+            assert f"| {broker} | 50 | {workers} x {threads} | 300 |" in out
+        assert f"| {broker} | 50 | 1 x 8 |" not in out
     assert "Bare render loop:" in out
     assert "Segments computed by the day's first run" in out
     # careflow found exactly the due set the hand-written floor query found.
