@@ -233,6 +233,7 @@ def reset_events(url: str) -> None:
 def plan_child(config: Path) -> None:
     """Plan one day in this fresh process and print the figures as JSON (peak RSS included)."""
     from careflow.broker import LOCAL, make_broker
+    from careflow.heap import settle_after_startup
     from careflow.scheduler import plan
     from careflow.tasks import build_actors
     from careflow.testing import build_runtime
@@ -240,6 +241,7 @@ def plan_child(config: Path) -> None:
     runtime = build_runtime(load_settings(config), extra_plugins=[storm_day])
     broker = make_broker(runtime.settings.broker.url)
     actors = build_actors(broker, runtime)
+    settle_after_startup()  # as `careflow run` does once its runtime is built
 
     def enqueue(ids: Sequence[int]) -> None:
         actors.enqueue_deliveries(ids)

@@ -51,8 +51,13 @@ def _friendly_errors(fn: F) -> F:
 
 
 @contextmanager
-def opened_runtime(*, migrate_schema: bool = False) -> Iterator[Runtime]:
+def opened_runtime(*, migrate_schema: bool = False, long_running: bool = False) -> Iterator[Runtime]:
+    """The runtime of one command; ``long_running`` commands also settle the heap (careflow.heap)."""
     runtime = Runtime.build(load_settings(), migrate_schema=migrate_schema)
+    if long_running:
+        from careflow.heap import settle_after_startup
+
+        settle_after_startup()
     for failure in runtime.registry.failures:  # e.g. a plugin made for another careflow version
         err.print(f"[yellow]warning: plugin {failure.name} is not used:[/] {failure.error}", highlight=False)
     try:
@@ -237,7 +242,7 @@ def run(
 
     now = _parse_now(now_text)
     plan_day = day.date() if day else None
-    with opened_runtime() as runtime:
+    with opened_runtime(long_running=True) as runtime:
         from careflow.rate_limit import backlog_warning
 
         warning = backlog_warning(runtime)
@@ -477,7 +482,7 @@ def worker(threads: int | None, metrics_port: int | None) -> None:
     from careflow.broker import LOCAL, make_broker
     from careflow.tasks import build_actors
 
-    with opened_runtime() as runtime:
+    with opened_runtime(long_running=True) as runtime:
         if runtime.settings.broker.url == LOCAL:
             raise CareflowError(
                 "[broker] url is 'local': 'careflow run' delivers in-process; "

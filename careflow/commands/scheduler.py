@@ -35,7 +35,7 @@ def scheduler(holder: str | None, once: bool) -> None:
     from careflow.service import LEASE_NAME, SchedulerService
     from careflow.tasks import build_actors
 
-    with opened_runtime() as runtime:
+    with opened_runtime(long_running=True) as runtime:
         settings = runtime.settings
         broker = make_broker(settings.broker.url, settings.broker)
         actors = build_actors(broker, runtime)

@@ -18,7 +18,7 @@ def serve(host: str | None, port: int | None, dev: bool) -> None:
 
     from careflow.web.app import create_app
 
-    with opened_runtime() as runtime:
+    with opened_runtime(long_running=True) as runtime:
         web = runtime.settings.web
         if runtime.settings.twilio.auth_token is None:
             err.print("[yellow]warning:[/] twilio.auth_token is not set: every webhook will be refused (403)")
