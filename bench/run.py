@@ -218,6 +218,16 @@ def _plugin_sections(scenario: str, directory: Path) -> str:
     return "\n".join(sections)
 
 
+def forget_segments(url: str) -> None:
+    """Drop the record that today's segments are computed (an earlier run of the bench may have)."""
+    from careflow.segments import SEGMENTS_JOB
+
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM scheduler_runs WHERE job LIKE :job"), {"job": f"{SEGMENTS_JOB}%"})
+    engine.dispose()
+
+
 def reset_events(url: str) -> None:
     engine = create_engine(url)
     with engine.begin() as conn:
@@ -660,6 +670,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 url = urls.get((kind, customers)) or database_url(kind, customers, data_dir, tag)
                 if (kind, customers) not in urls:
                     ensure_data(url, customers)
+                    forget_segments(url)  # so the first run computes them, and the table shows it
                     urls[(kind, customers)] = url
                 queue = f"careflow_bench_{uuid.uuid4().hex[:8]}"
                 for scenario in args.scenarios:
