@@ -6,6 +6,7 @@ A "crash" here is a claim that is never finished, which is exactly what a killed
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from careflow import leases
+from careflow.channels.base import OutgoingMessage
 from careflow.cli import main
 from careflow.config import load_settings
 from careflow.delivery import DEAD_LETTER, Outcome, _claim_attempt, _finish, _prepare, deliver
@@ -80,6 +82,52 @@ def test_a_worker_killed_after_the_provider_accepted_does_not_cause_a_second_sen
     first = event(twilio_runtime, accepted)
     assert first.status == EventStatus.SENT and first.attempts == 2 and not first.needs_reconcile
     assert first.provider_message_id == next(m.sid for m in messages if m.to == first.recipient)
+
+
+def test_a_message_still_in_twilios_queue_is_found_not_sent_again(
+    twilio_runtime: Runtime, fake_twilio: FakeTwilio
+) -> None:
+    # On a big day Twilio queues what a sender cannot send yet: no date_sent, so a look-up by
+    # DateSent alone would miss it and the event would be sent a second time.
+    seed_birthdays(twilio_runtime, 1)
+    (event_id,) = planned_ids(twilio_runtime)
+    fake_twilio.hold_in_queue()
+    crash_after_provider_accepted(twilio_runtime, event_id)
+    (queued,) = fake_twilio.messages
+    assert queued.date_sent is None and queued.status == "queued"
+
+    assert len(recover_stuck_sends(twilio_runtime, older_than=timedelta(0))) == 1
+    assert deliver(twilio_runtime, event_id) is Outcome.SENT
+    assert fake_twilio.requests == 1  # looked up, not sent again
+    assert event(twilio_runtime, event_id).provider_message_id == queued.sid
+
+    fake_twilio.release_queue()
+    assert [m.status for m in fake_twilio.messages] == ["sent"]
+
+
+def test_a_body_rewritten_by_smart_encoding_is_still_recognised_and_another_is_not(
+    twilio_runtime: Runtime, fake_twilio: FakeTwilio
+) -> None:
+    # Messaging Services rewrite curly quotes, long dashes and the ellipsis by default.
+    fake_twilio.use_smart_encoding()
+    channel = twilio_runtime.channel("sms")
+    since = utcnow() - timedelta(minutes=5)
+    ours = OutgoingMessage(
+        event_id=1,
+        channel="sms",
+        to="+8613800000001",
+        body="“Happy birthday!” — see you soon…",
+        center_code="bj",
+    )
+    sent = channel.send(ours)
+    (stored,) = fake_twilio.messages
+    assert stored.body == '"Happy birthday!" - see you soon...'  # what Twilio now holds
+
+    found = channel.lookup(ours, since)
+    assert found is not None and found.provider_message_id == sent.provider_message_id
+    other = replace(ours, body="“Happy birthday!” — see you next week…")
+    assert channel.lookup(other, since) is None
+    assert fake_twilio.requests == 1
 
 
 def test_a_claimant_that_lost_its_claim_cannot_overwrite_the_next_attempt(twilio_runtime: Runtime) -> None:

@@ -282,6 +282,30 @@ def test_list_filters_and_pagination(fake: FakeTwilio, client: Client) -> None:
     assert len(list(first)) == 2
 
 
+def test_a_message_held_in_the_queue_has_no_date_sent_until_released(
+    fake: FakeTwilio, client: Client
+) -> None:
+    since = datetime.now(UTC) - timedelta(minutes=1)
+    fake.hold_in_queue()
+    sid = client.messages.create(to=CUSTOMER, from_=SENDER, body="waiting").sid
+    held = client.messages(sid).fetch()
+    assert held.status == "queued" and held.date_sent is None and held.date_created is not None
+    assert client.messages.list(to=CUSTOMER, date_sent_after=since) == []  # as on Twilio
+    assert [m.sid for m in client.messages.list(to=CUSTOMER)] == [sid]
+
+    fake.release_queue()
+    released = client.messages(sid).fetch()
+    assert released.status == "sent" and released.date_sent is not None
+    assert [m.sid for m in client.messages.list(to=CUSTOMER, date_sent_after=since)] == [sid]
+
+
+def test_smart_encoding_rewrites_only_bodies_it_can_make_gsm(fake: FakeTwilio, client: Client) -> None:
+    fake.use_smart_encoding()
+    client.messages.create(to=CUSTOMER, from_=SENDER, body="It’s “done” — thanks…")
+    client.messages.create(to=CUSTOMER, from_=SENDER, body="“生日快乐” — 谢谢")  # stays Unicode
+    assert [m.body for m in fake.messages] == ['It\'s "done" - thanks...', "“生日快乐” — 谢谢"]
+
+
 def test_list_accepts_plain_dates(fake: FakeTwilio, client: Client) -> None:
     client.messages.create(to=CUSTOMER, from_=SENDER, body="x")
     today = datetime.now(UTC).date()

@@ -24,6 +24,8 @@ _clients_lock = threading.Lock()
 # Where careflow's web app receives Twilio's webhooks (see careflow.web.webhooks).
 STATUS_CALLBACK_PATH = "/webhooks/twilio/status"
 INBOUND_PATH = "/webhooks/twilio/inbound"
+# How many of a sender/recipient pair's newest messages a look-up reads for ones still queued.
+QUEUED_LOOKUP_LIMIT = 50
 
 
 def status_callback_url(settings: Settings) -> str | None:
@@ -125,17 +127,38 @@ class TwilioChannel:
 
     def lookup(self, message: OutgoingMessage, since: datetime) -> SendResult | None:
         sender = self._sender(message.center_code)
-        found = self._client.messages.list(
-            to=self._address(message.to),
-            from_=sender.get("from_"),
-            date_sent_after=since,
-            limit=200,
-        )
-        for candidate in found:
+        pair = {"to": self._address(message.to), "from_": sender.get("from_")}
+        sent = self._client.messages.list(**pair, date_sent_after=since, limit=200)
+        # A message still in Twilio's queue (a busy sender on a big day) has no date_sent yet,
+        # so no DateSent filter finds it: look at the pair's newest messages as well.
+        newest = self._client.messages.list(**pair, limit=QUEUED_LOOKUP_LIMIT)
+        waiting = [m for m in newest if m.date_sent is None and m.date_created and m.date_created >= since]
+        for candidate in [*sent, *waiting]:
             # Twilio renders a content template itself, so its text is not ours to compare.
-            if message.content_sid or (candidate.body or "") == message.body:
+            if message.content_sid or same_text(candidate.body or "", message.body):
                 return SendResult(provider_message_id=candidate.sid)
         return None
+
+
+# What Twilio's Smart Encoding (on by default in new Messaging Services) may have rewritten:
+# typographic quotes, dashes, the ellipsis and Unicode spaces become GSM-7 look-alikes.
+_GSM_LOOKALIKES = str.maketrans(
+    {
+        **dict.fromkeys("\u2018\u2019\u201a\u201b\u2032\u02bc", "'"),
+        **dict.fromkeys("\u201c\u201d\u201e\u201f\u2033", '"'),
+        **dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015\u2212", "-"),
+        "\u2026": "...",
+        **dict.fromkeys(
+            "\u00a0\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u202f\u205f", " "
+        ),
+        **dict.fromkeys("\u200b\u2060\ufeff"),
+    }
+)
+
+
+def same_text(at_provider: str, ours: str) -> bool:
+    """Whether the provider's copy of a message is ours, allowing for Smart Encoding's rewriting."""
+    return at_provider == ours or at_provider.translate(_GSM_LOOKALIKES) == ours.translate(_GSM_LOOKALIKES)
 
 
 def _send_error(exc: TwilioRestException, retry_after: float | None = None) -> SendError:

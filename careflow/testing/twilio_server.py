@@ -80,6 +80,8 @@ _GSM7_BASIC: Final = frozenset(
 )
 _GSM7_EXTENDED: Final = frozenset("\f^{}\\[~]|€")
 _FAILED_STATUSES: Final = frozenset({"failed", "undelivered"})
+# Statuses of a message still in Twilio's queue, not yet handed to a carrier (no date_sent).
+_WAITING_STATUSES: Final = frozenset({"queued", "accepted", "scheduled"})
 
 
 @dataclass
@@ -97,6 +99,9 @@ class RecordedMessage:
     date_created: datetime
     content_sid: str | None
     content_variables: str | None
+    # When Twilio handed it to the carrier; None while it waits in Twilio's queue, where no
+    # DateSent filter finds it.
+    date_sent: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -130,6 +135,20 @@ class Fault:
             raise ValueError(f"Fault.status must be an HTTP status, got {self.status}")
         if self.hang_seconds < 0:
             raise ValueError("Fault.hang_seconds must not be negative")
+
+
+# The fake's own table of what Smart Encoding rewrites (a sample of Twilio's, enough for tests).
+_SMART_ENCODING = str.maketrans(
+    {
+        "\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"',
+        "\u2013": "-", "\u2014": "-", "\u2026": "...", "\u00a0": " ", "\u2009": " ",
+    }
+)  # fmt: skip
+
+
+def _smart_encoded(body: str) -> str:
+    rewritten = body.translate(_SMART_ENCODING)
+    return rewritten if rewritten.isascii() else body
 
 
 def _new_sid(prefix: str) -> str:
@@ -360,6 +379,8 @@ class FakeTwilio:
         self._faults: deque[Fault] = deque()
         self._recipient_faults: dict[str, Fault] = {}
         self._latency = 0.0
+        self._holding = False
+        self._smart_encoding = False
         self._stopping = threading.Event()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -455,9 +476,39 @@ class FakeTwilio:
         with self._lock:
             self._latency = seconds
 
+    def hold_in_queue(self) -> None:
+        """Keep accepted messages in Twilio's queue (``queued``, no ``date_sent``) until released.
+
+        Twilio queues messages a sender cannot send yet (its rate, a busy carrier), sometimes
+        for hours on a big day; meanwhile they have no ``date_sent``.
+        """
+        with self._lock:
+            self._holding = True
+
+    def release_queue(self) -> None:
+        """Send every held message now (``sent``, ``date_sent`` set) and stop holding new ones."""
+        with self._lock:
+            self._holding = False
+            now = datetime.now(UTC)
+            for message in self._messages:
+                if message.date_sent is None:
+                    message.date_sent, message.status = now, "sent"
+
+    def use_smart_encoding(self, on: bool = True) -> None:
+        """Rewrite bodies as a Messaging Service with Smart Encoding does (on by default there).
+
+        Curly quotes, long dashes, the ellipsis and Unicode spaces become their GSM-7
+        look-alikes, but only when that makes the whole body GSM-7 (no emoji, no Chinese).
+        The stored (and listed) body is the rewritten one.
+        """
+        with self._lock:
+            self._smart_encoding = on
+
     def reset(self) -> None:
         """Forget messages, faults, latency and counters (between tests)."""
         with self._lock:
+            self._holding = False
+            self._smart_encoding = False
             self._messages.clear()
             self._by_sid.clear()
             self._requests = 0
@@ -488,6 +539,8 @@ class FakeTwilio:
             if message.status_callback is None:
                 raise ValueError(f"message {sid} has no StatusCallback")
             message.status = status
+            if message.date_sent is None and status not in _WAITING_STATUSES:
+                message.date_sent = datetime.now(UTC)
             callback = message.status_callback
             params: dict[str, str] = {
                 "AccountSid": message.account_sid,
@@ -599,6 +652,10 @@ class FakeTwilio:
             content_variables=form.get("ContentVariables") or None,
         )
         with self._lock:
+            if self._smart_encoding:
+                message.body = _smart_encoded(message.body)
+            if not self._holding:  # handed to the carrier at once; the status stays as answered
+                message.date_sent = message.date_created
             fault = self._faults.popleft() if self._faults else self._recipient_faults.get(to)
             answer = 201 if fault is None else fault.status
             self._request_log.append(CreateRequest(at=message.date_created, to=to, status=answer))
@@ -648,10 +705,12 @@ class FakeTwilio:
             if "From" in query and m.from_ != query["From"]:
                 return False
             exact, after, before = filters.get("DateSent"), filters.get("DateSent>"), filters.get("DateSent<")
+            if m.date_sent is None:  # still in Twilio's queue: no DateSent filter matches it
+                return not filters
             return (
-                (exact is None or exact.same_day(m.date_created))
-                and (after is None or after.compare(m.date_created) >= 0)
-                and (before is None or before.compare(m.date_created) <= 0)
+                (exact is None or exact.same_day(m.date_sent))
+                and (after is None or after.compare(m.date_sent) >= 0)
+                and (before is None or before.compare(m.date_sent) <= 0)
             )
 
         with self._lock:
@@ -698,7 +757,7 @@ class FakeTwilio:
             "api_version": API_VERSION,
             "body": m.body,
             "date_created": created,
-            "date_sent": created,
+            "date_sent": _rfc2822(m.date_sent) if m.date_sent is not None else None,
             "date_updated": created,
             "direction": "outbound-api",
             "error_code": 30008 if failed else None,
