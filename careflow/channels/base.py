@@ -41,7 +41,11 @@ class Channel(Protocol):
     def send(self, message: OutgoingMessage) -> SendResult: ...
 
     def lookup(self, message: OutgoingMessage, since: datetime) -> SendResult | None:
-        """Find a message the provider already accepted (after an ambiguous attempt), or None."""
+        """Find a message the provider already accepted (after an ambiguous attempt), or None.
+
+        Include messages the provider accepted but has not sent yet (still in its queue), and
+        compare texts the way the provider may have rewritten them: a miss means a resend.
+        """
         ...
 
 
