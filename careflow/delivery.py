@@ -28,6 +28,7 @@ from careflow.email_content import with_footer
 from careflow.errors import SendError, TemplateError
 from careflow.models import CareEvent, Center, Customer, EventStatus, Purpose, utcnow
 from careflow.policies import load_consents
+from careflow.provider_status import CARRIER_OPT_OUT, apply_parked
 from careflow.rate_limit import back_off, pace
 from careflow.recovery import recover_stuck_sends
 from careflow.runtime import Runtime
@@ -38,7 +39,6 @@ from careflow.unsubscribe_links import unsubscribe_url
 
 log = logging.getLogger(__name__)
 
-CARRIER_OPT_OUT = "21610"  # Twilio: the recipient replied STOP to this sender
 RATE_LIMITED = frozenset({"20429", "http-429"})
 DEAD_LETTER = "dead-letter"  # error_code of an event whose attempts all died without an outcome
 # Look further back than the event's creation: clocks of hosts and provider differ a little.
@@ -701,6 +701,8 @@ def _record_sent_many(
         try:
             with runtime.sessions.begin() as session:
                 recorded = _mark_sent(session, rows, sent_at)
+                # Delivery reports that came before this record (a fast provider, a slow batch).
+                apply_parked(session, [sid for _, _, sid in rows if sid])
             break
         except DBAPIError as exc:
             if time.monotonic() + delay > deadline:

@@ -496,6 +496,21 @@ class ConsoleSession(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
 
 
+class EarlyStatus(Base):
+    """A provider's final delivery report that arrived before careflow recorded its message.
+
+    Applied to the event once the message id is recorded (see ``careflow.provider_status``).
+    """
+
+    __tablename__ = "early_statuses"
+
+    id: Mapped[intpk]
+    provider_message_id: Mapped[str] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(32))  # as the provider reported it, e.g. "undelivered"
+    error_code: Mapped[str | None] = mapped_column(String(32))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
 class SignInFailure(Base):
     """A failed console sign-in: too many for one e-mail or one client address lock it out for a while."""
 

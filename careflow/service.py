@@ -21,6 +21,7 @@ from sqlalchemy import select
 from careflow import leases
 from careflow.daily_jobs import is_done, record_done
 from careflow.models import Center, utcnow
+from careflow.provider_status import apply_parked
 from careflow.quiet_hours import release_deferred
 from careflow.recovery import lost_planned_ids, recover_stuck_sends
 from careflow.runtime import Runtime
@@ -144,6 +145,14 @@ def release_deferred_job(ctx: JobContext) -> None:
         ctx.report(f"released {len(released)} deferred event(s)")
 
 
+def apply_parked_reports(ctx: JobContext) -> None:
+    """Delivery reports that came before their send was recorded: apply those now recorded."""
+    with ctx.runtime.sessions.begin() as session:
+        applied = apply_parked(session, now=ctx.now)
+    if applied:
+        ctx.report(f"applied {applied} delivery report(s) that arrived before their send was recorded")
+
+
 def default_jobs() -> list[PeriodicJob]:
     """The leader's periodic jobs, in order. The seam where other modules add theirs."""
     return [
@@ -151,6 +160,7 @@ def default_jobs() -> list[PeriodicJob]:
         PeriodicJob("plan", plan_due_centers),
         PeriodicJob("release-deferred", release_deferred_job),
         PeriodicJob("recover", recover_and_requeue),
+        PeriodicJob("provider-reports", apply_parked_reports),
     ]
 
 

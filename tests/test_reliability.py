@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from careflow import leases
 from careflow.channels.base import OutgoingMessage
@@ -20,11 +20,12 @@ from careflow.cli import main
 from careflow.config import load_settings
 from careflow.delivery import DEAD_LETTER, Outcome, _claim_attempt, _finish, _prepare, deliver
 from careflow.hookspecs import hookimpl
-from careflow.models import CareEvent, Customer, EventStatus, SchedulerRun, utcnow
+from careflow.models import CareEvent, Customer, EarlyStatus, EventStatus, SchedulerRun, utcnow
+from careflow.provider_status import apply_report
 from careflow.recovery import lost_planned_ids, recover_stuck_sends
 from careflow.runtime import Runtime
 from careflow.scheduler import plan
-from careflow.service import LEASE_NAME, SchedulerService, default_jobs
+from careflow.service import LEASE_NAME, JobContext, SchedulerService, default_jobs
 from careflow.testing import build_runtime, parse_instant
 from careflow.testing.twilio_server import FakeTwilio, Fault
 from tests.test_delivery_e2e import NOW, runtime_for, seed_birthdays, worker_env, write_config
@@ -130,6 +131,56 @@ def test_a_body_rewritten_by_smart_encoding_is_still_recognised_and_another_is_n
     assert fake_twilio.requests == 1
 
 
+def test_a_delivery_report_that_comes_before_the_send_is_recorded_is_applied_when_it_is(
+    twilio_runtime: Runtime, fake_twilio: FakeTwilio
+) -> None:
+    # The worker died after Twilio accepted the message, so no event has its id yet when
+    # Twilio reports it undelivered; recovery later finds the message and records it.
+    from careflow.web.webhooks import apply_status_callback
+
+    seed_birthdays(twilio_runtime, 1)
+    (event_id,) = planned_ids(twilio_runtime)
+    crash_after_provider_accepted(twilio_runtime, event_id)
+    (accepted,) = fake_twilio.messages
+    report = {"MessageSid": accepted.sid, "MessageStatus": "undelivered", "ErrorCode": "30003"}
+    assert apply_status_callback(twilio_runtime, report) == "parked"
+    assert apply_status_callback(twilio_runtime, {**report, "MessageStatus": "delivered"}) == "parked"
+
+    recover_stuck_sends(twilio_runtime, older_than=timedelta(0))
+    assert deliver(twilio_runtime, event_id) is Outcome.SENT  # found at the provider, not resent
+    found = event(twilio_runtime, event_id)
+    assert fake_twilio.requests == 1 and found.provider_message_id == accepted.sid
+    # The first final report wins, as when reports arrive after the record.
+    assert found.status == EventStatus.UNDELIVERED and found.error_code == "30003"
+    with twilio_runtime.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(EarlyStatus)) == 0
+    assert apply_status_callback(twilio_runtime, report) == "no change"
+
+
+def test_the_scheduler_applies_reports_parked_for_a_send_recorded_elsewhere_and_drops_stale_ones(
+    twilio_runtime: Runtime,
+) -> None:
+    seed_birthdays(twilio_runtime, 1)
+    (event_id,) = planned_ids(twilio_runtime)
+    now = utcnow()
+    with twilio_runtime.sessions.begin() as session:
+        assert apply_report(session, "SMnew", "delivered", None, now=now) == "parked"
+        assert apply_report(session, "SMgone", "failed", "30008", now=now - timedelta(days=8)) == "parked"
+        # Recorded by a path that does not look for parked reports (or raced with the report).
+        session.execute(
+            update(CareEvent)
+            .where(CareEvent.id == event_id)
+            .values(status=EventStatus.SENT, provider_message_id="SMnew")
+        )
+    reports: list[str] = []
+    job = next(j for j in default_jobs() if j.name == "provider-reports")
+    job.run(JobContext(twilio_runtime, now, lambda ids: None, "me", lambda: None, reports.append))
+    assert event(twilio_runtime, event_id).status == EventStatus.DELIVERED
+    assert reports == ["applied 1 delivery report(s) that arrived before their send was recorded"]
+    with twilio_runtime.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(EarlyStatus)) == 0  # SMgone: dropped
+
+
 def test_a_claimant_that_lost_its_claim_cannot_overwrite_the_next_attempt(twilio_runtime: Runtime) -> None:
     seed_birthdays(twilio_runtime, 1)
     (event_id,) = planned_ids(twilio_runtime)
@@ -219,7 +270,13 @@ def test_the_scheduler_plans_each_center_at_its_local_time_once(
 
 def test_the_scheduler_runs_its_jobs_in_order() -> None:
     # Segments before planning, so a tick that reaches both plans with today's segments.
-    assert [job.name for job in default_jobs()] == ["segments", "plan", "release-deferred", "recover"]
+    assert [job.name for job in default_jobs()] == [
+        "segments",
+        "plan",
+        "release-deferred",
+        "recover",
+        "provider-reports",
+    ]
 
 
 def test_retry_requeues_fixed_failures_and_events_explains_them(

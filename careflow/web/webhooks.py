@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 from xml.sax.saxutils import escape
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -31,35 +31,14 @@ from careflow.consent import (
     mask_phone,
     purposes_withdrawn_by_stop,
     record_consent,
-    withdraw_for_carrier_opt_out,
 )
-from careflow.delivery import CARRIER_OPT_OUT
-from careflow.models import CareEvent, Customer, EventStatus, Reply, utcnow
+from careflow.models import Customer, Reply, utcnow
+from careflow.provider_status import STATUS_MAP, apply_parked, apply_report
 from careflow.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
-
-# Twilio's message statuses -> the event status they mean. Twilio's intermediate states
-# (queued, accepted, sending) are all "the provider has it": our ``sent``.
-_STATUS_MAP: dict[str, EventStatus] = {
-    "accepted": EventStatus.SENT,
-    "scheduled": EventStatus.SENT,
-    "queued": EventStatus.SENT,
-    "sending": EventStatus.SENT,
-    "sent": EventStatus.SENT,
-    "delivered": EventStatus.DELIVERED,
-    "undelivered": EventStatus.UNDELIVERED,
-    "failed": EventStatus.FAILED,
-}
-# A final provider report may only replace ``sent``: a status never moves backwards, and
-# the first final report wins (repeats and late out-of-order callbacks change nothing).
-_MAY_REPLACE: dict[EventStatus, tuple[EventStatus, ...]] = {
-    EventStatus.DELIVERED: (EventStatus.SENT,),
-    EventStatus.UNDELIVERED: (EventStatus.SENT,),
-    EventStatus.FAILED: (EventStatus.SENT,),
-}
 
 _XML_HEAD = '<?xml version="1.0" encoding="UTF-8"?>'
 
@@ -116,32 +95,23 @@ def _required(form: dict[str, str], *names: str) -> list[str]:
 
 
 def apply_status_callback(runtime: Runtime, form: dict[str, str]) -> str:
-    """Move the event to what the provider reports, forwards only; returns what happened."""
+    """Move the event to what the provider reports, forwards only; returns what happened.
+
+    A final report that arrives before careflow recorded the message on its event is parked
+    and applied once it is (``careflow.provider_status``).
+    """
     sid, reported = _required(form, "MessageSid", "MessageStatus")
-    target = _STATUS_MAP.get(reported.lower())
-    if target is None:
+    if reported.lower() not in STATUS_MAP:
         raise BadRequest(f"unknown MessageStatus {reported!r}")
-    if target not in _MAY_REPLACE:
-        return "no change"  # "the provider has it" is what ``sent`` already says
-    error_code = form.get("ErrorCode") or None
-    values: dict[str, Any] = {"status": target}
-    if error_code:
-        values["error_code"] = error_code
-        values["status_reason"] = f"Twilio reported {reported} (error {error_code})"
     with runtime.sessions.begin() as session:
-        result = session.execute(
-            update(CareEvent)
-            .where(CareEvent.provider_message_id == sid, CareEvent.status.in_(_MAY_REPLACE[target]))
-            .values(**values)
-            .execution_options(synchronize_session=False)
-        )
-        changed = getattr(result, "rowcount", 0) == 1
-        if changed and error_code == CARRIER_OPT_OUT:
-            event = session.scalars(select(CareEvent).where(CareEvent.provider_message_id == sid)).one()
-            if event.channel:
-                withdraw_for_carrier_opt_out(session, event.customer_id, event.channel)
-    log.info("status callback %s: %s -> %s", sid, reported, "applied" if changed else "no change")
-    return "applied" if changed else "no change"
+        outcome = apply_report(session, sid, reported, form.get("ErrorCode") or None)
+    if outcome == "parked":
+        # Recorded meanwhile (a race with the batch that sent it)? Then apply it now.
+        with runtime.sessions.begin() as session:
+            if apply_parked(session, [sid]):
+                outcome = "applied"
+    log.info("status callback %s: %s -> %s", sid, reported, outcome)
+    return outcome
 
 
 def _customers_with(session: Session, phone: str) -> list[Customer]:
