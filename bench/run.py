@@ -68,9 +68,10 @@ DAY_PLUGINS: dict[str, tuple[str, ...]] = {
     "birthday": ("birthday",),
     "storm": ("birthday", "bench_storm"),
     "fixed": ("bench_fixed",),
-    # Every built-in plugin that narrows in SQL. Not winback and points: winback reads every
-    # customer's visits and points every customer's live lots in each window (their due sets
-    # depend on what was already sent, which no index narrows), so they cost O(customers).
+    # Built-in plugins that narrow in SQL. Not points: its threshold check sums every
+    # customer's live lots in each window. Not winback: it narrows by visit date, but the
+    # bench's day is a Monday, its default weekly full scan (and its due set would need a
+    # floor query of its own, "no win-back event for this lapse yet").
     "everyday": ("birthday", "holidays", "maintenance", "survey", "weather"),
 }
 # How many fresh processes plan each day; the best is reported (the floor is a best of three too).

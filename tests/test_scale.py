@@ -235,7 +235,7 @@ def test_adaptive_windows_plan_exactly_what_fixed_windows_plan(
         runtime.close()
 
 
-NARROWING = ("birthday", "maintenance", "survey", "holidays", "weather")
+NARROWING = ("birthday", "maintenance", "survey", "holidays", "weather", "winback")
 
 
 def _seed_everyday(url: str, alerts: Path) -> None:
@@ -283,6 +283,8 @@ def test_narrowing_plugins_find_in_wide_windows_exactly_what_a_full_scan_finds(
     _seed_everyday(url, alerts)
     plugins = {name: {"enabled": True} for name in NARROWING}
     plugins["weather"].update(provider="file", alerts_file=str(alerts))
+    # Win-back through the visits' date index only (its weekly full scan would fall on NOW's Monday).
+    plugins["winback"].update(full_scan_weekday="never")
     centers = {
         code: {"send_from": "00:00", "send_until": "24:00", "frequency_cap": 0}
         for code in ("bj", "sh", "gz", "cd", "hk")
@@ -312,7 +314,7 @@ def test_narrowing_plugins_find_in_wide_windows_exactly_what_a_full_scan_finds(
         assert wide == whole == fixed
         plugins_due = {key.split(":", 1)[0] for key, _ in wide}
         if when.startswith("2026-05"):
-            assert plugins_due == {"birthday", "maintenance", "survey", "weather"}
+            assert plugins_due == {"birthday", "maintenance", "survey", "weather", "winback"}
             assert wide_windows < fixed_windows  # the quiet day's windows widened
         else:
             assert "holidays" in plugins_due and len(wide) >= 6_000

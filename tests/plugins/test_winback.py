@@ -127,3 +127,32 @@ def test_template_renders_in_both_locales(careflow_db_url: str, locale: str, exp
         assert "Lee" in (event.body or "")
     finally:
         rt.close()
+
+
+def test_recent_lapses_are_found_by_visit_date_every_day_and_older_ones_on_the_full_scan_day(
+    runtime_any_db: Runtime,
+) -> None:
+    runtime = runtime_any_db
+    # Tuesday 2026-11-03; the full scan is on Mondays (the default).
+    _customer(runtime, "recent", [(date(2026, 1, 20), 300)])  # lapsed 9 months on 2026-10-20
+    _customer(runtime, "old", [(date(2024, 12, 1), 300)])  # lapsed long ago, never written to
+    _customer(runtime, "back", [(date(2026, 1, 25), 300), (date(2026, 9, 1), 300)])  # came back
+    _customer(runtime, "never-visited", [])
+    with loaded_customers() as seen:
+        plan(runtime, now=parse_instant("2026-11-03T10:00:00+08:00"), day=date(2026, 11, 3))
+    assert seen == ["recent"] and recipients(runtime, "winback") == ["recent"]
+    plan(runtime, now=parse_instant("2026-11-09T10:00:00+08:00"), day=date(2026, 11, 9))  # Monday
+    assert sorted(recipients(runtime, "winback")) == ["old", "recent"]  # each once
+    assert len(events(runtime, "winback")) == 2
+
+
+def test_without_a_full_scan_day_only_lapses_within_the_catch_up_are_written(careflow_db_url: str) -> None:
+    rt = runtime_with(careflow_db_url, {"winback": {"catch_up_days": 10, "full_scan_weekday": "never"}})
+    try:
+        _customer(rt, "nine-days", [(date(2026, 1, 25), 300)])  # lapsed 2026-10-25
+        _customer(rt, "twelve-days", [(date(2026, 1, 22), 300)])  # lapsed 2026-10-22
+        plan(rt, now=parse_instant("2026-11-03T10:00:00+08:00"), day=date(2026, 11, 3))
+        plan(rt, now=parse_instant("2026-11-09T10:00:00+08:00"), day=date(2026, 11, 9))  # a Monday
+        assert recipients(rt, "winback") == ["nine-days"]
+    finally:
+        rt.close()
