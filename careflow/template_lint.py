@@ -288,17 +288,11 @@ _cache_lock = threading.Lock()
 
 def lint_refusal(runtime: Runtime, event: CareEvent, center: Center) -> str | None:
     """Why this event's template must not be used for a send, or None when it passes lint."""
-
-    store = runtime.templates
     channel = event.channel or "sms"
-    memo = store.batch_memo()
-    key = ("lint", event.template, channel, event.locale, center.code, center.locale, event.plugin)
-    if memo is not None and key in memo:
-        return memo[key]  # type: ignore[no-any-return]
-    refusal = _lint_refusal(runtime, event, center, channel)
-    if memo is not None:
-        memo[key] = refusal
-    return refusal
+    return runtime.templates.within_batch(
+        ("lint", event.template, channel, event.locale, center.code, center.locale, event.plugin),
+        lambda: _lint_refusal(runtime, event, center, channel),
+    )
 
 
 def _lint_refusal(runtime: Runtime, event: CareEvent, center: Center, channel: str) -> str | None:

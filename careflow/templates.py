@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import importlib
 import types
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from babel import Locale, UnknownLocaleError
 from babel.dates import format_date, format_datetime
@@ -34,6 +34,7 @@ from careflow.errors import TemplateError
 from careflow.template_db import DatabaseTemplates, PublishedFirstLoader
 
 MAX_OUTPUT_CHARS = 5_000
+T = TypeVar("T")
 # Look-ups remembered for the length of one delivery batch (see TemplateStore.batch).
 _batch_memo: ContextVar[dict[tuple[Any, ...], Any] | None] = ContextVar(
     "careflow_template_memo", default=None
@@ -179,9 +180,14 @@ class TemplateStore:
             _batch_memo.reset(token)
 
     @staticmethod
-    def batch_memo() -> dict[tuple[Any, ...], Any] | None:
-        """The current batch's memo (None outside ``batch()``)."""
-        return _batch_memo.get()
+    def within_batch(key: tuple[Any, ...], compute: Callable[[], T]) -> T:
+        """``compute()``, remembered under ``key`` for the rest of the current ``batch()``."""
+        memo = _batch_memo.get()
+        if memo is None:
+            return compute()
+        if key not in memo:
+            memo[key] = compute()
+        return cast(T, memo[key])
 
     def resolve(
         self, template: str, channel: str, locale: str | None, center_code: str, center_locale: str
@@ -191,14 +197,10 @@ class TemplateStore:
         A plugin that ships only SMS texts still reaches customers who prefer WhatsApp or
         e-mail: those channels fall back to the SMS template in the same locale.
         """
-        memo = _batch_memo.get()
-        key = ("resolve", template, channel, locale, center_code, center_locale)
-        if memo is not None and key in memo:
-            return str(memo[key])
-        name = self._resolve(template, channel, locale, center_code, center_locale)
-        if memo is not None:
-            memo[key] = name
-        return name
+        return self.within_batch(
+            ("resolve", template, channel, locale, center_code, center_locale),
+            lambda: self._resolve(template, channel, locale, center_code, center_locale),
+        )
 
     def _resolve(
         self, template: str, channel: str, locale: str | None, center_code: str, center_locale: str
