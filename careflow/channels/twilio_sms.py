@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.rest import Client
+from twilio.rest.api.v2010.account.message import MessageInstance
 
 from careflow.channels.base import Channel, OutgoingMessage, SendResult
 from careflow.channels.twilio_errors import KNOWN_ERRORS, ErrorClass, classify
@@ -128,16 +129,21 @@ class TwilioChannel:
     def lookup(self, message: OutgoingMessage, since: datetime) -> SendResult | None:
         sender = self._sender(message.center_code)
         pair = {"to": self._address(message.to), "from_": sender.get("from_")}
-        sent = self._client.messages.list(**pair, date_sent_after=since, limit=200)
+
+        def ours(candidates: Iterable[MessageInstance]) -> SendResult | None:
+            for candidate in candidates:
+                # Twilio renders a content template itself, so its text is not ours to compare.
+                if message.content_sid or same_text(candidate.body or "", message.body):
+                    return SendResult(provider_message_id=candidate.sid)
+            return None
+
+        found = ours(self._client.messages.list(**pair, date_sent_after=since, limit=200))
+        if found is not None:
+            return found
         # A message still in Twilio's queue (a busy sender on a big day) has no date_sent yet,
-        # so no DateSent filter finds it: look at the pair's newest messages as well.
+        # so no DateSent filter finds it: look among the pair's newest messages too.
         newest = self._client.messages.list(**pair, limit=QUEUED_LOOKUP_LIMIT)
-        waiting = [m for m in newest if m.date_sent is None and m.date_created and m.date_created >= since]
-        for candidate in [*sent, *waiting]:
-            # Twilio renders a content template itself, so its text is not ours to compare.
-            if message.content_sid or same_text(candidate.body or "", message.body):
-                return SendResult(provider_message_id=candidate.sid)
-        return None
+        return ours(m for m in newest if m.date_sent is None and m.date_created and m.date_created >= since)
 
 
 # What Twilio's Smart Encoding (on by default in new Messaging Services) may have rewritten:
