@@ -23,6 +23,7 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +31,9 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 import run as bench  # noqa: E402
-import storm_day  # noqa: E402
 from sqlalchemy import create_engine  # noqa: E402
 
 import careflow.scheduler as scheduler  # noqa: E402
-from careflow.config import load_settings  # noqa: E402
 
 # The scheduler's steps, by the names it calls them under (module careflow.scheduler).
 STEPS = (
@@ -66,23 +65,8 @@ def timed(spent: dict[str, float], name: str, fn: Callable[..., Any]) -> Callabl
 
 
 def careflow_steps(url: str, broker_url: str, scenario: str, runs: int) -> dict[str, list[float]]:
-    from careflow.broker import LOCAL, make_broker
-    from careflow.heap import settle_after_startup
-    from careflow.tasks import build_actors
-    from careflow.testing import build_runtime
-
     queue = "careflow_profile"
     config = bench.write_config(Path("/tmp"), url, broker_url, queue, scenario=scenario)
-    runtime = build_runtime(load_settings(config), extra_plugins=[storm_day])
-    broker = make_broker(runtime.settings.broker.url)
-    actors = build_actors(broker, runtime)
-    settle_after_startup()
-
-    def enqueue(ids: Any) -> None:
-        actors.enqueue_deliveries(ids)
-        if runtime.settings.broker.url == LOCAL:
-            broker.flush_all()
-
     spent: dict[str, float] = defaultdict(float)
     for name in STEPS:
         setattr(scheduler, name, timed(spent, name, getattr(scheduler, name)))
@@ -94,26 +78,25 @@ def careflow_steps(url: str, broker_url: str, scenario: str, runs: int) -> dict[
         elif "since" in collecting:
             spent["garbage collector"] += time.perf_counter() - collecting.pop("since")
 
-    gc.callbacks.append(on_gc)
     figures: dict[str, list[float]] = defaultdict(list)
+    gc.callbacks.append(on_gc)
     try:
-        for index in range(runs + 1):  # the first run warms caches (and may compute segments)
-            bench.reset_events(url)
-            bench.clean_queue(broker_url, queue)
-            spent.clear()
-            started = time.perf_counter()
-            scheduler.plan(runtime, now=bench.NOW, enqueue=enqueue)
-            total = time.perf_counter() - started
-            if index:
-                figures["planning, in all"].append(total)
-                for name in (*STEPS, "garbage collector"):
-                    figures[name].append(spent[name])
+        with bench.planning_runtime(config) as (runtime, enqueue):
+            for index in range(runs + 1):  # the first run warms caches (and may compute segments)
+                bench.reset_events(url)
+                bench.clean_queue(broker_url, queue)
+                spent.clear()
+                started = time.perf_counter()
+                scheduler.plan(runtime, now=bench.NOW, enqueue=enqueue)
+                total = time.perf_counter() - started
+                if index:
+                    figures["planning, in all"].append(total)
+                    for name in (*STEPS, "garbage collector"):
+                        figures[name].append(spent[name])
     finally:
         gc.callbacks.remove(on_gc)
         bench.reset_events(url)
         bench.clean_queue(broker_url, queue)
-        broker.close()
-        runtime.close()
         config.unlink()
     return figures
 
@@ -124,7 +107,7 @@ def driver_minimum(url: str, scenario: str, runs: int) -> dict[str, list[float]]
     engine = create_engine(url)
     postgres = engine.dialect.name == "postgresql"
     mark = "%s" if postgres else "?"
-    now = bench.NOW.astimezone(bench.UTC)
+    now = bench.NOW.astimezone(UTC)
     try:
         for _ in range(runs):
             seconds, rows = bench._floor_once(url, scenario)

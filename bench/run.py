@@ -241,11 +241,11 @@ def reset_events(url: str) -> None:
 # ---------------------------------------------------------------- planning (child process)
 
 
-def plan_child(config: Path) -> None:
-    """Plan one day in this fresh process and print the figures as JSON (peak RSS included)."""
+@contextmanager
+def planning_runtime(config: Path) -> Iterator[tuple[Any, Callable[[Sequence[int]], None]]]:
+    """The runtime ``careflow run`` would plan with (heap settled), and how it queues events."""
     from careflow.broker import LOCAL, make_broker
     from careflow.heap import settle_after_startup
-    from careflow.scheduler import plan
     from careflow.tasks import build_actors
     from careflow.testing import build_runtime
 
@@ -259,11 +259,22 @@ def plan_child(config: Path) -> None:
         if runtime.settings.broker.url == LOCAL:
             broker.flush_all()  # the in-process queue: no worker here, delivery is measured apart
 
-    started = time.perf_counter()
-    report = plan(runtime, now=NOW, enqueue=enqueue)
-    seconds = time.perf_counter() - started
-    broker.close()
-    runtime.close()
+    try:
+        yield runtime, enqueue
+    finally:
+        broker.close()
+        runtime.close()
+
+
+def plan_child(config: Path) -> None:
+    """Plan one day in this fresh process and print the figures as JSON (peak RSS included)."""
+    from careflow.scheduler import plan
+
+    with planning_runtime(config) as (runtime, enqueue):
+        started = time.perf_counter()
+        report = plan(runtime, now=NOW, enqueue=enqueue)
+        seconds = time.perf_counter() - started
+        plugins = sorted(runtime.registry.enabled(runtime.settings))
     figures = {
         "seconds": seconds,
         # The nightly segment refresh and each plugin's prepare(): once per run, over every customer.
@@ -271,7 +282,7 @@ def plan_child(config: Path) -> None:
         "occasions": report.occasions,
         "new": report.new,
         "batches": report.batches,
-        "plugins": sorted(runtime.registry.enabled(runtime.settings)),
+        "plugins": plugins,
         "due": sum(sum(c.values()) for name, c in report.per_plugin.items() if name != "bundle"),
         "failures": [f"{f.plugin}: {f.error}" for f in report.failures],
     }
