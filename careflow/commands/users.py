@@ -79,8 +79,10 @@ def users_list() -> None:
 @_friendly_errors
 def users_disable(email: str) -> None:
     """Disable an account; its sessions stop working at the next request."""
+    from careflow.web.console.security import canonical_email
+
     with opened_runtime() as runtime, runtime.sessions() as session:
-        user = session.scalar(select(ConsoleUser).where(ConsoleUser.email == email.strip().lower()))
+        user = session.scalar(select(ConsoleUser).where(ConsoleUser.email == canonical_email(email)))
         if user is None:
             raise CareflowError(f"no user {email}")
         user.active = False

@@ -75,9 +75,14 @@ def verify_password(password_hash: str, password: str) -> bool:
         return False
 
 
+def canonical_email(email: str) -> str:
+    """How e-mail addresses are stored and compared: trimmed, lower case."""
+    return email.strip().lower()
+
+
 def add_user(session: Session, email: str, password: str, role: Role, center: Center | None) -> ConsoleUser:
     """Create an account; managers and marketers must belong to a center, admins to none."""
-    email = email.strip().lower()
+    email = canonical_email(email)
     if "@" not in email:
         raise CareflowError(f"{email!r} is not an e-mail address")
     if role is Role.ADMIN and center is not None:
@@ -99,7 +104,7 @@ def add_user(session: Session, email: str, password: str, role: Role, center: Ce
 
 
 def authenticate(session: Session, email: str, password: str) -> ConsoleUser | None:
-    user = session.scalar(select(ConsoleUser).where(ConsoleUser.email == email.strip().lower()))
+    user = session.scalar(select(ConsoleUser).where(ConsoleUser.email == canonical_email(email)))
     if user is None or not user.active:
         verify_password(_DUMMY_HASH, password)
         return None
@@ -204,7 +209,7 @@ def sign_in_locked(session: Session, email: str, address: str, now: datetime) ->
     since = now - FAILURE_WINDOW
     waits = []
     for column, value, limit in (
-        (SignInFailure.email, email.strip().lower(), FAILURES_PER_EMAIL),
+        (SignInFailure.email, canonical_email(email), FAILURES_PER_EMAIL),
         (SignInFailure.address, address, FAILURES_PER_ADDRESS),
     ):
         recent = list(
@@ -222,9 +227,9 @@ def sign_in_locked(session: Session, email: str, address: str, now: datetime) ->
 
 def record_sign_in_failure(session: Session, email: str, address: str, now: datetime) -> None:
     session.execute(delete(SignInFailure).where(SignInFailure.at < now - FAILURE_WINDOW))
-    session.add(SignInFailure(email=email.strip().lower()[:320], address=address[:64], at=now))
+    session.add(SignInFailure(email=canonical_email(email)[:320], address=address[:64], at=now))
 
 
 def forget_sign_in_failures(session: Session, email: str) -> None:
     """A successful sign-in clears its e-mail's failures (not its address's)."""
-    session.execute(delete(SignInFailure).where(SignInFailure.email == email.strip().lower()))
+    session.execute(delete(SignInFailure).where(SignInFailure.email == canonical_email(email)))
