@@ -110,6 +110,8 @@ class Center(Base):
     name: Mapped[str] = mapped_column(String(200))
     timezone: Mapped[str] = mapped_column(String(64))
     locale: Mapped[str] = mapped_column(String(16))
+    # ISO 3166 alpha-2 (GB, CN): phone numbers written without + are read in this country.
+    country: Mapped[str | None] = mapped_column(String(2))
     created_at: Mapped[created_at]
 
 
@@ -202,6 +204,28 @@ class Consent(Base):
     customer: Mapped[Customer] = relationship(back_populates="consents")
 
 
+class ConsentChange(Base):
+    """One change of one consent, never updated or deleted: the history a card shows and an audit reads.
+
+    Its id grows with every change, so "any withdrawal since id N?" is one indexed range read:
+    delivery asks it just before each send (see ``careflow.consent.withdrawals_since``).
+    """
+
+    __tablename__ = "consent_changes"
+    __table_args__ = (Index("ix_consent_changes_customer_id", "customer_id", "id"),)
+
+    id: Mapped[intpk]
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    channel: Mapped[str] = mapped_column(String(32))
+    purpose: Mapped[str] = mapped_column(String(32))
+    granted: Mapped[bool] = mapped_column(Boolean)
+    source: Mapped[str] = mapped_column(String(64))  # "import", "reply:STOP", "re-consent", ...
+    actor: Mapped[str | None] = mapped_column(String(320))  # who recorded it: a user, "customer", a file
+    note: Mapped[str | None] = mapped_column(Text)  # e.g. the evidence of a re-consent
+    effective_at: Mapped[datetime]  # when the customer gave or withdrew it (a re-consent names its date)
+    recorded_at: Mapped[created_at]
+
+
 class Vehicle(Base):
     __tablename__ = "vehicles"
     __table_args__ = (
@@ -260,6 +284,8 @@ class Voucher(Base):
     points: Mapped[int] = mapped_column(Integer)
     value: Mapped[Decimal] = mapped_column(Numeric(12, 2))
     issued_on: Mapped[date] = mapped_column(Date)
+    # The visit at whose checkout it was redeemed: never "the next maintenance visit" itself.
+    issued_visit_id: Mapped[int | None] = mapped_column(ForeignKey("service_visits.id", ondelete="SET NULL"))
     expires_on: Mapped[date] = mapped_column(Date)
     used_visit_id: Mapped[int | None] = mapped_column(
         ForeignKey("service_visits.id", ondelete="SET NULL"), unique=True
