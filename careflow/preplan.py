@@ -43,6 +43,7 @@ def prepare_run(
                     settings=settings,
                     hook=runtime.registry.pm.hook,
                     default_timezone=center_tz,
+                    sessions=runtime.sessions,
                 )
                 problems.extend((name, problem) for problem in plugin.prepare(ctx))
         except Exception as exc:

@@ -145,18 +145,23 @@ def plan(
     on_batch: Callable[[int, int], None] | None = None,
     center_ids: Collection[int] | None = None,
     id_span: tuple[int, int] | None = None,
+    plugins: Collection[str] | None = None,
 ) -> PlanReport:
     """Plan every enabled care plugin over all customers; enqueue each new event after its commit.
 
     ``on_batch(done, total)`` reports progress in customer ids. With ``dry_run`` nothing is
     written or queued. ``center_ids`` limits the recorded occasions to those centers'
-    customers; ``id_span`` limits the run to one inclusive id range (a shard).
+    customers; ``id_span`` limits the run to one inclusive id range (a shard); ``plugins``
+    to those care plugins (an intraday weather pass), which is then not recorded as the
+    last run of every plugin for ``careflow plugins``.
     Each plugin runs isolated (see ``careflow.isolation``); its failures are in the report and,
     unless ``dry_run``, recorded for ``careflow plugins``.
     """
     report = PlanReport()
     started = time.perf_counter()
     enabled = runtime.registry.enabled(runtime.settings)
+    if plugins is not None:
+        enabled = {name: chosen for name, chosen in enabled.items() if name in plugins}
     if not dry_run and id_span is None:
         # Pre-planning: segments and each plugin's once-per-run work, committed before any batch.
         # A shard skips it: the run that created the shards did it once for all of them.
@@ -166,9 +171,11 @@ def plan(
     with runtime.sessions() as session:
         # Each center's console settings win over careflow.toml (see careflow.center_plugins).
         runs = plugin_runs(runtime.registry, runtime.settings, session)
+        if plugins is not None:
+            runs = [run for run in runs if run.plugin.name in plugins]
         span = id_span or customer_id_span(session)
         center_tz = dict(session.execute(select(Center.id, Center.timezone)).all())
-    if span is None:
+    if span is None or (plugins is not None and not runs):
         return report
     narrow = bool(runs) and all(run.plugin.narrows_in_sql for run in runs)
     windows = IdWindows(span, runtime.settings.scheduler.batch_size, adaptive=narrow)
@@ -199,7 +206,7 @@ def plan(
         if on_batch is not None:
             on_batch(*windows.progress())
     isolation.close()
-    if not dry_run:
+    if not dry_run and plugins is None:
         metrics.observe_planning(time.perf_counter() - started)
         record_run(
             runtime.sessions,

@@ -103,8 +103,8 @@ def test_thresholds_are_configurable(tmp_path: Path, openmeteo: FakeOpenMeteo) -
         rt.close()
 
 
-def test_one_provider_call_per_city_per_day(db_url: str, openmeteo: FakeOpenMeteo) -> None:
-    rt = _open_meteo_runtime(db_url, openmeteo)
+def test_one_provider_call_per_city_per_refresh_interval(db_url: str, openmeteo: FakeOpenMeteo) -> None:
+    rt = _open_meteo_runtime(db_url, openmeteo)  # refresh_minutes: 60 by default
     try:
         for i in range(5):  # batch_size 2: three batches, each with Shanghai customers
             _add(rt, f"sh{i}", "Shanghai")
@@ -114,10 +114,12 @@ def test_one_provider_call_per_city_per_day(db_url: str, openmeteo: FakeOpenMete
         first = plan(rt, now=NOW)
         assert (openmeteo.requests_for(SHANGHAI), openmeteo.requests_for(BEIJING)) == (1, 1)
         assert first.new == 5 and sorted(recipients(rt, "weather")) == [f"sh{i}" for i in range(5)]
-        again = plan(rt, now=parse_instant("2026-07-20T18:00:00+08:00"))  # cached in the database
+        again = plan(rt, now=parse_instant("2026-07-20T08:59:00+08:00"))  # within the hour: stored answer
         assert len(openmeteo.requests) == 2 and again.new == 0 and again.already_recorded == 5
+        later = plan(rt, now=parse_instant("2026-07-20T18:00:00+08:00"))  # asked again, the same storm
+        assert len(openmeteo.requests) == 4 and later.new == 0 and later.already_recorded == 5
         plan(rt, now=parse_instant("2026-07-21T08:00:00+08:00"))  # a new day asks again
-        assert len(openmeteo.requests) == 4
+        assert len(openmeteo.requests) == 6
     finally:
         rt.close()
 
@@ -160,9 +162,10 @@ def test_a_failing_city_is_reported_and_skipped_alone(
         assert recipients(rt, "weather") == ["sh"]
         (failure,) = report.failures
         assert failure.plugin == "weather" and "Beijing" in failure.error and reported in failure.error
-        # Failures are not cached: once the provider recovers, the next run asks again and cares.
+        # Failures are not cached: once the provider recovers, the next run asks again and cares
+        # (within the refresh interval, which keeps Shanghai's good answer).
         openmeteo.heal(BEIJING)
-        plan(rt, now=parse_instant("2026-07-20T12:00:00+08:00"))
+        plan(rt, now=parse_instant("2026-07-20T08:30:00+08:00"))
         assert sorted(recipients(rt, "weather")) == ["bj", "sh"]
         assert openmeteo.requests_for(BEIJING) == 2 and openmeteo.requests_for(SHANGHAI) == 1
     finally:
