@@ -43,7 +43,7 @@ def weather(tmp_path: Path) -> Iterator[Runtime]:
         centers=CENTERS,
     )
     with rt.sessions.begin() as session:
-        add_customer(session, external_id="sh", city="上海", locale="zh_CN")
+        add_customer(session, external_id="sh", city="Shanghai", locale="zh_CN")
     yield rt
     rt.close()
 

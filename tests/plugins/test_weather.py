@@ -382,7 +382,7 @@ def test_the_bureau_file_is_read_again_during_the_day(tmp_path: Path) -> None:
     path = _alert_file(tmp_path, [{"id": "SH-1", "city": "Shanghai", "kind": "heat", "starts": "2026-07-20"}])
     rt = runtime_with(
         f"sqlite:///{tmp_path / 'c.db'}",
-        {"weather": {"provider": "file", "alerts_file": str(path), "refresh_minutes": 15}},
+        {"weather": {"provider": "file", "alerts_file": str(path)}},
     )
     try:
         _add(rt, "sh", "Shanghai")
@@ -392,11 +392,22 @@ def test_the_bureau_file_is_read_again_during_the_day(tmp_path: Path) -> None:
             {"id": "SH-2", "city": "上海市", "kind": "hail", "starts": "2026-07-20"},  # issued at 11:00
         ]
         _alert_file(tmp_path, rows)
-        plan(rt, now=parse_instant("2026-07-20T08:10:00+08:00"))  # within 15 minutes: not read again
+        plan(rt, now=parse_instant("2026-07-20T08:50:00+08:00"))  # within the hour: not read again
         assert [e.period for e in events(rt, "weather")] == ["SH-1"]
         plan(rt, now=parse_instant("2026-07-20T11:15:00+08:00"))
-        plan(rt, now=parse_instant("2026-07-20T11:35:00+08:00"))
+        plan(rt, now=parse_instant("2026-07-20T11:35:00+08:00"))  # read at 11:15: nothing new
         assert [e.period for e in events(rt, "weather")] == ["SH-1", "SH-2"]
+    finally:
+        rt.close()
+
+
+def test_the_refresh_interval_is_configurable(tmp_path: Path, openmeteo: FakeOpenMeteo) -> None:
+    rt = _open_meteo_runtime(f"sqlite:///{tmp_path / 'c.db'}", openmeteo, refresh_minutes=15)
+    try:
+        _add(rt, "sh", "Shanghai")
+        for minute in ("00", "10", "14", "15", "20"):
+            plan(rt, now=parse_instant(f"2026-07-20T08:{minute}:00+08:00"))
+        assert openmeteo.requests_for(SHANGHAI) == 2  # at 08:00 and 08:15
     finally:
         rt.close()
 
@@ -438,7 +449,7 @@ def test_the_scheduler_plans_weather_again_during_the_day(tmp_path: Path, openme
     rt = runtime_with(
         f"sqlite:///{tmp_path / 'c.db'}",
         {
-            "weather": {"open_meteo_url": openmeteo.url, "cities": CITIES, "refresh_minutes": 30},
+            "weather": {"open_meteo_url": openmeteo.url, "cities": CITIES},  # refresh_minutes: 60
             "birthday": {},
         },
     )
@@ -452,7 +463,7 @@ def test_the_scheduler_plans_weather_again_during_the_day(tmp_path: Path, openme
         openmeteo.set_day(SHANGHAI, DAY, hail=True, weather_code=96)  # a hail warning at 14:00
         with loaded_customers() as seen:
             service.tick(parse_instant("2026-07-20T14:00:00+08:00"))
-            service.tick(parse_instant("2026-07-20T14:10:00+08:00"))  # within the interval: nothing
+            service.tick(parse_instant("2026-07-20T14:40:00+08:00"))  # within the hour: nothing
         assert recipients(rt, "weather") == ["sh"] and seen == ["sh"]  # the birthday day not planned again
         (event,) = events(rt, "weather")
         assert event.id in queued and openmeteo.requests_for(SHANGHAI) == 2
