@@ -21,6 +21,7 @@ from careflow.importing import CustomerImporter
 from careflow.models import Customer, WeatherReport
 from careflow.runtime import Runtime
 from careflow.scheduler import plan
+from careflow.segments import refresh_segments
 from careflow.service import SchedulerService
 from careflow.testing import add_customer, center, loaded_customers, parse_instant
 from careflow.testing.openmeteo_server import FakeOpenMeteo
@@ -415,14 +416,20 @@ def test_the_refresh_interval_is_configurable(tmp_path: Path, openmeteo: FakeOpe
 def test_processes_asking_at_once_make_one_provider_call_per_city(
     pg_url: str, openmeteo: FakeOpenMeteo
 ) -> None:
-    rt = _open_meteo_runtime(pg_url, openmeteo)
+    rt = _open_meteo_runtime(pg_url, openmeteo, cities={"上海": list(SHANGHAI)})
     try:
-        _add(rt, "sh", "Shanghai")
-        openmeteo.set_day(SHANGHAI, DAY, precipitation_sum=90.0)
+        _add(rt, "sh", "上海")
+        with rt.sessions.begin() as session:  # today's segments, so the runs below share only weather
+            refresh_segments(session, rt.settings.segments, now=NOW)
         openmeteo.delay_seconds = 0.5  # a slow provider: the others arrive while the first asks
         with ThreadPoolExecutor(4) as pool:
-            reports = list(pool.map(lambda _: plan(rt, now=NOW), range(4)))
+            list(pool.map(lambda _: plan(rt, now=NOW), range(4)))  # never asked before: first one wins
         assert openmeteo.requests_for(SHANGHAI) == 1
+        openmeteo.set_day(SHANGHAI, DAY, precipitation_sum=90.0)
+        later = NOW + timedelta(minutes=90)  # due for a refresh: again one of them asks
+        with ThreadPoolExecutor(4) as pool:
+            reports = list(pool.map(lambda _: plan(rt, now=later), range(4)))
+        assert openmeteo.requests_for(SHANGHAI) == 2
         assert sum(r.new for r in reports) == 1 and recipients(rt, "weather") == ["sh"]
     finally:
         rt.close()
