@@ -152,8 +152,8 @@ def plan(
     ``on_batch(done, total)`` reports progress in customer ids. With ``dry_run`` nothing is
     written or queued. ``center_ids`` limits the recorded occasions to those centers'
     customers; ``id_span`` limits the run to one inclusive id range (a shard); ``plugins``
-    to those care plugins (an intraday weather pass), which is then not recorded as the
-    last run of every plugin for ``careflow plugins``.
+    to those care plugins (an intraday weather pass): such a pass keeps the day's segments
+    and is not recorded as the last run of every plugin for ``careflow plugins``.
     Each plugin runs isolated (see ``careflow.isolation``); its failures are in the report and,
     unless ``dry_run``, recorded for ``careflow plugins``.
     """
@@ -165,7 +165,7 @@ def plan(
     if not dry_run and id_span is None:
         # Pre-planning: segments and each plugin's once-per-run work, committed before any batch.
         # A shard skips it: the run that created the shards did it once for all of them.
-        for name, error in prepare_run(runtime, enabled, now=now, day=day):
+        for name, error in prepare_run(runtime, enabled, now=now, day=day, segments=plugins is None):
             report.failures.append(PluginFailure(name, (0, 0), error))
         report.prepare_seconds = time.perf_counter() - started
     with runtime.sessions() as session:

@@ -102,8 +102,9 @@ class IntradayPlanning:
 
     A weather warning issued at 14:00 must reach the city's customers that day, while the
     other plugins' day is planned once (re-planning them would find nothing new, at a cost).
-    The last pass is remembered in this process: a new leader does one pass at once, which
-    costs no provider call (look-ups are throttled in the database) and records nothing twice.
+    The last pass is remembered in this process, so the first one comes at once (right after
+    the daily plan, or when a new leader takes over): it costs no provider call (look-ups are
+    throttled in the database) and records nothing twice.
     """
 
     last: dict[tuple[str, str], datetime] = field(default_factory=dict)  # (plugin, center) -> pass

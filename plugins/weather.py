@@ -60,7 +60,8 @@ class WeatherSettings(PluginSettings):
 
     @field_validator("cities")
     @classmethod
-    def _on_earth(cls, value: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+    def _canonical_on_earth(cls, value: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+        """Keys in canonical form (any spelling may be written), coordinates that exist."""
         canonical: dict[str, tuple[float, float]] = {}
         written: dict[str, str] = {}
         for city, (lat, lon) in value.items():
