@@ -67,6 +67,16 @@ def test_an_alert_over_before_the_window_opens_is_expired_and_never_sent(weather
     assert (event.status, event.body, event.sent_at) == ("expired", None, None)
 
 
+def test_an_alert_still_deferred_when_it_ends_is_expired_at_release(weather: Runtime) -> None:
+    rt = weather
+    run_day(rt, now=parse_instant("2026-07-20T07:00:00+08:00"))  # deferred until 09:00 ...
+    assert _only(rt, "weather").status == "deferred"
+    run_day(rt, now=NEXT_MORNING)  # ... but nothing ran until the next morning, after the typhoon
+    event = _only(rt, "weather")
+    assert (event.status, event.body) == ("expired", None)
+    assert "expired before its sending window opened" in (event.status_reason or "")
+
+
 def test_an_alert_lasting_into_the_next_day_waits_for_the_window(tmp_path: Path, weather: Runtime) -> None:
     rt = weather
     _alerts(tmp_path, "2026-07-21")  # the typhoon lasts until tomorrow: the advice still helps
