@@ -24,7 +24,6 @@ from careflow.points import (
     check_voucher,
     points_rules,
     redeem,
-    voucher_statuses,
 )
 from careflow.runtime import Runtime
 from careflow.scheduler import plan
@@ -235,6 +234,8 @@ def test_a_voucher_tied_to_its_checkout_visit_is_never_used_there(session: Sessi
 
 def test_voucher_statuses_say_used_lapsed_expired_or_unused(session: Session) -> None:
     customer, car = customer_with_car(session)
+    from careflow.points import voucher_statuses
+
     adjust(session, customer, 5000, reason="opening balance", today=date(2025, 12, 1), rules=RULES)
     checkout = add_visit(session, car, day=date(2026, 1, 5))
     at_checkout = redeem(
