@@ -347,18 +347,22 @@ def test_voucher_expiring_within_14_days_unused_is_told_once(runtime: Runtime) -
 
 def test_a_voucher_redeemed_at_a_maintenance_checkout_is_reminded_before_it_expires(runtime: Runtime) -> None:
     with runtime.sessions() as s:
-        customer, car = rich_customer(s, points=2000)
-        checkout = add_visit(s, car, day=date(2026, 1, 1))
-        tied = redeem(
-            s, customer, kind="repair", blocks=1, today=date(2026, 1, 1), rules=RULES, at_visit=checkout
-        )
+        customer, car = rich_customer(s, points=1000)
+        add_visit(s, car, day=date(2026, 1, 1))  # redeemed at this visit's checkout, said by date only
         untied = redeem(s, customer, kind="accessory", blocks=1, today=date(2026, 1, 1), rules=RULES)
         s.commit()
-    assert tied.expires_on == untied.expires_on == date(2026, 6, 30)
-    plan(runtime, now=NOW, day=date(2026, 6, 20))  # neither used; no maintenance visit since
-    assert sorted(p for _, o, p in occasions(runtime) if o == "voucher-expiring") == sorted(
-        [tied.code, untied.code]
-    )
+    assert untied.expires_on == date(2026, 6, 30)
+    plan(runtime, now=NOW, day=date(2026, 6, 20))  # unused, and no maintenance visit since
+    assert occasions(runtime) == [("C1", "voucher-expiring", untied.code)]
+    with runtime.sessions() as s:
+        other, other_car = rich_customer(s, "C2", points=1000)
+        checkout = add_visit(s, other_car, day=date(2026, 1, 2))
+        tied = redeem(
+            s, other, kind="repair", blocks=1, today=date(2026, 1, 2), rules=RULES, at_visit=checkout
+        )
+        s.commit()
+    plan(runtime, now=NOW, day=date(2026, 6, 21))  # tied to its checkout visit: reminded too
+    assert occasions(runtime)[-1] == ("C2", "voucher-expiring", tied.code)
 
 
 def test_customers_below_every_threshold_are_never_loaded(runtime: Runtime) -> None:
