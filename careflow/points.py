@@ -281,7 +281,7 @@ def check_voucher(
         raise PointsError(f"expired on {voucher.expires_on.isoformat()}")
     earlier = session.scalar(
         select(func.min(ServiceVisit.date)).where(
-            _chance_missed(voucher.customer_id, voucher.issued_on, visit.date)
+            _next_maintenance_visits(voucher.customer_id, voucher.issued_on, visit.date)
         )
     )
     in_file = [d for d in other_maintenance_days if voucher.issued_on < d < visit.date]
@@ -301,12 +301,12 @@ def check_voucher(
 # redeemed at a visit's checkout stays valid whether or not that visit is recorded with it.
 
 
-def _chance_missed(
+def _next_maintenance_visits(
     customer_id: int | InstrumentedAttribute[int],
     issued_on: date | InstrumentedAttribute[date],
     before: date | None = None,
 ) -> ColumnElement[bool]:
-    """SQL: the customer's maintenance visits that count as a voucher's next one (before ``before``)."""
+    """SQL: maintenance visits that count as the next one after a voucher's issue (before ``before``)."""
     conditions = [
         ServiceVisit.customer_id == customer_id,
         ServiceVisit.kind == MAINTENANCE,
@@ -322,7 +322,8 @@ def voucher_lapsed() -> Exists:
 
     Only for vouchers not used: a used voucher's own visit is its next maintenance visit.
     """
-    return select(ServiceVisit.id).where(_chance_missed(Voucher.customer_id, Voucher.issued_on)).exists()
+    later = _next_maintenance_visits(Voucher.customer_id, Voucher.issued_on)
+    return select(ServiceVisit.id).where(later).exists()
 
 
 def voucher_statuses(session: Session, vouchers: Sequence[Voucher], today: date) -> dict[int, str]:
@@ -332,7 +333,7 @@ def voucher_statuses(session: Session, vouchers: Sequence[Voucher], today: date)
     if unused:
         rows = session.execute(
             select(Voucher.id, func.min(ServiceVisit.date))
-            .join(ServiceVisit, _chance_missed(Voucher.customer_id, Voucher.issued_on))
+            .join(ServiceVisit, _next_maintenance_visits(Voucher.customer_id, Voucher.issued_on))
             .where(Voucher.id.in_(unused), ServiceVisit.date <= Voucher.expires_on)
             .group_by(Voucher.id)
         )
