@@ -114,6 +114,19 @@ worker_threads = 4
 [channels.sms]
 provider = "console"                   # prints messages; "twilio" sends them
 
+[channels.email]
+provider = "console"                   # prints e-mails; "smtp" sends them with the [email] settings below
+# enabled = false                      # switch e-mail off; care falls back to the next channel
+
+[email]
+# SMTP relay for provider = "smtp". The password is a secret: CAREFLOW_EMAIL__PASSWORD, never here.
+# host = "smtp.example.com"            # or CAREFLOW_EMAIL__HOST
+# port = 587
+# security = "starttls"                # "starttls" (port 587), "tls" (implicit TLS, port 465) or "none"
+# username = "careflow"                # or CAREFLOW_EMAIL__USERNAME
+# from_address = "care@example.com"    # sender of centers without their own email_from
+# With "smtp", [web] public_url and CAREFLOW_WEB__SECRET_KEY are required too (unsubscribe links).
+
 [twilio]
 # account_sid = "AC..."                # or CAREFLOW_TWILIO__ACCOUNT_SID
 # auth_token = "..."                   # or CAREFLOW_TWILIO__AUTH_TOKEN (never commit it)
