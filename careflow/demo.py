@@ -9,6 +9,7 @@ from collections import Counter
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
+from shlex import quote
 from zoneinfo import ZoneInfo
 
 from rich.console import Console
@@ -20,6 +21,7 @@ from careflow.config import Settings, load_settings
 from careflow.daily import run_day
 from careflow.demo_records import import_sample_records
 from careflow.importing import CUSTOMER_COLUMNS, CustomerImporter
+from careflow.invocation import careflow_command
 from careflow.models import CareEvent, Center, Customer, ServiceVisit, utcnow
 from careflow.points import points_rules
 from careflow.quiet_hours import SendWindow
@@ -279,9 +281,15 @@ def run_demo(directory: Path, *, customers: int, now: datetime | None, out: Cons
         )
         result = run_day(runtime, now=now)
         _show(runtime, result.report.keys, out)
+        # Commands that work where the user stands: careflow may be .venv/bin/careflow, off PATH.
+        again = f"{careflow_command(Path.cwd())} demo"
+        if directory != Path("careflow-demo"):
+            again += f" --dir {quote(str(directory))}"
         out.print(
-            "\nRun 'careflow demo' again: the same occasions are recognised and nothing is sent twice.\n"
-            f"Inspect: cd {directory} && careflow events"
+            f"\nRun '{again}' again: the same occasions are recognised and nothing is sent twice.\n"
+            f"Inspect: cd {quote(str(directory))} && {careflow_command(directory)} events",
+            highlight=False,
+            markup=False,
         )
     finally:
         runtime.close()
