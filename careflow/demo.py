@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import random
 import secrets
-from collections import Counter
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -13,7 +12,6 @@ from shlex import quote
 from zoneinfo import ZoneInfo
 
 from rich.console import Console
-from rich.table import Table
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -25,7 +23,9 @@ from careflow.invocation import careflow_command
 from careflow.models import CareEvent, Center, Customer, ServiceVisit, utcnow
 from careflow.points import points_rules
 from careflow.quiet_hours import SendWindow
+from careflow.run_summary import new_keys, run_tables
 from careflow.runtime import Runtime
+from careflow.scheduler import PlanReport
 
 DEMO_CONFIG = """\
 # careflow demo workspace: SQLite and the in-process broker, messages printed to the console.
@@ -280,7 +280,7 @@ def run_demo(directory: Path, *, customers: int, now: datetime | None, out: Cons
             f"running today's care ({today.isoformat()}, {center_tz.key}); messages go to the console:\n"
         )
         result = run_day(runtime, now=now)
-        _show(runtime, result.report.keys, out)
+        _show(runtime, result.report, out)
         # Commands that work where the user stands: careflow may be .venv/bin/careflow, off PATH.
         again = f"{careflow_command(Path.cwd())} demo"
         if directory != Path("careflow-demo"):
@@ -295,7 +295,9 @@ def run_demo(directory: Path, *, customers: int, now: datetime | None, out: Cons
         runtime.close()
 
 
-def _show(runtime: Runtime, keys: list[str], out: Console) -> None:
+def _show(runtime: Runtime, report: PlanReport, out: Console) -> None:
+    """This run's occasions, each message in full; earlier runs' occasions only counted."""
+    keys = new_keys(report)
     with runtime.sessions() as session:
         events = session.execute(
             select(CareEvent, Customer)
@@ -304,16 +306,11 @@ def _show(runtime: Runtime, keys: list[str], out: Console) -> None:
             .order_by(CareEvent.id)
         ).all()
         total = session.scalar(select(func.count()).select_from(CareEvent)) or 0
-    counts: Counter[tuple[str, str]] = Counter((event.plugin, event.status) for event, _ in events)
-    table = Table(title=f"today's care: {len(events)} occasion(s) this run, {total} recorded in all")
-    table.add_column("plugin")
-    statuses = sorted({status for _, status in counts})
-    for status in statuses:
-        table.add_column(status, justify="right")
-    for plugin in sorted({plugin for plugin, _ in counts}):
-        table.add_row(plugin, *[str(counts[(plugin, s)]) for s in statuses])
     out.print()
-    out.print(table)
+    for table in run_tables(runtime, report, title=f"today's care ({total} event(s) recorded in all)"):
+        out.print(table)
+    if not events and report.earlier_keys:
+        out.print("nothing new this run: every occasion due today was recorded by an earlier run")
     for event, customer in events:
         who = f"{customer.name} ({customer.external_id})"
         if event.status == "sent":

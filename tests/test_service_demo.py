@@ -83,3 +83,18 @@ def test_demo_ends_with_commands_that_work_where_the_user_stands(tmp_path: Path,
     assert "care event(s)" in listed.stdout and "birthday" in listed.stdout
     rerun = shell(again + " --customers 40 --now 2026-11-23T09:00:00+08:00")
     assert rerun.returncode == 0, rerun.stderr
+
+
+def test_a_second_demo_run_says_nothing_new_instead_of_listing_every_message_as_sent(tmp_path: Path) -> None:
+    now = parse_instant("2026-11-23T09:00:00+08:00")
+    run_demo(tmp_path, customers=60, now=now, out=Console(file=StringIO()), err=Console(file=StringIO()))
+    stream = StringIO()
+    console = Console(file=stream, width=200)
+
+    run_demo(tmp_path, customers=60, now=now, out=console, err=console)
+
+    second = stream.getvalue()
+    assert "nothing new this run: every occasion due today was recorded by an earlier run" in second
+    assert not [line for line in second.splitlines() if line.startswith("sent ")]
+    this_run, _, earlier = second.partition("already recorded by earlier runs")
+    assert "(nothing new)" in this_run and re.search(r"birthday\s*│\s*\d+", earlier)
