@@ -7,20 +7,23 @@ import json
 import re
 import subprocess
 import sys
-from datetime import date
+from collections.abc import Iterable
+from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy import select
 
+from careflow.care import CarePlugin, Occasion, PlanContext
 from careflow.cli import main
 from careflow.config import load_settings
-from careflow.models import CareEvent, EventStatus
+from careflow.models import CareEvent, Customer, EventStatus
 from careflow.runtime import Runtime
 from careflow.scheduler import plan
-from careflow.testing import add_customer, parse_instant
+from careflow.testing import add_customer, parse_instant, run_care_day
 
 NOW = parse_instant("2026-05-11T10:00:00+08:00")
 CONFIG = """\
@@ -238,3 +241,41 @@ def test_the_sharded_summary_counts_deferred_and_expired_apart_from_earlier_runs
         "suppressed": 1,
         "already recorded": 5,
     }
+
+
+class _TodayOnly(CarePlugin):
+    """A marketing occasion that is pointless after its own day (like a one-day offer)."""
+
+    name = "today_only"
+    narrows_in_sql = False
+
+    def occasions(self, ctx: PlanContext) -> Iterable[Occasion]:
+        for customer in ctx.session.scalars(select(Customer).where(ctx.in_batch())):
+            day = ctx.local_today(customer)
+            yield Occasion(
+                customer=customer,
+                key="offer",
+                period=day.isoformat(),
+                due_date=day,
+                template="birthday",
+                context={"age": 36},
+                expires_at=datetime.combine(day, time(20, 0), tzinfo=ZoneInfo("Asia/Shanghai")),
+            )
+
+
+def test_a_backfill_never_sends_what_expired_before_the_run(tmp_path: Path, db_url: str) -> None:
+    env = workspace(tmp_path, db_url, ["01-01"])
+    runtime = Runtime.build(load_settings(Path(env["CAREFLOW_CONFIG"]), {}))
+    try:
+        late = parse_instant("2026-05-20T10:00:00+08:00")
+        sent = run_care_day(runtime, now=late, day=date(2026, 5, 11), plugins=[_TodayOnly()])
+        with runtime.sessions() as session:
+            [event] = session.scalars(select(CareEvent)).all()
+    finally:
+        runtime.close()
+    assert sent == []  # planned on May 11 it was fine, but it is May 20 now
+    assert event.status == EventStatus.EXPIRED
+    assert event.status_reason == (
+        "the occasion expired at 2026-05-11T20:00:00+08:00, "
+        "before this run (2026-05-20T10:00:00+08:00) could send it"
+    )
