@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from rich.markup import escape
@@ -27,6 +27,9 @@ from careflow.errors import CareflowError, ImportDataError
 from careflow.models import CareEvent, Center, Customer, EventStatus, utcnow
 from careflow.runtime import Runtime
 from careflow.terminal import OutputConsole
+
+if TYPE_CHECKING:
+    from careflow.dry_run import FirstPerPlugin
 
 # soft_wrap: a problem line stays one line when output goes to a file or a pipe; tables there
 # keep their full width too (careflow.terminal).
@@ -412,7 +415,7 @@ def _event_json(runtime: Runtime, keys: Sequence[str], earlier: set[str]) -> Ite
 
 
 def _print_dry_run(
-    runtime: Runtime, per_plugin: dict[str, Counter[str]], sample: Any, *, streamed: bool
+    runtime: Runtime, per_plugin: dict[str, Counter[str]], sample: FirstPerPlugin, *, streamed: bool
 ) -> None:
     """The per-plugin counts, then (unless already streamed) the first messages of each plugin."""
     from careflow.dry_run import print_messages, render_rows
