@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import ColumnElement
-from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
 from careflow.models import Customer, Purpose
 
@@ -102,6 +102,15 @@ class CarePlugin:
         """
         return []
 
+    def replan_interval(self, settings: PluginSettings) -> timedelta | None:
+        """How often the always-on scheduler plans this plugin again after a center's daily plan.
+
+        For occasions that can turn up during the day (a weather warning issued at 14:00):
+        ``careflow scheduler`` then runs this plugin alone (``prepare`` and ``occasions``)
+        at this interval. None, the default: planned once a day with the others.
+        """
+        return None
+
 
 def priority_of(plugin: CarePlugin, settings: PluginSettings) -> int:
     """The priority in force: the ``priority`` setting when given, else the plugin's default."""
@@ -118,6 +127,9 @@ class PrepareContext:
     settings: PluginSettings
     hook: Any  # the plugin manager's hook relay (``pm.hook``), e.g. to ask for weather providers
     default_timezone: Mapping[int, str]  # center id -> the center's time zone
+    # Short transactions of its own, committed at once: e.g. to claim work other processes
+    # must see before a slow call, without holding ``session``'s locks through it.
+    sessions: sessionmaker[Session]
 
 
 @dataclass
@@ -145,6 +157,14 @@ class PlanContext:
             return self.day
         return self.now.astimezone(self.timezone_of(customer)).date()
 
+    def start_of(self, customer: Customer, day: date) -> datetime:
+        """The instant ``day`` begins in this customer's time zone: for ``Occasion.expires_at``."""
+        return datetime.combine(day, time(0), tzinfo=self.timezone_of(customer))
+
+    def end_of(self, customer: Customer, day: date) -> datetime:
+        """The instant ``day`` is over in this customer's time zone (the next day begins)."""
+        return self.start_of(customer, day + timedelta(days=1))
+
     def candidate_days(self) -> list[date]:
         """Every local date some customer may be living in right now (for SQL narrowing)."""
         if self.day is not None:
@@ -168,13 +188,15 @@ class InboundReply:
 
 
 class WeatherProvider:
-    """A source of special-weather alerts; called at most once per city per day (results cached)."""
+    """A source of special-weather alerts; asked at most once per city, day and refresh interval."""
 
     name: ClassVar[str]
 
     def alerts(self, city: str, day: date, settings: PluginSettings) -> list[Mapping[str, Any]]:
         """Alerts for ``city`` on ``day``: dicts with at least ``kind`` and ``id``; raise on failure.
 
-        ``settings`` is the weather plugin's validated ``[plugins.weather]`` section.
+        ``city`` is careflow's canonical name (``careflow.cities.canonical_city``: 深圳, not
+        Shenzhen); ``settings`` is the weather plugin's validated ``[plugins.weather]`` section.
+        An alert may say ``ends`` (ISO date, its last day): it is not sent once that day is over.
         """
         raise NotImplementedError

@@ -87,9 +87,13 @@ def careflow_weather_providers() -> list[WeatherProvider]:
 
     Called by the weather plugin once per run; ``[plugins.weather] provider = "<name>"`` picks
     one (the first registered under a name wins, so an outside plugin overrides a built-in).
-    ``provider.alerts(city, day, settings)`` is called at most once per city and local day
-    (answers are stored in ``weather_reports``); it returns dicts with ``id`` (stable for one
-    weather event: it keys the message), ``kind`` (typhoon, rainstorm, snow, cold_wave, heat,
-    hail, strong_wind), and optionally ``day`` (ISO) and ``headline``; it raises on failure,
-    which is reported and skips that city only. Results of all implementations are combined.
+    ``provider.alerts(city, day, settings)`` is called at most once per city, local day and
+    ``refresh_minutes`` across all processes (the latest answer is stored in
+    ``weather_reports``); ``city`` is the canonical name (``careflow.cities``: 深圳, not
+    Shenzhen). It returns dicts with ``id`` (stable for one weather event: it keys the
+    message, so an alert seen again on a later look-up is not sent twice), ``kind`` (typhoon,
+    rainstorm, snow, cold_wave, heat, hail, strong_wind), and optionally ``day`` and ``ends``
+    (ISO dates: the weather's first and last day; the message expires when ``ends`` is over)
+    and ``headline``; it raises on failure, which is reported and skips that city only.
+    Results of all implementations are combined.
     """

@@ -17,6 +17,7 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from careflow.cities import parse_city
 from careflow.errors import ImportDataError
 from careflow.models import Center, Consent, Customer, Purpose
 
@@ -231,6 +232,7 @@ class CustomerImporter:
             "whatsapp_consent": parse_bool,
             "preferred_channel": parse_preferred_channel,
             "birthday_calendar": parse_calendar,
+            "city": parse_city,
         }
 
     def run(self, path: Path) -> ImportReport:

@@ -433,17 +433,22 @@ class SurveyResponse(Base):
 
 
 class WeatherReport(Base):
-    """One weather provider answer per city per day, so re-runs and other workers never ask again."""
+    """A weather provider's latest answer for one city and day, asked again every refresh interval.
+
+    ``claimed_until`` is set (compare-and-set) by the one process asking the provider, so
+    re-runs, later batches and other workers never ask about the same city meanwhile.
+    """
 
     __tablename__ = "weather_reports"
     __table_args__ = (UniqueConstraint("provider", "city", "day"),)
 
     id: Mapped[intpk]
     provider: Mapped[str] = mapped_column(String(64))
-    city: Mapped[str] = mapped_column(String(100))
+    city: Mapped[str] = mapped_column(String(100))  # canonical (careflow.cities)
     day: Mapped[date] = mapped_column(Date)
     alerts: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
-    fetched_at: Mapped[datetime]
+    fetched_at: Mapped[datetime | None]  # the latest answer; None until the first one
+    claimed_until: Mapped[datetime | None]  # a process is asking the provider until then
 
 
 class SchedulerLease(Base):

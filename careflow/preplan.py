@@ -22,14 +22,20 @@ def prepare_run(
     *,
     now: datetime,
     day: date | None,
+    segments: bool = True,
 ) -> list[tuple[str, str]]:
-    """Run the once-per-run work; returns (who, problem) pairs to report. Each part commits on its own."""
+    """Run the once-per-run work; returns (who, problem) pairs to report. Each part commits on its own.
+
+    ``segments=False`` keeps the segments as they are (an intraday pass of one plugin uses the
+    day's, instead of classifying every customer again after each import).
+    """
     problems: list[tuple[str, str]] = []
     with runtime.sessions() as session:
         center_tz = dict(session.execute(select(Center.id, Center.timezone)).all())
     try:
-        with runtime.sessions.begin() as session:
-            refresh_segments(session, runtime.settings.segments, now=now, day=day, only_stale=True)
+        if segments:
+            with runtime.sessions.begin() as session:
+                refresh_segments(session, runtime.settings.segments, now=now, day=day, only_stale=True)
     except Exception as exc:  # stale segments are better than no care at all
         log.exception("segment refresh failed")
         problems.append(("segments", f"segment refresh failed, yesterday's segments used: {exc}"))
@@ -43,6 +49,7 @@ def prepare_run(
                     settings=settings,
                     hook=runtime.registry.pm.hook,
                     default_timezone=center_tz,
+                    sessions=runtime.sessions,
                 )
                 problems.extend((name, problem) for problem in plugin.prepare(ctx))
         except Exception as exc:

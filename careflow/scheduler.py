@@ -148,12 +148,15 @@ def plan(
     id_span: tuple[int, int] | None = None,
     clock: datetime | None = None,
     on_preview: Callable[[list[dict[str, Any]]], None] | None = None,
+    plugins: Collection[str] | None = None,
 ) -> PlanReport:
     """Plan every enabled care plugin over all customers; enqueue each new event after its commit.
 
     ``on_batch(done, total)`` reports progress in customer ids. With ``dry_run`` nothing is
     written or queued. ``center_ids`` limits the recorded occasions to those centers'
-    customers; ``id_span`` limits the run to one inclusive id range (a shard).
+    customers; ``id_span`` limits the run to one inclusive id range (a shard); ``plugins``
+    to those care plugins (an intraday weather pass): such a pass keeps the day's segments
+    and is not recorded as the last run of every plugin for ``careflow plugins``.
     ``now`` is the instant planned; ``clock``, when later (a backfill of a past day), is when
     messages can really go out: what expires before it is recorded expired.
     ``on_preview`` takes a dry run's rows batch by batch instead of ``report.preview``, so a
@@ -164,18 +167,22 @@ def plan(
     report = PlanReport()
     started = time.perf_counter()
     enabled = runtime.registry.enabled(runtime.settings)
+    if plugins is not None:
+        enabled = {name: chosen for name, chosen in enabled.items() if name in plugins}
     if not dry_run and id_span is None:
         # Pre-planning: segments and each plugin's once-per-run work, committed before any batch.
         # A shard skips it: the run that created the shards did it once for all of them.
-        for name, error in prepare_run(runtime, enabled, now=now, day=day):
+        for name, error in prepare_run(runtime, enabled, now=now, day=day, segments=plugins is None):
             report.failures.append(PluginFailure(name, (0, 0), error))
         report.prepare_seconds = time.perf_counter() - started
     with runtime.sessions() as session:
         # Each center's console settings win over careflow.toml (see careflow.center_plugins).
         runs = plugin_runs(runtime.registry, runtime.settings, session)
+        if plugins is not None:
+            runs = [run for run in runs if run.plugin.name in plugins]
         span = id_span or customer_id_span(session)
         center_tz = dict(session.execute(select(Center.id, Center.timezone)).all())
-    if span is None:
+    if span is None or (plugins is not None and not runs):
         return report
     narrow = bool(runs) and all(run.plugin.narrows_in_sql for run in runs)
     windows = IdWindows(span, runtime.settings.scheduler.batch_size, adaptive=narrow)
@@ -210,7 +217,7 @@ def plan(
         if on_batch is not None:
             on_batch(*windows.progress())
     isolation.close()
-    if not dry_run:
+    if not dry_run and plugins is None:
         metrics.observe_planning(time.perf_counter() - started)
         record_run(
             runtime.sessions,

@@ -3,8 +3,8 @@
 Several scheduler processes may run (one per host, say); a lease row in the database picks
 the one that works, and a standby takes over once the leader's lease expires. The work is a
 list of periodic jobs (``default_jobs``): plan centers whose local planning time has come,
-release deferred events whose quiet hours are over, recover stuck sends and re-queue lost
-messages.
+plan again during the day the plugins that ask for it (weather warnings), release deferred
+events whose quiet hours are over, recover stuck sends and re-queue lost messages.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 
 from careflow import leases
+from careflow.center_plugins import plugin_runs
 from careflow.daily_jobs import is_done, record_done
 from careflow.models import Center, utcnow
 from careflow.provider_status import apply_parked
@@ -95,6 +96,62 @@ def plan_due_centers(ctx: JobContext) -> None:
         )
 
 
+@dataclass
+class IntradayPlanning:
+    """Plan again, alone, each plugin with a ``replan_interval`` for the centers whose day is planned.
+
+    A weather warning issued at 14:00 must reach the city's customers that day, while the
+    other plugins' day is planned once (re-planning them would find nothing new, at a cost).
+    The last pass is remembered in this process, so the first one comes at once (right after
+    the daily plan, or when a new leader takes over): it costs no provider call (look-ups are
+    throttled in the database) and records nothing twice.
+    """
+
+    last: dict[tuple[str, str], datetime] = field(default_factory=dict)  # (plugin, center) -> pass
+
+    def __call__(self, ctx: JobContext) -> None:
+        runtime = ctx.runtime
+        with runtime.sessions() as session:
+            runs = [
+                r
+                for r in plugin_runs(runtime.registry, runtime.settings, session)
+                if r.plugin.replan_interval(r.settings)
+            ]
+            if not runs:
+                return
+            ids = {c.code: c.id for c in session.scalars(select(Center))}
+            planned = [
+                code
+                for code, cfg in runtime.settings.centers.items()
+                if code in ids
+                and is_done(session, f"plan:{code}", ctx.now.astimezone(ZoneInfo(cfg.timezone)).date())
+            ]
+        due: dict[str, set[str]] = {}
+        for run in runs:
+            every = run.plugin.replan_interval(run.settings)
+            assert every is not None
+            for code in planned:
+                if run.center_ids is not None and ids[code] not in run.center_ids:
+                    continue
+                last = self.last.get((run.plugin.name, code))
+                if last is None or ctx.now - last >= every:
+                    due.setdefault(run.plugin.name, set()).add(code)
+        for name, codes in sorted(due.items()):
+            ctx.keep_lease()
+            report = plan(
+                runtime,
+                now=ctx.now,
+                enqueue=ctx.enqueue,
+                on_batch=lambda _done, _total: ctx.keep_lease(),
+                center_ids=[ids[code] for code in codes],
+                plugins=[name],
+            )
+            self.last.update({(name, code): ctx.now for code in codes})
+            if report.new or report.failures:
+                problems = "".join(f"; {f.error}" for f in report.failures)
+                ctx.report(f"replan {name} {', '.join(sorted(codes))}: {report.new} new{problems}")
+
+
 def refresh_due_segments(ctx: JobContext) -> None:
     """Compute each center's segments once its local ``[segments] refresh_at`` has passed today.
 
@@ -158,6 +215,7 @@ def default_jobs() -> list[PeriodicJob]:
     return [
         PeriodicJob("segments", refresh_due_segments),
         PeriodicJob("plan", plan_due_centers),
+        PeriodicJob("replan", IntradayPlanning()),
         PeriodicJob("release-deferred", release_deferred_job),
         PeriodicJob("recover", recover_and_requeue),
         PeriodicJob("provider-reports", apply_parked_reports),

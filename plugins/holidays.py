@@ -107,6 +107,8 @@ class HolidaysPlugin(CarePlugin):
                     due_date=today,
                     context={"holiday": name, "year": today.year},
                     template="holidays",
+                    # A greeting is for the day itself: one deferred past it is not sent.
+                    expires_at=ctx.end_of(customer, today),
                 )
 
 

@@ -167,6 +167,7 @@ class PointsPlugin(CarePlugin):
                     "expires_on": first.isoformat(),
                     "block_points": settings.block_points,
                 },
+                expires_at=ctx.start_of(customer, first),  # points lapse as their expiry day begins
             )
 
     def _vouchers_expiring(
@@ -195,7 +196,12 @@ class PointsPlugin(CarePlugin):
                 "expires_on": voucher.expires_on.isoformat(),
             }
             yield Occasion(
-                customer=customer, key=VOUCHER_EXPIRING, period=voucher.code, due_date=today, context=context
+                customer=customer,
+                key=VOUCHER_EXPIRING,
+                period=voucher.code,
+                due_date=today,
+                context=context,
+                expires_at=ctx.end_of(customer, voucher.expires_on),  # valid through its expiry day
             )
 
 

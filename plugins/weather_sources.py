@@ -1,7 +1,8 @@
 """Weather providers shipped with careflow: Open-Meteo's daily forecast, and a bureau alert file.
 
-Both return alerts as dicts ``{"id", "kind", "day", "headline"}``; ``kind`` is one of
-``WEATHER_KINDS``. They raise ``WeatherProviderError`` with a clear message on any failure.
+Both return alerts as dicts ``{"id", "kind", "day", "ends", "headline"}``; ``kind`` is one of
+``WEATHER_KINDS``, ``day`` and ``ends`` the weather's first and last day. They raise
+``WeatherProviderError`` with a clear message on any failure.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from careflow.care import PluginSettings, WeatherProvider
+from careflow.cities import canonical_city, city_named
 
 WEATHER_KINDS = ("typhoon", "rainstorm", "snow", "cold_wave", "heat", "hail", "strong_wind")
 DAILY_FIELDS = (
@@ -127,10 +129,11 @@ def parse_daily(payload: Any) -> list[dict[str, Any]]:
     return days
 
 
-def episodes(days: Sequence[Mapping[str, Any]], target: date, t: Thresholds) -> list[tuple[str, date]]:
-    """(kind, first day of its streak) for each kind showing on ``target`` or the day after.
+def episodes(days: Sequence[Mapping[str, Any]], target: date, t: Thresholds) -> list[tuple[str, date, date]]:
+    """(kind, first day, last day of its streak) for each kind showing on ``target`` or the day after.
 
-    A storm lasting several days keeps the date it started as its id, so it is one alert.
+    A storm lasting several days keeps the date it started as its id, so it is one alert. Its
+    last day is the last one the forecast shows it on (the forecast may not reach its end).
     """
     kinds_by_day: dict[date, list[str]] = {}
     previous = None
@@ -141,10 +144,12 @@ def episodes(days: Sequence[Mapping[str, Any]], target: date, t: Thresholds) -> 
     for kind in WEATHER_KINDS:
         for look in (target, target + timedelta(days=1)):
             if kind in kinds_by_day.get(look, []):
-                start = look
+                start = end = look
                 while kind in kinds_by_day.get(start - timedelta(days=1), []):
                     start -= timedelta(days=1)
-                found.append((kind, start))
+                while kind in kinds_by_day.get(end + timedelta(days=1), []):
+                    end += timedelta(days=1)
+                found.append((kind, start, end))
                 break
     return found
 
@@ -171,14 +176,18 @@ class OpenMeteoProvider(WeatherProvider):
         url = f"{_settings_value(settings, 'open_meteo_url')}?{urllib.parse.urlencode(params)}"
         payload = self._get(url, float(_settings_value(settings, "timeout_seconds")))
         thresholds: Thresholds = _settings_value(settings, "thresholds")
+        # Named in Latin letters (Shanghai, not 上海): the ids alerts had before cities were canonical.
+        known = city_named(city)
+        name = known.english if known else city
         return [
             {
-                "id": f"open-meteo/{city}/{kind}/{start.isoformat()}",
+                "id": f"open-meteo/{name}/{kind}/{start.isoformat()}",
                 "kind": kind,
                 "day": start.isoformat(),
+                "ends": end.isoformat(),
                 "headline": "",
             }
-            for kind, start in episodes(parse_daily(payload), day, thresholds)
+            for kind, start, end in episodes(parse_daily(payload), day, thresholds)
         ]
 
     @staticmethod
@@ -296,8 +305,15 @@ class AlertFileProvider(WeatherProvider):
 
     def alerts(self, city: str, day: date, settings: PluginSettings) -> list[Mapping[str, Any]]:
         path = Path(_settings_value(settings, "alerts_file"))
+        city = canonical_city(city)
         return [
-            {"id": a["id"], "kind": a["kind"], "day": a["starts"].isoformat(), "headline": a["headline"]}
+            {
+                "id": a["id"],
+                "kind": a["kind"],
+                "day": a["starts"].isoformat(),
+                "ends": a["ends"].isoformat(),
+                "headline": a["headline"],
+            }
             for a in read_alert_file(path)
-            if a["city"] == city and a["starts"] <= day <= a["ends"]
+            if canonical_city(a["city"]) == city and a["starts"] <= day <= a["ends"]
         ]

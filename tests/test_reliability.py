@@ -273,6 +273,7 @@ def test_the_scheduler_runs_its_jobs_in_order() -> None:
     assert [job.name for job in default_jobs()] == [
         "segments",
         "plan",
+        "replan",
         "release-deferred",
         "recover",
         "provider-reports",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from datetime import date, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -42,6 +43,7 @@ class FakeOpenMeteo:
         self.days: dict[tuple[Coordinates, date], dict[str, Any]] = {}
         self.failures: dict[Coordinates, tuple[int, bytes]] = {}
         self.requests: list[dict[str, str]] = []
+        self.delay_seconds = 0.0  # answer this much later (a slow provider, for concurrency tests)
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -79,6 +81,7 @@ class FakeOpenMeteo:
     def _respond(self, query: dict[str, str]) -> tuple[int, bytes]:
         with self._lock:
             self.requests.append(query)
+        time.sleep(self.delay_seconds)
         try:
             where = (float(query["latitude"]), float(query["longitude"]))
             start, end = date.fromisoformat(query["start_date"]), date.fromisoformat(query["end_date"])

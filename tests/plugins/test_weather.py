@@ -5,18 +5,25 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import Iterator
-from datetime import date
+from concurrent.futures import ThreadPoolExecutor
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from careflow.care import PluginSettings
+from careflow.cities import ambiguity, canonical_city
 from careflow.daily import run_day
-from careflow.errors import ConfigError
+from careflow.errors import ConfigError, ImportDataError
+from careflow.importing import CustomerImporter
+from careflow.models import Customer, WeatherReport
 from careflow.runtime import Runtime
 from careflow.scheduler import plan
-from careflow.testing import add_customer, loaded_customers, parse_instant
+from careflow.segments import refresh_segments
+from careflow.service import SchedulerService
+from careflow.testing import add_customer, center, loaded_customers, parse_instant
 from careflow.testing.openmeteo_server import FakeOpenMeteo
 from careflow_plugins.weather import WeatherSettings
 from careflow_plugins.weather_sources import (
@@ -103,8 +110,8 @@ def test_thresholds_are_configurable(tmp_path: Path, openmeteo: FakeOpenMeteo) -
         rt.close()
 
 
-def test_one_provider_call_per_city_per_day(db_url: str, openmeteo: FakeOpenMeteo) -> None:
-    rt = _open_meteo_runtime(db_url, openmeteo)
+def test_one_provider_call_per_city_per_refresh_interval(db_url: str, openmeteo: FakeOpenMeteo) -> None:
+    rt = _open_meteo_runtime(db_url, openmeteo)  # refresh_minutes: 60 by default
     try:
         for i in range(5):  # batch_size 2: three batches, each with Shanghai customers
             _add(rt, f"sh{i}", "Shanghai")
@@ -114,10 +121,12 @@ def test_one_provider_call_per_city_per_day(db_url: str, openmeteo: FakeOpenMete
         first = plan(rt, now=NOW)
         assert (openmeteo.requests_for(SHANGHAI), openmeteo.requests_for(BEIJING)) == (1, 1)
         assert first.new == 5 and sorted(recipients(rt, "weather")) == [f"sh{i}" for i in range(5)]
-        again = plan(rt, now=parse_instant("2026-07-20T18:00:00+08:00"))  # cached in the database
+        again = plan(rt, now=parse_instant("2026-07-20T08:59:00+08:00"))  # within the hour: stored answer
         assert len(openmeteo.requests) == 2 and again.new == 0 and again.already_recorded == 5
+        later = plan(rt, now=parse_instant("2026-07-20T18:00:00+08:00"))  # asked again, the same storm
+        assert len(openmeteo.requests) == 4 and later.new == 0 and later.already_recorded == 5
         plan(rt, now=parse_instant("2026-07-21T08:00:00+08:00"))  # a new day asks again
-        assert len(openmeteo.requests) == 4
+        assert len(openmeteo.requests) == 6
     finally:
         rt.close()
 
@@ -160,9 +169,10 @@ def test_a_failing_city_is_reported_and_skipped_alone(
         assert recipients(rt, "weather") == ["sh"]
         (failure,) = report.failures
         assert failure.plugin == "weather" and "Beijing" in failure.error and reported in failure.error
-        # Failures are not cached: once the provider recovers, the next run asks again and cares.
+        # Failures are not cached: once the provider recovers, the next run asks again and cares
+        # (within the refresh interval, which keeps Shanghai's good answer).
         openmeteo.heal(BEIJING)
-        plan(rt, now=parse_instant("2026-07-20T12:00:00+08:00"))
+        plan(rt, now=parse_instant("2026-07-20T08:30:00+08:00"))
         assert sorted(recipients(rt, "weather")) == ["bj", "sh"]
         assert openmeteo.requests_for(BEIJING) == 2 and openmeteo.requests_for(SHANGHAI) == 1
     finally:
@@ -343,3 +353,242 @@ def test_file_provider_directly(tmp_path: Path) -> None:
     assert [a["id"] for a in provider.alerts("Shanghai", DAY, settings)] == ["X"]
     assert provider.alerts("Shanghai", date(2026, 7, 21), settings) == []
     assert provider.alerts("Beijing", DAY, settings) == []
+
+
+# --- A warning issued during the day (issue 13, item 7) ---
+
+
+def test_a_warning_issued_during_the_day_reaches_the_city_that_day(
+    db_url: str, openmeteo: FakeOpenMeteo
+) -> None:
+    rt = _open_meteo_runtime(db_url, openmeteo)
+    try:
+        _add(rt, "sh", "Shanghai")
+        _add(rt, "bj", "Beijing")
+        assert plan(rt, now=NOW).new == 0  # 08:00: calm everywhere
+        openmeteo.set_day(SHANGHAI, DAY, precipitation_sum=90.0)  # the forecast turns at noon
+        afternoon = plan(rt, now=parse_instant("2026-07-20T14:00:00+08:00"))
+        assert afternoon.new == 1 and recipients(rt, "weather") == ["sh"]
+        (event,) = events(rt, "weather")
+        assert event.period == "open-meteo/Shanghai/rainstorm/2026-07-20"  # keyed by the alert's id
+        # Asked again an hour later, the same storm is the same alert: never sent twice.
+        again = plan(rt, now=parse_instant("2026-07-20T15:05:00+08:00"))
+        assert again.new == 0 and again.already_recorded == 1
+        assert openmeteo.requests_for(SHANGHAI) == 3 and len(events(rt, "weather")) == 1
+    finally:
+        rt.close()
+
+
+def test_the_bureau_file_is_read_again_during_the_day(tmp_path: Path) -> None:
+    path = _alert_file(tmp_path, [{"id": "SH-1", "city": "Shanghai", "kind": "heat", "starts": "2026-07-20"}])
+    rt = runtime_with(
+        f"sqlite:///{tmp_path / 'c.db'}",
+        {"weather": {"provider": "file", "alerts_file": str(path)}},
+    )
+    try:
+        _add(rt, "sh", "Shanghai")
+        plan(rt, now=NOW)
+        rows = [
+            {"id": "SH-1", "city": "Shanghai", "kind": "heat", "starts": "2026-07-20"},
+            {"id": "SH-2", "city": "上海市", "kind": "hail", "starts": "2026-07-20"},  # issued at 11:00
+        ]
+        _alert_file(tmp_path, rows)
+        plan(rt, now=parse_instant("2026-07-20T08:50:00+08:00"))  # within the hour: not read again
+        assert [e.period for e in events(rt, "weather")] == ["SH-1"]
+        plan(rt, now=parse_instant("2026-07-20T11:15:00+08:00"))
+        plan(rt, now=parse_instant("2026-07-20T11:35:00+08:00"))  # read at 11:15: nothing new
+        assert [e.period for e in events(rt, "weather")] == ["SH-1", "SH-2"]
+    finally:
+        rt.close()
+
+
+def test_the_refresh_interval_is_configurable(tmp_path: Path, openmeteo: FakeOpenMeteo) -> None:
+    rt = _open_meteo_runtime(f"sqlite:///{tmp_path / 'c.db'}", openmeteo, refresh_minutes=15)
+    try:
+        _add(rt, "sh", "Shanghai")
+        for minute in ("00", "10", "14", "15", "20"):
+            plan(rt, now=parse_instant(f"2026-07-20T08:{minute}:00+08:00"))
+        assert openmeteo.requests_for(SHANGHAI) == 2  # at 08:00 and 08:15
+    finally:
+        rt.close()
+
+
+def test_processes_asking_at_once_make_one_provider_call_per_city(
+    pg_url: str, openmeteo: FakeOpenMeteo
+) -> None:
+    rt = _open_meteo_runtime(pg_url, openmeteo, cities={"上海": list(SHANGHAI)})
+    try:
+        _add(rt, "sh", "上海")
+        with rt.sessions.begin() as session:  # today's segments, so the runs below share only weather
+            refresh_segments(session, rt.settings.segments, now=NOW)
+        openmeteo.delay_seconds = 0.5  # a slow provider: the others arrive while the first asks
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda _: plan(rt, now=NOW), range(4)))  # never asked before: first one wins
+        assert openmeteo.requests_for(SHANGHAI) == 1
+        openmeteo.set_day(SHANGHAI, DAY, precipitation_sum=90.0)
+        later = NOW + timedelta(minutes=90)  # due for a refresh: again one of them asks
+        with ThreadPoolExecutor(4) as pool:
+            reports = list(pool.map(lambda _: plan(rt, now=later), range(4)))
+        assert openmeteo.requests_for(SHANGHAI) == 2
+        assert sum(r.new for r in reports) == 1 and recipients(rt, "weather") == ["sh"]
+    finally:
+        rt.close()
+
+
+def test_a_claim_left_by_a_dead_process_is_taken_over(tmp_path: Path, openmeteo: FakeOpenMeteo) -> None:
+    rt = _open_meteo_runtime(f"sqlite:///{tmp_path / 'c.db'}", openmeteo)
+    try:
+        _add(rt, "sh", "Shanghai")
+        openmeteo.set_day(SHANGHAI, DAY, precipitation_sum=90.0)
+        with rt.sessions.begin() as session:  # a process claimed Shanghai at 08:00 and died
+            session.add(
+                WeatherReport(provider="open-meteo", city="上海", day=DAY, alerts=[], claimed_until=NOW)
+            )
+        plan(rt, now=NOW - timedelta(seconds=30))
+        assert openmeteo.requests == []  # still claimed: nobody else asks meanwhile
+        plan(rt, now=NOW)
+        assert openmeteo.requests_for(SHANGHAI) == 1 and recipients(rt, "weather") == ["sh"]
+    finally:
+        rt.close()
+
+
+def test_the_scheduler_plans_weather_again_during_the_day(tmp_path: Path, openmeteo: FakeOpenMeteo) -> None:
+    rt = runtime_with(
+        f"sqlite:///{tmp_path / 'c.db'}",
+        {
+            "weather": {"open_meteo_url": openmeteo.url, "cities": CITIES},  # refresh_minutes: 60
+            "birthday": {},
+        },
+    )
+    try:
+        _add(rt, "sh", "Shanghai")
+        _add(rt, "bd", None, birthday=(1990, 7, 20))
+        queued: list[int] = []
+        service = SchedulerService(rt, holder="a", enqueue=queued.extend)
+        assert service.tick(NOW)  # 08:00: the day is planned (a birthday; calm weather)
+        assert recipients(rt, "birthday") == ["bd"] and events(rt, "weather") == []
+        openmeteo.set_day(SHANGHAI, DAY, hail=True, weather_code=96)  # a hail warning at 14:00
+        with loaded_customers() as seen:
+            service.tick(parse_instant("2026-07-20T14:00:00+08:00"))
+            service.tick(parse_instant("2026-07-20T14:40:00+08:00"))  # within the hour: nothing
+        assert recipients(rt, "weather") == ["sh"] and seen == ["sh"]  # the birthday day not planned again
+        (event,) = events(rt, "weather")
+        assert event.id in queued and openmeteo.requests_for(SHANGHAI) == 2
+    finally:
+        rt.close()
+
+
+# --- City names in any spelling (issue 13, item 9) ---
+
+
+@pytest.mark.parametrize(
+    ("written", "canonical"),
+    [
+        ("深圳", "深圳"),
+        ("深圳市", "深圳"),
+        ("Shenzhen", "深圳"),
+        (" shenzhen  city ", "深圳"),
+        ("SHENZHEN", "深圳"),
+        ("Ｓｈｅｎｚｈｅｎ", "深圳"),  # full-width, as some Chinese keyboards type it
+        ("Shēnzhèn", "深圳"),
+        ("Xi'an", "西安"),
+        ("xian", "西安"),
+        ("Hong Kong", "香港"),
+        ("Ürümqi", "乌鲁木齐"),
+        ("Lvliang", "吕梁"),
+        ("昆山市", "昆山"),
+        ("Suzhou", "Suzhou"),  # 苏州 or 宿州: left as written, never guessed
+        ("los  angeles", "Los Angeles"),
+        ("Mexico City", "Mexico City"),
+    ],
+)
+def test_city_names_are_made_canonical(written: str, canonical: str) -> None:
+    assert canonical_city(written) == canonical
+
+
+CAPITALS = {
+    "Beijing": "北京", "Tianjin": "天津", "Shanghai": "上海", "Chongqing": "重庆",
+    "Shijiazhuang": "石家庄", "Taiyuan": "太原", "Hohhot": "呼和浩特", "Shenyang": "沈阳",
+    "Changchun": "长春", "Harbin": "哈尔滨", "Nanjing": "南京", "Hangzhou": "杭州", "Hefei": "合肥",
+    "Nanchang": "南昌", "Jinan": "济南", "Zhengzhou": "郑州", "Wuhan": "武汉", "Changsha": "长沙",
+    "Guangzhou": "广州", "Nanning": "南宁", "Haikou": "海口", "Chengdu": "成都", "Guiyang": "贵阳",
+    "Kunming": "昆明", "Lhasa": "拉萨", "Xi'an": "西安", "Lanzhou": "兰州", "Xining": "西宁",
+    "Yinchuan": "银川", "Urumqi": "乌鲁木齐", "Hong Kong": "香港", "Macau": "澳门",
+}  # fmt: skip
+
+
+def test_every_provincial_capital_and_municipality_is_known() -> None:
+    for name, chinese in CAPITALS.items():
+        assert (canonical_city(name), canonical_city(f"{chinese}市")) == (chinese, chinese), name
+    # Fuzhou (福建) shares its pinyin with 抚州 (江西): the Chinese name is needed.
+    assert canonical_city("福州") == "福州" and canonical_city("Fuzhou") == "Fuzhou"
+    assert {(c.chinese, c.province) for c in ambiguity("Fuzhou")} == {("福州", "福建"), ("抚州", "江西")}
+
+
+def test_a_chinese_card_gets_the_alert_for_its_city_in_any_spelling(tmp_path: Path) -> None:
+    path = _alert_file(
+        tmp_path, [{"id": "SZ-1", "city": "Shenzhen", "kind": "typhoon", "starts": "2026-07-20"}]
+    )
+    rt = runtime_with(
+        f"sqlite:///{tmp_path / 'c.db'}", {"weather": {"provider": "file", "alerts_file": str(path)}}
+    )
+    try:
+        text = (
+            "external_id,name,city,locale,phone,sms_consent\n"
+            "a,王伟,深圳,zh_CN,13800138001,yes\n"
+            "b,李娜,深圳市,zh_CN,13800138002,yes\n"
+            "c,Amy,shenzhen ,en,13800138003,yes\n"
+            "d,张强,广州,zh_CN,13800138004,yes\n"
+        )
+        with rt.sessions.begin() as session:
+            CustomerImporter(session, center(session)).run_text(text)
+        with rt.sessions() as session:
+            stored = {ext: city for ext, city in session.execute(select(Customer.external_id, Customer.city))}
+        assert stored == {"a": "深圳", "b": "深圳", "c": "深圳", "d": "广州"}  # one form on every card
+        run_day(rt, now=NOW)
+        assert sorted(recipients(rt, "weather")) == ["a", "b", "c"]
+        bodies = {e.locale: e.body or "" for e in events(rt, "weather") if e.status == "sent"}
+        assert "深圳自" in bodies["zh_CN"] and "expected in Shenzhen" in bodies["en"]  # each in its language
+    finally:
+        rt.close()
+
+
+def test_cards_written_before_match_too(db_url: str, openmeteo: FakeOpenMeteo) -> None:
+    rt = _open_meteo_runtime(
+        db_url, openmeteo, cities={"深圳市": [22.54, 114.06], "Shanghai": list(SHANGHAI)}
+    )
+    try:
+        for ext, city in (("a", "Shenzhen"), ("b", "深圳 "), ("c", "shenzhen"), ("d", "上海")):
+            _add(rt, ext, city)  # stored as written, as by an older careflow or another program
+        openmeteo.set_day((22.54, 114.06), DAY, weather_code=96)
+        with loaded_customers() as seen:
+            plan(rt, now=NOW)
+        assert sorted(recipients(rt, "weather")) == ["a", "b", "c"]
+        assert sorted(seen) == ["a", "b", "c"]  # still narrowed by city in SQL: 上海 is calm, not loaded
+        assert openmeteo.requests_for((22.54, 114.06)) == 1  # one look-up for the three spellings
+        with rt.sessions() as session:
+            assert set(session.scalars(select(Customer.city))) == {"深圳", "上海"}
+    finally:
+        rt.close()
+
+
+def test_the_cities_setting_takes_any_spelling_once(careflow_db_url: str) -> None:
+    cfg = WeatherSettings(cities={"Shenzhen": (22.54, 114.06), "深圳市": (22.54, 114.06)})
+    assert cfg.cities == {"深圳": (22.54, 114.06)}
+    with pytest.raises(ConfigError, match=r"Shenzhen and 深圳 are the same city \(深圳\)"):
+        runtime_with(
+            careflow_db_url, {"weather": {"cities": {"Shenzhen": [22.5, 114.0], "深圳": [23.0, 113.0]}}}
+        )
+
+
+def test_an_unreadable_city_is_an_import_error(careflow_db_url: str) -> None:
+    rt = runtime_with(careflow_db_url, {})
+    try:
+        text = "external_id,name,city\nok,王伟,Shenzhen\nlong,李娜," + "x" * 120 + "\n"
+        with rt.sessions.begin() as session, pytest.raises(ImportDataError) as caught:
+            CustomerImporter(session, center(session)).run_text(text)
+        assert caught.value.problems == [
+            f"row 3, column city: value {'x' * 120!r}: too long; at most 100 characters"
+        ]
+    finally:
+        rt.close()
