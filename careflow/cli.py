@@ -124,6 +124,7 @@ provider = "console"                   # prints messages; "twilio" sends them
 name = "{center_name}"
 timezone = "{timezone}"
 locale = "{locale}"
+{country_line}
 help_text = "Reply STOP to opt out. Call us on 400-000-0000."
 send_from = "09:00"                    # quiet hours: send only 09:00-20:00, customer's local time
 send_until = "20:00"
@@ -146,22 +147,50 @@ enabled = true
 """
 
 
+def _country_line(country: str | None, timezone: str, locale: str) -> tuple[str, str | None]:
+    """The template's ``country`` line, and a note saying where a derived country came from."""
+    from careflow.countries import center_country, check_country, country_of_timezone
+
+    comment = "# phone numbers written without + are read in this country (ISO 3166)"
+    if country is not None:
+        try:
+            return f'country = "{check_country(country)}"'.ljust(39) + comment, None
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--country'") from None
+    derived = center_country(None, timezone, locale)
+    if derived is None:
+        return '# country = "CN"'.ljust(39) + comment + "; unset: from the locale", None
+    source = f"the time zone {timezone}" if country_of_timezone(timezone) else f"the locale {locale}"
+    note = f"country {derived} (from {source}): numbers without + are read there; --country to change it"
+    return f'country = "{derived}"'.ljust(39) + comment, note
+
+
 @main.command()
 @click.option("--center-name", default="Main Service Center", show_default=True)
 @click.option("--timezone", default="Asia/Shanghai", show_default=True)
 @click.option("--locale", default="zh_CN", show_default=True)
+@click.option(
+    "--country",
+    help="ISO 3166 code (CN, GB) phone numbers without + are read in [default: the time zone's].",
+)
 @click.option("--force", is_flag=True, help="Overwrite an existing careflow.toml.")
 @_friendly_errors
-def init(center_name: str, timezone: str, locale: str, force: bool) -> None:
+def init(center_name: str, timezone: str, locale: str, country: str | None, force: bool) -> None:
     """Write a commented careflow.toml (here, or at CAREFLOW_CONFIG) and create the migrated database."""
     path = Path(os.environ[CONFIG_ENV]) if os.environ.get(CONFIG_ENV) else Path.cwd() / DEFAULT_FILE
     if path.exists() and not force:
         err.print(f"{path} exists; keeping it (use --force to overwrite). Migrating its database.")
     else:
+        country_line, note = _country_line(country, timezone, locale)
         path.write_text(
-            INIT_TEMPLATE.format(center_name=center_name, timezone=timezone, locale=locale), "utf-8"
+            INIT_TEMPLATE.format(
+                center_name=center_name, timezone=timezone, locale=locale, country_line=country_line
+            ),
+            "utf-8",
         )
         out.print(f"wrote {path}")
+        if note:
+            out.print(note, highlight=False)
     with opened_runtime(migrate_schema=True) as runtime:
         url = runtime.engine.url.render_as_string(hide_password=True)
         out.print(f"database ready: {url}")

@@ -17,6 +17,7 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from careflow.countries import center_country
 from careflow.errors import ImportDataError
 from careflow.models import Center, Consent, Customer, Purpose
 
@@ -60,8 +61,10 @@ class ImportReport:
     problems: list[str] = field(default_factory=list)
 
 
-def parse_phone(value: str, region: str) -> str:
-    """A phone number in E.164, or FieldProblem saying why not."""
+def parse_phone(value: str, region: str | None) -> str:
+    """A phone number in E.164, or FieldProblem saying why not; ``region``: where numbers without + are."""
+    if region is None and not value.strip().startswith("+"):
+        raise FieldProblem("no country to read a number without + in; write it as +<country code><number>")
     try:
         number = phonenumbers.parse(value, region)
     except phonenumbers.NumberParseException as exc:
@@ -159,12 +162,9 @@ def parse_bool(value: str) -> bool:
     raise FieldProblem("expected yes/no, true/false or 1/0")
 
 
-def region_for(locale: str) -> str:
-    """The phone region implied by a center's locale (zh_CN -> CN), for numbers written without +."""
-    try:
-        return Locale.parse(locale).territory or "CN"
-    except (UnknownLocaleError, ValueError):
-        return "CN"
+def region_for(center: Center) -> str | None:
+    """The country numbers written without + are read in: the center's (careflow.countries)."""
+    return center.country or center_country(None, center.timezone, center.locale)
 
 
 def read_rows(
@@ -218,7 +218,7 @@ class CustomerImporter:
     skip_invalid: bool = False
 
     def parsers(self) -> dict[str, Parser]:
-        region = region_for(self.center.locale)
+        region = region_for(self.center)
         return {
             "phone": lambda v: parse_phone(v, region),
             "email": parse_email,

@@ -257,6 +257,29 @@ def test_numbers_without_plus_use_the_centers_region(tmp_path: Path, monkeypatch
     assert cards()["UK"].phone == "+447911123456"
 
 
+def test_a_center_with_locale_en_in_london_reads_uk_numbers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The country comes from the time zone (Europe/London: GB), not from the locale (en)."""
+    _init(tmp_path, monkeypatch, "--locale", "en", "--timezone", "Europe/London")
+
+    result = run_import(write_csv("uk.csv", [row(external_id="UK", phone="07911 123456", locale="en")]))
+
+    assert result.exit_code == 0, result.output
+    assert cards()["UK"].phone == "+447911123456"
+
+
+def test_the_configured_country_wins_over_the_time_zone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _init(tmp_path, monkeypatch, "--timezone", "Asia/Shanghai", "--country", "HK")
+
+    result = run_import(write_csv("hk.csv", [row(external_id="HK", phone="5123 4567")]))
+
+    assert result.exit_code == 0, result.output
+    assert cards()["HK"].phone == "+85251234567"
+
+
 @pytest.mark.parametrize(
     ("word", "expected"),
     [
