@@ -24,7 +24,7 @@ from sqlalchemy import select
 
 from careflow import __version__
 from careflow.config import CONFIG_ENV, DEFAULT_FILE, Settings, load_settings
-from careflow.errors import CareflowError, ImportDataError
+from careflow.errors import CareflowError
 from careflow.models import CareEvent, Center, Customer, EventStatus, utcnow
 from careflow.runtime import Runtime
 
@@ -201,41 +201,34 @@ def import_() -> None:
     """Import records from CSV files."""
 
 
+encoding_option = click.option(
+    "--encoding",
+    help="The file's text encoding, e.g. gb18030, utf-16, cp1252 [default: detected, and said which].",
+)
+
+
 @import_.command(name="customers")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--center", "center_code", help="Center code from careflow.toml (default: the first one).")
 @click.option("--skip-invalid", is_flag=True, help="Import the valid rows and report the invalid ones.")
+@encoding_option
 @_friendly_errors
-def import_customers(file: Path, center_code: str | None, skip_invalid: bool) -> None:
+def import_customers(file: Path, center_code: str | None, skip_invalid: bool, encoding: str | None) -> None:
     """Import or update customers from FILE.csv (matched by external_id).
 
     Columns: external_id,name,phone,email,birthday,locale,timezone,city,sms_consent,email_consent,
     whatsapp,whatsapp_consent,preferred_channel (sms, whatsapp or email).
     Only external_id and name are required; a column left out leaves that field unchanged.
     """
+    from careflow.commands.records import run_import
     from careflow.importing import CustomerImporter
 
-    with opened_runtime() as runtime, runtime.sessions() as session:
-        center = _center(session, runtime.settings, center_code)
-        try:
-            report = CustomerImporter(session, center, skip_invalid=skip_invalid).run(file)
-        except ImportDataError as exc:
-            session.rollback()
-            for problem in exc.problems:
-                err.print(problem, highlight=False, markup=False)
-            err.print(
-                f"[red]nothing imported:[/] {len(exc.problems)} problem(s); fix them or use --skip-invalid"
-            )
-            sys.exit(1)
-        session.commit()
-    for problem in report.problems:
-        err.print(problem, highlight=False, markup=False)
-    out.print(
-        f"created {report.created}, updated {report.updated}, "
-        f"skipped {len(report.skipped_rows)} invalid row(s)"
+    run_import(
+        center_code,
+        lambda runtime, session, center, progress: CustomerImporter(
+            session, center, skip_invalid=skip_invalid, progress=progress
+        ).run(file, encoding),
     )
-    if report.problems:
-        sys.exit(1)
 
 
 def _center(session: Any, settings: Settings, code: str | None) -> Center:
