@@ -13,10 +13,9 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -27,10 +26,15 @@ from careflow.config import CONFIG_ENV, DEFAULT_FILE, Settings, load_settings
 from careflow.errors import CareflowError
 from careflow.models import CareEvent, Center, Customer, EventStatus, utcnow
 from careflow.runtime import Runtime
+from careflow.terminal import OutputConsole
 
-# soft_wrap: a problem line stays one line when output goes to a file or a pipe.
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+if TYPE_CHECKING:
+    from careflow.dry_run import FirstPerPlugin
+
+# soft_wrap: a problem line stays one line when output goes to a file or a pipe; tables there
+# keep their full width too (careflow.terminal).
+out = OutputConsole(soft_wrap=True)
+err = OutputConsole(stderr=True, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -113,6 +117,19 @@ worker_threads = 4
 
 [channels.sms]
 provider = "console"                   # prints messages; "twilio" sends them
+
+[channels.email]
+provider = "console"                   # prints e-mails; "smtp" sends them with the [email] settings below
+# enabled = false                      # switch e-mail off; care falls back to the next channel
+
+[email]
+# SMTP relay for provider = "smtp". The password is a secret: CAREFLOW_EMAIL__PASSWORD, never here.
+# host = "smtp.example.com"            # or CAREFLOW_EMAIL__HOST
+# port = 587
+# security = "starttls"                # "starttls" (port 587), "tls" (implicit TLS, port 465) or "none"
+# username = "careflow"                # or CAREFLOW_EMAIL__USERNAME
+# from_address = "care@example.com"    # sender of centers without their own email_from
+# With "smtp", [web] public_url and CAREFLOW_WEB__SECRET_KEY are required too (unsubscribe links).
 
 [twilio]
 # account_sid = "AC..."                # or CAREFLOW_TWILIO__ACCOUNT_SID
@@ -241,10 +258,23 @@ def _center(session: Any, settings: Settings, code: str | None) -> Center:
 
 
 @main.command()
-@click.option("--date", "day", type=click.DateTime(["%Y-%m-%d"]), help="Plan this local day (backfill).")
+@click.option(
+    "--date",
+    "day",
+    type=click.DateTime(["%Y-%m-%d"]),
+    help="Plan this local day (backfill), as if run on it at the current local time.",
+)
 @click.option("--now", "now_text", help="Pretend it is this instant (ISO-8601; naive means UTC).")
-@click.option("--dry-run", is_flag=True, help="Show what would be sent; write and send nothing.")
+@click.option("--dry-run", is_flag=True, help="Show what would be sent, rendered; write and send nothing.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per care event per line.")
+@click.option(
+    "--messages",
+    "shown",
+    default=5,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Dry run: show this many rendered messages per plugin (0: every one).",
+)
 @click.option(
     "--shards", type=click.IntRange(min=1), help="Split planning into this many shards (remote broker)."
 )
@@ -255,11 +285,14 @@ def run(
     now_text: str | None,
     dry_run: bool,
     as_json: bool,
+    shown: int,
     shards: int | None,
     shard_timeout: float,
 ) -> None:
     """Plan today's care and deliver it (local broker) or queue it (Redis/RabbitMQ)."""
     from careflow.daily import run_day
+    from careflow.dry_run import FirstPerPlugin, print_messages, render_rows
+    from careflow.run_summary import carried_line, run_tables
     from careflow.sharding import ShardsUnfinished
 
     now = _parse_now(now_text)
@@ -270,8 +303,23 @@ def run(
         warning = backlog_warning(runtime)
         if warning:  # before anything is queued: the operator can still stop and fix it
             err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        # A dry run's messages are rendered as planning finds them, never all held at once:
+        # streamed (--json, --messages 0) or the first few per plugin kept for the end.
+        sample = FirstPerPlugin(shown or None)
+        stream = dry_run and (as_json or not shown)
+
+        def on_preview(rows: list[dict[str, Any]]) -> None:
+            if not stream:
+                sample(rows)
+            elif as_json:
+                for message in render_rows(runtime, rows):
+                    click.echo(json.dumps(message.as_json(), ensure_ascii=False, default=str))
+            else:
+                print_messages(out, render_rows(runtime, rows))
+
         try:
-            with _progress(enabled=not as_json) as on_batch:
+            # No progress bar while messages stream to the same screen.
+            with _progress(enabled=not as_json and not stream) as on_batch:
                 result = run_day(
                     runtime,
                     now=now,
@@ -280,6 +328,7 @@ def run(
                     on_batch=on_batch,
                     shards=shards,
                     shard_timeout=shard_timeout,
+                    on_preview=on_preview if dry_run else None,
                 )
         except ShardsUnfinished as exc:
             raise CareflowError(str(exc)) from None
@@ -289,16 +338,22 @@ def run(
 
             print_sharded_summary(result.shards, report, as_json=as_json)
         elif as_json:
-            rows = report.preview if dry_run else None
-            for line in _event_json(runtime, report.keys, preview=rows):
-                click.echo(json.dumps(line, ensure_ascii=False, default=str))
+            if not dry_run:
+                for line in _event_json(runtime, report.keys, set(report.earlier_keys)):
+                    click.echo(json.dumps(line, ensure_ascii=False, default=str))
+        elif dry_run:
+            _print_dry_run(runtime, report.per_plugin, sample, streamed=stream)
         else:
-            _print_summary(runtime, report.keys, result.report.per_plugin, dry_run=dry_run)
-            if result.requeued:
+            for table in run_tables(runtime, report):
+                out.print(table)
+            carried = carried_line(runtime, result.carried)
+            if carried:
+                out.print(carried)
+            elif result.requeued:
                 out.print(f"re-queued {result.requeued} unsent event(s) from earlier runs")
-            if result.released:
+            if result.released and not result.delivered_locally:
                 out.print(f"released {result.released} event(s) deferred by quiet hours")
-            if not result.delivered_locally and not dry_run:
+            if not result.delivered_locally:
                 out.print("queued for delivery: run 'careflow worker' to send")
                 warning = backlog_warning(runtime)
                 if warning:
@@ -340,8 +395,8 @@ def _progress(*, enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
         yield on_batch
 
 
-def _events_by_keys(runtime: Runtime, keys: Sequence[str]) -> list[tuple[CareEvent, Customer]]:
-    found: list[tuple[CareEvent, Customer]] = []
+def _events_by_keys(runtime: Runtime, keys: Sequence[str]) -> Iterator[tuple[CareEvent, Customer]]:
+    """The events with these keys, read a thousand at a time (a big run is never all in memory)."""
     with runtime.sessions() as session:
         for start in range(0, len(keys), 1_000):
             chunk = keys[start : start + 1_000]
@@ -351,8 +406,8 @@ def _events_by_keys(runtime: Runtime, keys: Sequence[str]) -> list[tuple[CareEve
                 .where(CareEvent.idempotency_key.in_(chunk))
                 .order_by(CareEvent.id)
             )
-            found.extend(rows)
-    return found
+            yield from rows
+            session.expunge_all()
 
 
 def event_record(event: CareEvent, customer: Customer) -> dict[str, Any]:
@@ -375,75 +430,37 @@ def event_record(event: CareEvent, customer: Customer) -> dict[str, Any]:
     }
 
 
-def _event_json(
-    runtime: Runtime, keys: Sequence[str], preview: list[dict[str, Any]] | None
-) -> Iterator[dict[str, Any]]:
-    if preview is not None:
-        yield from _preview_json(runtime, preview)
-        return
+def _event_json(runtime: Runtime, keys: Sequence[str], earlier: set[str]) -> Iterator[dict[str, Any]]:
+    """Every occasion the run found; ``already_recorded``: an earlier run recorded (and sent) it."""
     for event, customer in _events_by_keys(runtime, keys):
-        yield event_record(event, customer)
+        yield {**event_record(event, customer), "already_recorded": event.idempotency_key in earlier}
 
 
-def _preview_json(runtime: Runtime, rows: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    """Dry run: render what would be sent, without writing anything."""
-    from careflow.delivery import render_event
-    from careflow.errors import TemplateError
-
-    with runtime.sessions() as session:
-        for row in rows:
-            event = CareEvent(**row)
-            customer = session.get(Customer, row["customer_id"])
-            assert customer is not None
-            body: str | None = None
-            status, reason = row["status"], row["status_reason"]
-            if event.channel:
-                try:
-                    body, _ = render_event(runtime, event, customer, customer.center)
-                except TemplateError as exc:
-                    status, reason = "failed", str(exc)
-            yield {
-                "key": row["idempotency_key"],
-                "plugin": row["plugin"],
-                "customer": customer.external_id,
-                "name": customer.name,
-                "due_date": row["due_date"].isoformat(),
-                "channel": row["channel"],
-                "to": row["recipient"],
-                "channel_reason": row.get("channel_reason"),
-                "body": body,
-                "status": f"would be {status}",
-                "reason": reason,
-            }
-
-
-def _print_summary(
-    runtime: Runtime, keys: Sequence[str], per_plugin: dict[str, Counter[str]], *, dry_run: bool
+def _print_dry_run(
+    runtime: Runtime, per_plugin: dict[str, Counter[str]], sample: FirstPerPlugin, *, streamed: bool
 ) -> None:
-    table = Table(title="care run" + (" (dry run: nothing written or sent)" if dry_run else ""))
+    """The per-plugin counts, then (unless already streamed) the first messages of each plugin."""
+    from careflow.dry_run import print_messages, render_rows
+
+    table = Table(title="care run (dry run: nothing written or sent)")
     table.add_column("plugin")
-    statuses = Counter[tuple[str, str]]()
-    if not dry_run:
-        for event, _ in _events_by_keys(runtime, keys):
-            statuses[(event.plugin, event.status)] += 1
-    columns = (
-        ["planned", "deferred", "expired", "suppressed", "already recorded"]
-        if dry_run
-        # Only the statuses that occur (and always "sent"): ten mostly empty columns do not fit.
-        else [s.value for s in EventStatus if s == EventStatus.SENT or s in {st for _, st in statuses}]
-    )
+    columns = ["planned", "deferred", "expired", "suppressed", "already recorded"]
     for col in columns:
         table.add_column(col, justify="right")
-    plugins = sorted(set(per_plugin) | {p for p, _ in statuses})
-    for plugin in plugins:
-        if dry_run:
-            counts = [per_plugin.get(plugin, Counter())[c] for c in columns]
-        else:
-            counts = [statuses[(plugin, c)] for c in columns]
-        table.add_row(plugin, *[str(c) for c in counts])
-    if not plugins:
+    for plugin in sorted(per_plugin):
+        table.add_row(plugin, *[str(per_plugin[plugin][c]) for c in columns])
+    if not per_plugin:
         table.add_row("(nothing due)", *["" for _ in columns])
     out.print(table)
+    if streamed or not sample.kept:
+        return
+    out.print(f"\nwould-be messages (at most {sample.limit} per plugin):", highlight=False)
+    print_messages(out, render_rows(runtime, sample.kept))
+    for plugin, count in sorted(sample.left_out.items()):
+        out.print(
+            f"… and {count} more {plugin} message(s): 'careflow run --dry-run --messages 0' shows every one",
+            highlight=False,
+        )
 
 
 @main.command()

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import cast
+from typing import Any, cast
+from zoneinfo import ZoneInfo
 
 from dramatiq import Worker
 from dramatiq.brokers.stub import StubBroker
 from sqlalchemy import case, select, update
 
 from careflow.broker import LOCAL, make_broker
+from careflow.config import Settings
 from careflow.delivery import stale_event_ids
 from careflow.enqueue import enqueue_many
 from careflow.models import CareEvent, EventStatus
@@ -35,6 +37,26 @@ class RunResult:
     delivered_locally: bool
     released: int = 0  # deferred events whose sending window had opened
     shards: int = 0  # planned by workers in this many shards (0: planned in this process)
+    # Events of earlier runs that this run handed to delivery (re-queued or released).
+    carried: list[int] = field(default_factory=list)
+
+
+def planning_instant(settings: Settings, now: datetime, day: date | None) -> datetime:
+    """The instant a run plans at: ``now``; for an explicit ``day``, that day at ``now``'s local time.
+
+    A backfill (``careflow run --date D``) plans as if it ran on D at the hour it runs, in the
+    first center's time zone: expiry, quiet hours and the "deferred until" they record are D's,
+    in a dry run and in the real run alike, while the time of day, which quiet hours judge, is
+    the real one. A deferral of a past day whose window has passed goes out when the window is
+    next open (``careflow.quiet_hours.release_deferred``).
+    """
+    if day is None:
+        return now
+    tz = ZoneInfo(settings.centers[settings.default_center].timezone)
+    local = now.astimezone(tz)
+    if local.date() == day:
+        return now
+    return datetime.combine(day, local.time(), tzinfo=tz)
 
 
 def run_day(
@@ -46,14 +68,21 @@ def run_day(
     on_batch: Callable[[int, int], None] | None = None,
     shards: int | None = None,
     shard_timeout: float = 3600.0,
+    on_preview: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> RunResult:
     """Plan (and with the ``local`` broker, deliver) one day of care.
 
-    On a remote broker, planning is split into shards planned by the workers when the
-    customers span more than ``[scheduler] shard_size`` ids, or when ``shards`` is given.
+    ``now`` is the clock (recovery and release use it); ``day`` is planned at
+    ``planning_instant``. On a remote broker, planning is split into shards planned by the
+    workers when the customers span more than ``[scheduler] shard_size`` ids, or when
+    ``shards`` is given. A dry run hands its rows to ``on_preview`` batch by batch when given.
     """
+    at = planning_instant(runtime.settings, now, day)
     if dry_run:
-        return RunResult(plan(runtime, now=now, day=day, dry_run=True, on_batch=on_batch), 0, False)
+        report = plan(
+            runtime, now=at, day=day, dry_run=True, on_batch=on_batch, clock=now, on_preview=on_preview
+        )
+        return RunResult(report, 0, False)
     url = runtime.settings.broker.url
     broker = make_broker(url, runtime.settings.broker)
     actors = build_actors(broker, runtime)
@@ -63,10 +92,12 @@ def run_day(
         actors.enqueue_deliveries(stale)
         released = release_deferred(runtime, now, enqueue=actors.enqueue_deliveries)
         try:
-            sharded = _plan_in_shards(runtime, actors, now, day, shards, shard_timeout, on_batch)
+            sharded = _plan_in_shards(runtime, actors, at, day, shards, shard_timeout, on_batch)
             if sharded is not None:
                 return RunResult(sharded[0], len(stale), False, len(released), shards=sharded[1])
-            report = plan(runtime, now=now, day=day, enqueue=actors.enqueue_deliveries, on_batch=on_batch)
+            report = plan(
+                runtime, now=at, day=day, clock=now, enqueue=actors.enqueue_deliveries, on_batch=on_batch
+            )
         finally:
             broker.close()
         return RunResult(report, len(stale), False, len(released))
@@ -77,12 +108,14 @@ def run_day(
         stale = stale_event_ids(runtime, now=now, stuck_after=stuck_after)
         actors.enqueue_deliveries(stale)
         released = release_deferred(runtime, now, enqueue=actors.enqueue_deliveries)
-        report = plan(runtime, now=now, day=day, enqueue=actors.enqueue_deliveries, on_batch=on_batch)
+        report = plan(
+            runtime, now=at, day=day, clock=now, enqueue=actors.enqueue_deliveries, on_batch=on_batch
+        )
         cast(StubBroker, broker).join(actors.queue, fail_fast=False)
     finally:
         worker.stop()
         broker.close()
-    return RunResult(report, len(stale), True, len(released))
+    return RunResult(report, len(stale), True, len(released), carried=[*stale, *released])
 
 
 def _plan_in_shards(

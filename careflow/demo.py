@@ -5,14 +5,13 @@ from __future__ import annotations
 import csv
 import random
 import secrets
-from collections import Counter
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
+from shlex import quote
 from zoneinfo import ZoneInfo
 
 from rich.console import Console
-from rich.table import Table
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -20,10 +19,13 @@ from careflow.config import Settings, load_settings
 from careflow.daily import run_day
 from careflow.demo_records import import_sample_records
 from careflow.importing import CUSTOMER_COLUMNS, CustomerImporter
+from careflow.invocation import careflow_command
 from careflow.models import CareEvent, Center, Customer, ServiceVisit, utcnow
 from careflow.points import points_rules
 from careflow.quiet_hours import SendWindow
+from careflow.run_summary import new_keys, run_tables
 from careflow.runtime import Runtime
+from careflow.scheduler import PlanReport
 
 DEMO_CONFIG = """\
 # careflow demo workspace: SQLite and the in-process broker, messages printed to the console.
@@ -269,7 +271,10 @@ def run_demo(directory: Path, *, customers: int, now: datetime | None, out: Cons
         out.print(f"[bold]careflow demo[/] in {directory.resolve()}")
         if note:
             out.print(f"[yellow]note:[/] {note}", highlight=False)
-        out.print(f"imported {csv_path.name}: {imported.created} new, {imported.updated} updated customers")
+        out.print(
+            f"imported {csv_path.name}: {imported.created} new, {imported.updated} updated, "
+            f"{imported.unchanged} unchanged customers"
+        )
         out.print(
             f"imported vehicles.csv and visits.csv: {records.vehicles} vehicles, {records.visits} visits; "
             f"{records.vouchers} points voucher(s) issued"
@@ -278,16 +283,24 @@ def run_demo(directory: Path, *, customers: int, now: datetime | None, out: Cons
             f"running today's care ({today.isoformat()}, {center_tz.key}); messages go to the console:\n"
         )
         result = run_day(runtime, now=now)
-        _show(runtime, result.report.keys, out)
+        _show(runtime, result.report, out)
+        # Commands that work where the user stands: careflow may be .venv/bin/careflow, off PATH.
+        again = f"{careflow_command(Path.cwd())} demo"
+        if directory != Path("careflow-demo"):
+            again += f" --dir {quote(str(directory))}"
         out.print(
-            "\nRun 'careflow demo' again: the same occasions are recognised and nothing is sent twice.\n"
-            f"Inspect: cd {directory} && careflow events"
+            f"\nRun '{again}' again: the same occasions are recognised and nothing is sent twice.\n"
+            f"Inspect: cd {quote(str(directory))} && {careflow_command(directory)} events",
+            highlight=False,
+            markup=False,
         )
     finally:
         runtime.close()
 
 
-def _show(runtime: Runtime, keys: list[str], out: Console) -> None:
+def _show(runtime: Runtime, report: PlanReport, out: Console) -> None:
+    """This run's occasions, each message in full; earlier runs' occasions only counted."""
+    keys = new_keys(report)
     with runtime.sessions() as session:
         events = session.execute(
             select(CareEvent, Customer)
@@ -296,16 +309,11 @@ def _show(runtime: Runtime, keys: list[str], out: Console) -> None:
             .order_by(CareEvent.id)
         ).all()
         total = session.scalar(select(func.count()).select_from(CareEvent)) or 0
-    counts: Counter[tuple[str, str]] = Counter((event.plugin, event.status) for event, _ in events)
-    table = Table(title=f"today's care: {len(events)} occasion(s) this run, {total} recorded in all")
-    table.add_column("plugin")
-    statuses = sorted({status for _, status in counts})
-    for status in statuses:
-        table.add_column(status, justify="right")
-    for plugin in sorted({plugin for plugin, _ in counts}):
-        table.add_row(plugin, *[str(counts[(plugin, s)]) for s in statuses])
     out.print()
-    out.print(table)
+    for table in run_tables(runtime, report, title=f"today's care ({total} event(s) recorded in all)"):
+        out.print(table)
+    if not events and report.earlier_keys:
+        out.print("nothing new this run: every occasion due today was recorded by an earlier run")
     for event, customer in events:
         who = f"{customer.name} ({customer.external_id})"
         if event.status == "sent":

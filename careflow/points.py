@@ -10,8 +10,8 @@ from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
-from sqlalchemy import Exists, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, Exists, and_, func, select
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from careflow.config import Settings, format_validation_error
 from careflow.errors import CareflowError, ConfigError
@@ -183,13 +183,31 @@ def new_voucher_code(session: Session) -> str:
 
 
 def redeem(
-    session: Session, customer: Customer, *, kind: str, blocks: int, today: date, rules: PointsRules
+    session: Session,
+    customer: Customer,
+    *,
+    kind: str,
+    blocks: int,
+    today: date,
+    rules: PointsRules,
+    at_visit: ServiceVisit | None = None,
 ) -> Voucher:
-    """Turn whole blocks of points into one voucher valid at the customer's next maintenance visit."""
+    """Turn whole blocks of points into one voucher valid at the customer's next maintenance visit.
+
+    ``today`` is the day it is redeemed; ``at_visit`` the visit at whose checkout it was (on
+    that day), which is never its "next maintenance visit".
+    """
     if kind not in VOUCHER_KINDS:
         raise PointsError(f"unknown voucher kind {kind!r}; expected one of: {', '.join(VOUCHER_KINDS)}")
     if blocks < 1:
         raise PointsError("redeem at least one block")
+    if at_visit is not None:
+        if at_visit.customer_id != customer.id:
+            raise PointsError("the visit belongs to another customer")
+        if at_visit.date != today:
+            raise PointsError(
+                f"the visit is on {at_visit.date.isoformat()}, not on the redemption day {today.isoformat()}"
+            )
     value = rules.voucher_values.get(kind)
     if value is None:
         raise PointsError(f"no value configured for {kind} vouchers ([plugins.points] voucher_values)")
@@ -202,6 +220,7 @@ def redeem(
         points=cost,
         value=value * blocks,
         issued_on=today,
+        issued_visit_id=at_visit.id if at_visit is not None else None,
         expires_on=today + timedelta(days=rules.voucher_valid_days),
     )
     session.add(voucher)
@@ -252,19 +271,20 @@ def check_voucher(
         raise PointsError(f"a voucher can be used only at a maintenance visit, not a {visit.kind} visit")
     if voucher.used_visit_id is not None and voucher.used_visit_id != visit.visit_id:
         raise PointsError(f"already used on {voucher.used_on.isoformat() if voucher.used_on else 'a visit'}")
+    if visit.visit_id is not None and visit.visit_id == voucher.issued_visit_id:
+        raise PointsError(
+            "it was redeemed at this visit's checkout; it is valid from the customer's next maintenance visit"
+        )
     if visit.date < voucher.issued_on:
         raise PointsError(f"the visit is before the voucher was issued ({voucher.issued_on.isoformat()})")
     if visit.date > voucher.expires_on:
         raise PointsError(f"expired on {voucher.expires_on.isoformat()}")
     earlier = session.scalar(
         select(func.min(ServiceVisit.date)).where(
-            ServiceVisit.customer_id == visit.customer_id,
-            ServiceVisit.kind == MAINTENANCE,
-            ServiceVisit.date >= voucher.issued_on,
-            ServiceVisit.date < visit.date,
+            _next_maintenance_visits(voucher.customer_id, voucher.issued_on, visit.date)
         )
     )
-    in_file = [d for d in other_maintenance_days if voucher.issued_on <= d < visit.date]
+    in_file = [d for d in other_maintenance_days if voucher.issued_on < d < visit.date]
     missed = min([d for d in (earlier, *in_file) if d is not None], default=None)
     if missed is not None:
         raise PointsError(
@@ -274,17 +294,61 @@ def check_voucher(
     return voucher
 
 
+# Visits are dated by day, not by the minute, so which of two visits on one day came first is
+# unknown. A voucher's "next maintenance visit" is therefore the first maintenance visit on a
+# day after the one it was issued: a maintenance visit on the issuing day (never the visit it
+# was redeemed at) may use it, but one that does not never uses up its chance. So a voucher
+# redeemed at a visit's checkout stays valid whether or not that visit is recorded with it.
+
+
+def _next_maintenance_visits(
+    customer_id: int | InstrumentedAttribute[int],
+    issued_on: date | InstrumentedAttribute[date],
+    before: date | None = None,
+) -> ColumnElement[bool]:
+    """SQL: maintenance visits that count as the next one after a voucher's issue (before ``before``)."""
+    conditions = [
+        ServiceVisit.customer_id == customer_id,
+        ServiceVisit.kind == MAINTENANCE,
+        ServiceVisit.date > issued_on,
+    ]
+    if before is not None:
+        conditions.append(ServiceVisit.date < before)
+    return and_(*conditions)
+
+
 def voucher_lapsed() -> Exists:
-    """SQL: a maintenance visit happened since the voucher was issued, so it can no longer be used."""
-    return (
-        select(ServiceVisit.id)
-        .where(
-            ServiceVisit.customer_id == Voucher.customer_id,
-            ServiceVisit.kind == MAINTENANCE,
-            ServiceVisit.date >= Voucher.issued_on,
+    """SQL: the voucher's next maintenance visit has happened, so it can no longer be used.
+
+    Only for vouchers not used: a used voucher's own visit is its next maintenance visit.
+    """
+    later = _next_maintenance_visits(Voucher.customer_id, Voucher.issued_on)
+    return select(ServiceVisit.id).where(later).exists()
+
+
+def voucher_statuses(session: Session, vouchers: Sequence[Voucher], today: date) -> dict[int, str]:
+    """What the CLI and the console say about each voucher: used, lapsed, expired or unused."""
+    lapsed: dict[int, date] = {}
+    unused = [v.id for v in vouchers if v.used_visit_id is None]
+    if unused:
+        rows = session.execute(
+            select(Voucher.id, func.min(ServiceVisit.date))
+            .join(ServiceVisit, _next_maintenance_visits(Voucher.customer_id, Voucher.issued_on))
+            .where(Voucher.id.in_(unused), ServiceVisit.date <= Voucher.expires_on)
+            .group_by(Voucher.id)
         )
-        .exists()
-    )
+        lapsed = {voucher_id: day for voucher_id, day in rows}
+    found: dict[int, str] = {}
+    for v in vouchers:
+        if v.used_visit_id is not None or v.used_on is not None:
+            found[v.id] = f"used {v.used_on.isoformat()}" if v.used_on else "used"
+        elif v.id in lapsed:
+            found[v.id] = f"lapsed: not used at the maintenance visit on {lapsed[v.id].isoformat()}"
+        elif v.expires_on < today:
+            found[v.id] = "expired"
+        else:
+            found[v.id] = "unused"
+    return found
 
 
 def use_voucher(voucher: Voucher, visit: ServiceVisit) -> None:

@@ -8,15 +8,17 @@ database, not as a broker delay, so it survives restarts and broker loss -- and 
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from careflow.config import CenterSettings
-from careflow.models import CareEvent, EventStatus
+from careflow.models import CareEvent, Center, Customer, EventStatus
 from careflow.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -68,6 +70,8 @@ def release_deferred(
 ) -> list[int]:
     """Expire deferred events that are no longer relevant, release the due ones; returns released ids.
 
+    An event is released only while its customer's window is open: one whose ``not_before``
+    passed while nothing ran (an outage, a backfill of a past day) waits for the next opening.
     Safe to run from several processes at once: each release is a compare-and-set from
     ``deferred``, so an event is released (and queued) by exactly one caller.
     """
@@ -85,13 +89,7 @@ def release_deferred(
             )
             .execution_options(synchronize_session=False)
         )
-        due = list(
-            session.scalars(
-                select(CareEvent.id)
-                .where(CareEvent.status == EventStatus.DEFERRED, CareEvent.not_before <= now)
-                .order_by(CareEvent.priority.desc(), CareEvent.id)
-            )
-        )
+        due = _open_now(runtime, session, now)
         released: list[int] = []
         for start in range(0, len(due), 1_000):
             chunk = due[start : start + 1_000]
@@ -110,3 +108,34 @@ def release_deferred(
     if released and enqueue is not None:
         enqueue(sorted(released))
     return sorted(released)
+
+
+def _open_now(runtime: Runtime, session: Session, now: datetime) -> list[int]:
+    """Deferred events past their ``not_before`` whose window is open now; the rest move to its opening."""
+    rows = session.execute(
+        select(CareEvent.id, Customer.timezone, Center.timezone, Center.code)
+        .join(Customer, Customer.id == CareEvent.customer_id)
+        .join(Center, Center.id == CareEvent.center_id)
+        .where(CareEvent.status == EventStatus.DEFERRED, CareEvent.not_before <= now)
+        .order_by(CareEvent.priority.desc(), CareEvent.id)
+    )
+    due: list[int] = []
+    later: dict[tuple[datetime, str], list[int]] = defaultdict(list)
+    for event_id, customer_tz, center_tz, code in rows:
+        tz = ZoneInfo(customer_tz or center_tz)
+        window = SendWindow.of(runtime.settings.centers.get(code))
+        opening = window.next_opening(now, tz)
+        if opening is None:
+            due.append(event_id)
+        else:
+            reason = f"quiet hours ({window} {tz.key}): deferred until {opening.astimezone(tz).isoformat()}"
+            later[(opening, reason)].append(event_id)
+    for (opening, reason), ids in later.items():
+        for start in range(0, len(ids), 1_000):
+            session.execute(
+                update(CareEvent)
+                .where(CareEvent.id.in_(ids[start : start + 1_000]), CareEvent.status == EventStatus.DEFERRED)
+                .values(not_before=opening, status_reason=reason)
+                .execution_options(synchronize_session=False)
+            )
+    return due

@@ -58,6 +58,7 @@ class PlanReport:
     per_plugin: dict[str, Counter[str]] = field(default_factory=dict)
     failures: list[PluginFailure] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)  # every occasion key seen, for reporting
+    earlier_keys: list[str] = field(default_factory=list)  # of those, the ones earlier runs recorded
     preview: list[dict[str, Any]] = field(default_factory=list)  # dry runs: what would be recorded
 
     def count(self, plugin: str, outcome: str) -> None:
@@ -145,12 +146,18 @@ def plan(
     on_batch: Callable[[int, int], None] | None = None,
     center_ids: Collection[int] | None = None,
     id_span: tuple[int, int] | None = None,
+    clock: datetime | None = None,
+    on_preview: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> PlanReport:
     """Plan every enabled care plugin over all customers; enqueue each new event after its commit.
 
     ``on_batch(done, total)`` reports progress in customer ids. With ``dry_run`` nothing is
     written or queued. ``center_ids`` limits the recorded occasions to those centers'
     customers; ``id_span`` limits the run to one inclusive id range (a shard).
+    ``now`` is the instant planned; ``clock``, when later (a backfill of a past day), is when
+    messages can really go out: what expires before it is recorded expired.
+    ``on_preview`` takes a dry run's rows batch by batch instead of ``report.preview``, so a
+    dry run over millions of customers never holds them all.
     Each plugin runs isolated (see ``careflow.isolation``); its failures are in the report and,
     unless ``dry_run``, recorded for ``careflow plugins``.
     """
@@ -188,9 +195,13 @@ def plan(
                 dry_run=dry_run,
                 center_ids=center_ids,
                 isolation=isolation,
+                clock=clock,
             )
             if not dry_run:
                 session.commit()
+        if on_preview is not None and report.preview:
+            rows, report.preview = report.preview, []
+            on_preview(rows)
         report.batches += 1
         windows.found(report.occasions - before)
         # Only after the commit: a message must never point at a row that might not exist.
@@ -326,6 +337,7 @@ def _plan_batch(
     dry_run: bool,
     isolation: _Isolation,
     center_ids: Collection[int] | None = None,
+    clock: datetime | None = None,
 ) -> list[int]:
     found: list[tuple[CarePlugin, Occasion, PluginSettings]] = []
     for run in runs:
@@ -406,7 +418,7 @@ def _plan_batch(
     # Expiry, frequency cap (by priority) and quiet hours decide the final status of each row.
     customers = {occ.customer.id: occ.customer for _, occ, _ in audience}
     standalone = {plugin.name for plugin, _, _ in audience if not plugin.bundles}
-    apply_timing_and_caps(runtime, session, rows, customers, now, standalone)
+    apply_timing_and_caps(runtime, session, rows, customers, now, standalone, clock=clock)
     for row in rows:  # bundle rows, added above, count under their customer's center too
         center_code.setdefault(row["idempotency_key"], customers[row["customer_id"]].center.code)
     report.occasions += len(rows)
@@ -422,6 +434,7 @@ def _plan_batch(
             hit = by_key.get(row["idempotency_key"])
             if hit is None:
                 report.already_recorded += 1
+                report.earlier_keys.append(row["idempotency_key"])
                 report.count(row["plugin"], "already recorded")
             elif hit.status == EventStatus.SUPPRESSED:
                 report.new += 1
@@ -448,6 +461,7 @@ def _preview(session: Session, rows: list[dict[str, Any]], report: PlanReport) -
     for row in rows:
         if row["idempotency_key"] in existing:
             report.already_recorded += 1
+            report.earlier_keys.append(row["idempotency_key"])
             report.count(row["plugin"], "already recorded")
             continue
         report.new += 1

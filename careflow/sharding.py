@@ -191,7 +191,7 @@ def run_report(runtime: Runtime, run_id: int) -> PlanReport:
                     continue
                 report.per_plugin.setdefault(plugin, Counter()).update(outcomes)
     for outcomes in report.per_plugin.values():
-        report.new += outcomes["planned"] + outcomes["suppressed"]
+        report.new += sum(outcomes[k] for k in ("planned", "deferred", "expired", "suppressed"))
         report.suppressed += outcomes["suppressed"]
         report.already_recorded += outcomes["already recorded"]
     report.occasions = report.new + report.already_recorded
@@ -225,7 +225,8 @@ def print_sharded_summary(shards: int, report: PlanReport, *, as_json: bool) -> 
 
     from careflow.cli import out
 
-    outcomes = ("planned", "suppressed", "already recorded")
+    # What this run recorded, apart from what earlier runs had (those are not sent again).
+    outcomes = ("planned", "deferred", "expired", "suppressed", "already recorded")
     if as_json:
         for plugin, counts in sorted(report.per_plugin.items()):
             line = {"plugin": plugin, "shards": shards, **{k: counts[k] for k in outcomes}}
@@ -238,6 +239,6 @@ def print_sharded_summary(shards: int, report: PlanReport, *, as_json: bool) -> 
     for plugin, counts in sorted(report.per_plugin.items()):
         table.add_row(plugin, *[str(counts[k]) for k in outcomes])
     if not report.per_plugin:
-        table.add_row("(nothing due)", "", "", "")
+        table.add_row("(nothing due)", *["" for _ in outcomes])
     out.print(table)
     out.print("all shards planned; queued for delivery: 'careflow events' shows their progress")

@@ -25,10 +25,14 @@ def apply_timing_and_caps(
     customers: Mapping[int, Customer],
     now: datetime,
     standalone: Collection[str] = (),
+    *,
+    clock: datetime | None = None,
 ) -> None:
     """Set each row's final status and reason in place: planned, deferred, expired or suppressed.
 
     Where a center bundles, bundle rows are appended to ``rows`` (``standalone`` plugins excepted).
+    ``now`` is the instant planned; a later ``clock`` (a past day planned now) also expires rows
+    that end before it, since nothing can be sent before it.
     """
     if not rows:
         return
@@ -43,6 +47,12 @@ def apply_timing_and_caps(
         if row["status"] == EventStatus.PLANNED and expires is not None and expires <= now:
             row["status"] = EventStatus.EXPIRED
             row["status_reason"] = f"the occasion expired at {expires.isoformat()}, before it was planned"
+        elif row["status"] == EventStatus.PLANNED and expires is not None and clock and expires <= clock:
+            row["status"] = EventStatus.EXPIRED
+            row["status_reason"] = (
+                f"the occasion expired at {expires.isoformat()}, before this run "
+                f"({clock.isoformat()}) could send it"
+            )
     keys = [r["idempotency_key"] for r in rows]
     existing = set(
         session.scalars(select(CareEvent.idempotency_key).where(CareEvent.idempotency_key.in_(keys)))

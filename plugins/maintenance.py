@@ -1,14 +1,15 @@
-"""Maintenance reminders: before and on the service due date (time or mileage), and before warranty ends."""
+"""Maintenance reminders: before, on and after the day service is due (time or mileage); warranty ending."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import and_, func, or_, select
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from sqlalchemy import ColumnElement, String, and_, cast, exists, func, literal, or_, select
 from sqlalchemy.orm import selectinload
 
 from careflow.care import CarePlugin, Occasion, PlanContext, PluginSettings
@@ -17,7 +18,10 @@ from careflow.models import CareEvent, Center, Customer, Purpose, Vehicle, Vouch
 from careflow.pacing import PacedItem, pace
 from careflow.points import voucher_lapsed
 
-SOON, DUE, WARRANTY = "service-soon", "service-due", "warranty-ending"
+SOON, DUE, OVERDUE, WARRANTY = "service-soon", "service-due", "service-overdue", "warranty-ending"
+# Reminders that invite a booking and so take a slot of a center's daily capacity; a
+# service-due reminder follows the service-soon that already took its cycle's slot.
+PACED = (SOON, OVERDUE)
 
 
 class CenterPacing(BaseModel):
@@ -41,6 +45,37 @@ class MaintenanceSettings(PluginSettings):
         default=14, ge=0, le=60, description="pacing sends a reminder at most this many days early"
     )
     centers: dict[str, CenterPacing] = Field(default_factory=dict, description="per-center daily_capacity")
+    overdue_reminder_days: list[int] = Field(
+        default_factory=lambda: [7, 30],
+        description="remind an overdue car this many days after the due date ([] for never)",
+    )
+    overdue_max_days: int = Field(
+        default=365, ge=1, le=3650, description="a car overdue longer than this is no longer reminded"
+    )
+
+    @field_validator("overdue_reminder_days")
+    @classmethod
+    def _sorted_steps(cls, value: list[int]) -> list[int]:
+        for days in value:
+            if not 1 <= days <= 3650:
+                raise ValueError(f"{days} is out of range; expected days after the due date, 1 to 3650")
+        return sorted(set(value))
+
+    @model_validator(mode="after")
+    def _steps_within_max(self) -> MaintenanceSettings:
+        if self.overdue_reminder_days and self.overdue_reminder_days[-1] > self.overdue_max_days:
+            raise ValueError(
+                f"overdue_reminder_days goes up to {self.overdue_reminder_days[-1]}, "
+                f"past overdue_max_days ({self.overdue_max_days}): raise overdue_max_days or drop that step"
+            )
+        return self
+
+    def overdue_step(self, days_overdue: int) -> int | None:
+        """The overdue step that fits a car this many days past due: the latest one reached."""
+        if days_overdue > self.overdue_max_days:
+            return None
+        reached = [step for step in self.overdue_reminder_days if step <= days_overdue]
+        return reached[-1] if reached else None
 
     def capacity_for(self, center_code: str) -> int | None:
         own = self.centers.get(center_code)
@@ -54,23 +89,97 @@ def cycle_period(vehicle_id: int, cycle_start: date | None) -> str:
     return f"{vehicle_id}-{cycle_start.isoformat() if cycle_start else 'none'}"
 
 
+def overdue_period(vehicle_id: int, cycle_start: date | None, step: int) -> str:
+    """One overdue step of one cycle, e.g. ``42-2026-01-31+30d``: each step is sent once."""
+    return f"{cycle_period(vehicle_id, cycle_start)}+{step}d"
+
+
+def _overdue_step_recorded(plugin: str, step: int) -> ColumnElement[bool]:
+    """SQL: this vehicle's current cycle already has its overdue ``step`` in the outbox.
+
+    Built like ``scheduler.idempotency_key`` from ``overdue_period``, so the look-up is one
+    probe of the unique key index, and a step once recorded is never loaded again.
+    """
+    cycle_start = func.coalesce(cast(Vehicle.next_service_from, String), "none")
+    key = (
+        literal(f"{plugin}:{OVERDUE}:")
+        + cast(Vehicle.id, String)
+        + "-"
+        + cycle_start
+        + f"+{step}d:"
+        + cast(Vehicle.customer_id, String)
+    )
+    return exists().where(CareEvent.idempotency_key == key)
+
+
+def _overdue_windows(
+    plugin: str,
+    settings: MaintenanceSettings,
+    lo: date,
+    hi: date,
+    *,
+    fell_ago: tuple[int, int | None] = (0, None),
+) -> list[ColumnElement[bool]]:
+    """SQL: vehicles whose overdue step fitting some day in ``[lo, hi]`` is not recorded yet.
+
+    One due-date range per step (a car ``o`` days past due is at the latest step <= ``o``),
+    so only cars with a step still to send are read: an overdue car already reminded at its
+    step is never loaded. ``fell_ago`` keeps only steps whose day was that many days ago
+    (least, most; None: any).
+    """
+    least, most = fell_ago
+    steps = settings.overdue_reminder_days
+    windows = []
+    for i, step in enumerate(steps):
+        # A car is at this step from ``step`` until the next step's day (or overdue_max_days).
+        oldest = steps[i + 1] - 1 if i + 1 < len(steps) else settings.overdue_max_days
+        if most is not None:
+            oldest = min(oldest, step + most)
+        first, last = lo - timedelta(days=oldest), hi - timedelta(days=step + least)
+        if first <= last:
+            windows.append(
+                and_(Vehicle.next_service_due.between(first, last), ~_overdue_step_recorded(plugin, step))
+            )
+    return windows
+
+
+@dataclass(frozen=True)
+class ServiceReminder:
+    """Which service reminder a vehicle gets today, and under which period."""
+
+    key: str
+    period: str
+    days_overdue: int | None = None
+
+
+@dataclass(frozen=True)
+class CenterPlan:
+    """A paced center's day: when each service-soon goes out, and which overdue catch-ups go today."""
+
+    soon: dict[int, date]
+    overdue_today: frozenset[int]
+
+
 class MaintenancePlugin(CarePlugin):
     name = "maintenance"
     description = (
         "Reminds before and on the day service is due (by time or estimated mileage), "
-        "paced to the center's daily capacity; and before the warranty ends."
+        "paced to the center's daily capacity, then while it is overdue; and before the warranty ends."
     )
     priority = 80
     purpose = Purpose.SERVICE
     settings_model = MaintenanceSettings
-    narrows_in_sql = True  # the (next_service_due, customer_id) and (warranty_end, customer_id) indexes
+    # The (next_service_due, customer_id) and (warranty_end, customer_id) indexes; overdue cars
+    # only while a step is still to send (the outbox key index).
+    narrows_in_sql = True
     variables: ClassVar[Mapping[str, str]] = {
-        "occasion": "service-soon, service-due or warranty-ending",
+        "occasion": "service-soon, service-due, service-overdue or warranty-ending",
         "plate": "the vehicle's plate",
         "model": "the vehicle's model, or null",
         "service_due": "the day service is due (ISO date)",
         "reason": "time or mileage: which interval makes it due",
-        "days_left": "days from today until service is due",
+        "days_left": "days from today until service is due (negative once it is past)",
+        "days_overdue": "service-overdue: days since service was due",
         "warranty_end": "the day the warranty ends (ISO date), or null",
         "vouchers": "unused vouchers: list of {code, kind, value, expires_on}",
     }
@@ -82,6 +191,7 @@ class MaintenancePlugin(CarePlugin):
         "service_due": "2026-06-01",
         "reason": "time",
         "days_left": 7,
+        "days_overdue": 30,
         "warranty_end": "2026-07-01",
         "vouchers": [{"code": "V-7Q2K9", "kind": "repair", "value": 100, "expires_on": "2026-12-31"}],
     }
@@ -95,18 +205,19 @@ class MaintenancePlugin(CarePlugin):
         ahead = settings.days_before + (settings.max_advance_days if paced else 0)
         # Narrowed by the (date, customer_id) indexes: only this batch's vehicles near a date load.
         batch = ctx.in_batch(Vehicle.customer_id)
+        near = [
+            Vehicle.next_service_due.between(
+                lo - timedelta(days=settings.late_days), hi + timedelta(days=ahead)
+            ),
+            *_overdue_windows(self.name, settings, lo, hi),
+        ]
         query = (
             select(Vehicle, Customer)
             .join(Customer, Customer.id == Vehicle.customer_id)
             .where(
                 ctx.in_batch(),
                 or_(
-                    and_(
-                        Vehicle.next_service_due.between(
-                            lo - timedelta(days=settings.late_days), hi + timedelta(days=ahead)
-                        ),
-                        batch,
-                    ),
+                    *[and_(window, batch) for window in near],
                     and_(
                         Vehicle.warranty_end.between(lo, hi + timedelta(days=settings.warranty_days_before)),
                         batch,
@@ -120,7 +231,7 @@ class MaintenancePlugin(CarePlugin):
         if not rows:
             return
         vouchers = _vouchers(ctx, {c.id for _, c in rows}, lo)
-        plans: dict[int, dict[int, date]] = {}
+        plans: dict[int, CenterPlan] = {}
         for vehicle, customer in rows:
             today = ctx.local_today(customer)
             base = {
@@ -133,19 +244,22 @@ class MaintenancePlugin(CarePlugin):
             }
             due = vehicle.next_service_due
             if due is not None:
-                key = self._service_key(ctx, settings, plans, vehicle, customer, today)
-                if key is not None:
+                reminder = self._service_reminder(ctx, settings, plans, vehicle, customer, today)
+                if reminder is not None:
+                    context: dict[str, Any] = {
+                        **base,
+                        "service_due": due.isoformat(),
+                        "reason": vehicle.next_service_reason or "time",
+                        "days_left": (due - today).days,
+                    }
+                    if reminder.days_overdue is not None:
+                        context["days_overdue"] = reminder.days_overdue
                     yield Occasion(
                         customer=customer,
-                        key=key,
-                        period=cycle_period(vehicle.id, vehicle.next_service_from),
+                        key=reminder.key,
+                        period=reminder.period,
                         due_date=today,
-                        context={
-                            **base,
-                            "service_due": due.isoformat(),
-                            "reason": vehicle.next_service_reason or "time",
-                            "days_left": (due - today).days,
-                        },
+                        context=context,
                     )
             end = vehicle.warranty_end
             if end is not None and today <= end <= today + timedelta(days=settings.warranty_days_before):
@@ -162,38 +276,65 @@ class MaintenancePlugin(CarePlugin):
                     },
                 )
 
-    def _service_key(
+    def _service_reminder(
         self,
         ctx: PlanContext,
         settings: MaintenanceSettings,
-        plans: dict[int, dict[int, date]],
+        plans: dict[int, CenterPlan],
         vehicle: Vehicle,
         customer: Customer,
         today: date,
-    ) -> str | None:
+    ) -> ServiceReminder | None:
         """Which service reminder (if any) this vehicle gets today."""
         due = vehicle.next_service_due
         assert due is not None
-        if due <= today <= due + timedelta(days=settings.late_days):
-            return DUE
-        if today >= due:
-            return None
+        cycle = cycle_period(vehicle.id, vehicle.next_service_from)
         capacity = settings.capacity_for(customer.center.code)
+        overdue = (today - due).days
+        step = settings.overdue_step(overdue)
+        if step is not None:
+            # A step whose day has just come (or was missed by a few runs, like service-due)
+            # always goes; an older one, as for a car first seen already overdue, is a
+            # catch-up that a paced center sends only as its capacity allows.
+            catching_up = due + timedelta(days=step + settings.late_days) < today
+            if catching_up and capacity is not None:
+                plan = self._plan(ctx, settings, plans, customer.center, capacity)
+                if vehicle.id not in plan.overdue_today:
+                    return None
+            return ServiceReminder(
+                OVERDUE, overdue_period(vehicle.id, vehicle.next_service_from, step), overdue
+            )
+        if 0 <= overdue <= settings.late_days:
+            return ServiceReminder(DUE, cycle)
+        if overdue > 0:
+            return None
         if capacity is None:
-            return SOON if today >= due - timedelta(days=settings.days_before) else None
-        if customer.center_id not in plans:
-            plans[customer.center_id] = _center_plan(ctx, settings, customer.center, capacity)
-        send_on = plans[customer.center_id].get(vehicle.id)
+            return (
+                ServiceReminder(SOON, cycle) if today >= due - timedelta(days=settings.days_before) else None
+            )
+        send_on = self._plan(ctx, settings, plans, customer.center, capacity).soon.get(vehicle.id)
         if send_on is None:
             # Already reminded this cycle (a repeat is a no-op thanks to the outbox key), or
             # outside the center's window because the customer's day differs from the center's.
             send_on = due - timedelta(days=settings.days_before)
-        return SOON if send_on <= today else None
+        return ServiceReminder(SOON, cycle) if send_on <= today else None
+
+    def _plan(
+        self,
+        ctx: PlanContext,
+        settings: MaintenanceSettings,
+        plans: dict[int, CenterPlan],
+        center: Center,
+        capacity: int,
+    ) -> CenterPlan:
+        if center.id not in plans:
+            plans[center.id] = _center_plan(ctx, settings, center, capacity, self.name)
+        return plans[center.id]
 
 
 def _center_plan(
-    ctx: PlanContext, settings: MaintenanceSettings, center: Center, capacity: int
-) -> dict[int, date]:
+    ctx: PlanContext, settings: MaintenanceSettings, center: Center, capacity: int, plugin: str
+) -> CenterPlan:
     """The pacing plan of one center for its local today, over all its customers (not just this batch)."""
     today = ctx.day or ctx.now.astimezone(ZoneInfo(center.timezone)).date()
     horizon = today + timedelta(days=settings.days_before + settings.max_advance_days)
@@ -212,7 +353,7 @@ def _center_plan(
         reminded.update(
             ctx.session.scalars(
                 select(CareEvent.period).where(
-                    CareEvent.plugin == "maintenance",
+                    CareEvent.plugin == plugin,
                     CareEvent.occasion == SOON,
                     CareEvent.center_id == center.id,
                     CareEvent.period.in_(wanted[start : start + 5_000]),
@@ -221,8 +362,8 @@ def _center_plan(
         )
     sent_today = ctx.session.scalar(
         select(func.count()).where(
-            CareEvent.plugin == "maintenance",
-            CareEvent.occasion == SOON,
+            CareEvent.plugin == plugin,
+            CareEvent.occasion.in_(PACED),
             CareEvent.center_id == center.id,
             CareEvent.due_date == today,
         )
@@ -232,13 +373,42 @@ def _center_plan(
         for vid, due, _ in window
         if due is not None and periods[vid] not in reminded
     ]
-    return pace(
+    # Overdue steps that have just fallen go today whatever the load, as do service-soon
+    # reminders whose day has come; catch-ups (a car first seen long overdue, e.g. at go-live)
+    # take what they leave of today, the longest overdue first, and the rest wait for a later day.
+    of_center = and_(Customer.id == Vehicle.customer_id, Customer.center_id == center.id)
+    fresh = _overdue_windows(plugin, settings, today, today, fell_ago=(0, settings.late_days))
+    on_time = (
+        ctx.session.scalar(
+            select(func.count()).select_from(Vehicle).join(Customer, of_center).where(or_(*fresh))
+        )
+        if fresh
+        else 0
+    ) or 0
+    due_now = sum(1 for item in items if item.natural <= today)
+    free = capacity - int(sent_today or 0) - on_time - due_now
+    old = _overdue_windows(plugin, settings, today, today, fell_ago=(settings.late_days + 1, None))
+    overdue_today = (
+        frozenset(
+            ctx.session.scalars(
+                select(Vehicle.id)
+                .join(Customer, of_center)
+                .where(or_(*old))
+                .order_by(Vehicle.next_service_due, Vehicle.id)
+                .limit(free)
+            )
+        )
+        if old and free > 0
+        else frozenset()
+    )
+    soon = pace(
         items,
         today=today,
         capacity=capacity,
         max_advance_days=settings.max_advance_days,
-        reserved={today: int(sent_today or 0)},
+        reserved={today: int(sent_today or 0) + on_time + len(overdue_today)},
     )
+    return CenterPlan(soon=soon, overdue_today=overdue_today)
 
 
 def _vouchers(ctx: PlanContext, customer_ids: set[int], earliest: date) -> dict[int, list[dict[str, Any]]]:

@@ -330,3 +330,100 @@ def test_connection_lost_after_data_is_flagged_as_possibly_sent(
         assert got.message["Message-ID"].startswith("<careflow.")
     finally:
         runtime.close()
+
+
+def test_maintenance_reminder_email_has_its_own_subject_and_both_parts(
+    tmp_path: Path, smtp: LocalSmtpServer
+) -> None:
+    from datetime import date
+
+    from careflow.testing.records import add_vehicle, add_visit
+
+    settings = make_settings(
+        f"sqlite:///{tmp_path / 'c.db'}",
+        channels={"email": {"provider": "smtp"}},
+        email={"host": "127.0.0.1", "port": smtp.port, "security": "none"},
+        web={"secret_key": SECRET, "public_url": "https://care.example.com"},
+        centers={
+            "main": {
+                "name": "Anxin Auto",
+                "timezone": "Asia/Shanghai",
+                "locale": "zh_CN",
+                "email_from": "care@anxin.example.com",
+            }
+        },
+        plugins={"maintenance": {"enabled": True}},
+    )
+    runtime = build_runtime(settings)
+    try:
+        with runtime.sessions.begin() as session:
+            customer = add_customer(
+                session,
+                external_id="C1",
+                name="王伟",
+                phone=None,
+                email="wang@example.org",
+                email_consent=True,
+                locale="zh_CN",
+            )
+            car = add_vehicle(session, customer, plate="沪A12345", interval_km=None)
+            add_visit(session, car, day=date(2025, 11, 11))  # six months before NOW: due today
+        run_day(runtime, now=NOW)
+        [got] = smtp.received
+        msg = got.message
+        assert msg["Subject"] == "您的Camry（沪A12345）今天到了保养时间"
+        text = msg.get_body(("plain",))
+        html = msg.get_body(("html",))
+        assert isinstance(text, EmailMessage) and isinstance(html, EmailMessage)
+        assert (
+            text.get_content()
+            .replace("\r\n", "\n")
+            .startswith("尊敬的王伟：\n\n您的Camry（沪A12345）今天到了保养时间")
+        )
+        assert "<p>尊敬的王伟：</p>" in html.get_content()
+    finally:
+        runtime.close()
+
+
+def test_careflow_init_writes_an_email_section_whose_smtp_settings_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from careflow.cli import main
+    from careflow.config import load_settings
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CAREFLOW_CONFIG", raising=False)
+    assert CliRunner().invoke(main, ["init"]).exit_code == 0
+    written = (tmp_path / "careflow.toml").read_text("utf-8")
+    assert load_settings(tmp_path / "careflow.toml", {}).channels["email"].provider == "console"
+    assert "password =" not in written and "CAREFLOW_EMAIL__PASSWORD" in written  # secrets stay out
+
+    # Switching to SMTP is uncommenting the [email] keys; the secrets come from the environment.
+    lines = []
+    for line in written.splitlines():
+        if line.startswith('provider = "console"') and "prints e-mails" in line:
+            line = 'provider = "smtp"'
+        for key in ("host", "port", "security", "username", "from_address"):
+            if line.startswith(f"# {key} = "):
+                line = line.removeprefix("# ")
+        lines.append(line)
+    (tmp_path / "careflow.toml").write_text("\n".join(lines), "utf-8")
+    settings = load_settings(
+        tmp_path / "careflow.toml",
+        {
+            "CAREFLOW_EMAIL__PASSWORD": "relay-password",
+            "CAREFLOW_WEB__SECRET_KEY": SECRET,
+            "CAREFLOW_WEB__PUBLIC_URL": "https://care.example.com",
+        },
+    )
+    assert settings.channels["email"].provider == "smtp"
+    assert (settings.email.host, settings.email.port, settings.email.security) == (
+        "smtp.example.com",
+        587,
+        "starttls",
+    )
+    assert settings.email.from_address == "care@example.com"
+    assert settings.email.password is not None
+    assert settings.email.password.get_secret_value() == "relay-password"

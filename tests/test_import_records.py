@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -234,6 +234,52 @@ def test_a_voucher_recorded_on_a_maintenance_visit_is_used_once(session: Session
     assert session.scalar(select(func.count()).select_from(Voucher)) == 1
 
 
+def test_a_voucher_redeemed_at_a_checkout_is_accepted_at_the_next_visit_of_the_same_file(
+    session: Session,
+) -> None:
+    vehicles(session, VEHICLES).run_text(VEHICLES)
+    rules = PointsRules()
+    visits(session, points=rules).run_text(
+        "customer_external_id,plate,date,amount,kind\nC1,沪A12345,2026-01-10,10000,repair\n"
+    )
+    from careflow.models import Customer
+
+    customer = session.scalars(select(Customer).where(Customer.external_id == "C1")).one()
+    # Redeemed at the checkout of the May 1 service; the visits arrive later, in one file.
+    voucher = redeem(session, customer, kind="repair", blocks=1, today=date(2026, 5, 1), rules=rules)
+    head = "customer_external_id,plate,date,kind,voucher_code\n"
+    both = f"{head}C1,沪A12345,2026-05-01,maintenance,\nC1,沪A12345,2026-05-20,maintenance,{voucher.code}\n"
+    report = visits(session).run_text(both)
+    assert report.created == 2 and not report.problems
+    session.refresh(voucher)
+    assert voucher.used_on == date(2026, 5, 20)
+
+
+def test_a_voucher_tied_to_its_checkout_visit_is_refused_on_that_visit_by_row_and_column(
+    session: Session,
+) -> None:
+    vehicles(session, VEHICLES).run_text(VEHICLES)
+    rules = PointsRules()
+    head = "customer_external_id,plate,date,amount,kind,voucher_code\n"
+    visits(session, points=rules).run_text(f"{head}C1,沪A12345,2026-05-01,10000,maintenance,\n")
+    checkout = session.scalars(select(ServiceVisit)).one()
+    from careflow.models import Customer
+
+    customer = session.scalars(select(Customer).where(Customer.external_id == "C1")).one()
+    voucher = redeem(
+        session, customer, kind="repair", blocks=1, today=date(2026, 5, 1), rules=rules, at_visit=checkout
+    )
+    with pytest.raises(
+        ImportDataError,
+        match=r"row 2, column voucher_code: .*redeemed at this visit's checkout; "
+        "it is valid from the customer's next maintenance visit",
+    ):
+        visits(session).run_text(f"{head}C1,沪A12345,2026-05-01,10000,maintenance,{voucher.code}\n")
+    visits(session).run_text(f"{head}C1,沪A12345,2026-05-25,800,maintenance,{voucher.code}\n")
+    session.refresh(voucher)
+    assert voucher.used_on == date(2026, 5, 25)
+
+
 def test_the_cli_imports_records_adds_visits_and_redeems_points(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -271,3 +317,45 @@ def test_the_cli_imports_records_adds_visits_and_redeems_points(
     assert result.exit_code == 1 and "not enough points: 500 needed, 0 available" in result.output
     result = runner.invoke(main, ["points", "show", "C1"])
     assert result.exit_code == 0 and "accessory" in result.output and "unused" in result.output
+
+
+def test_points_redeem_takes_the_date_and_the_visit_whose_checkout_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CAREFLOW_CONFIG", raising=False)
+    runner = CliRunner()
+    assert runner.invoke(main, ["init"]).exit_code == 0
+    with (tmp_path / "careflow.toml").open("a", encoding="utf-8") as fh:
+        fh.write("\n[plugins.points]\nenabled = true\nblock_points = 500\n")
+    (tmp_path / "c.csv").write_text("external_id,name,phone,sms_consent\nC1,王伟,13800138000,yes\n", "utf-8")
+    (tmp_path / "v.csv").write_text(
+        "customer_external_id,plate,model,interval_months\nC1,沪A1,Camry,6\n", "utf-8"
+    )
+    assert runner.invoke(main, ["import", "customers", "c.csv"]).exit_code == 0
+    assert runner.invoke(main, ["import", "vehicles", "v.csv"]).exit_code == 0
+    # Dates relative to the real today: the commands refuse the future and vouchers expire.
+    checkout, later = (date.today() - timedelta(days=d) for d in (30, 10))
+    add = ["visits", "add", "--customer", "C1", "--plate", "沪A1"]
+    result = runner.invoke(main, [*add, "--date", checkout.isoformat(), "--amount", "6000"])
+    assert result.exit_code == 0, result.output
+    redeem_at = ["points", "redeem", "C1", "--kind", "repair", "--visit", "沪A1"]
+    result = runner.invoke(main, [*redeem_at, "--date", (checkout - timedelta(days=1)).isoformat()])
+    assert result.exit_code == 1
+    assert (
+        f"--visit '沪A1': C1 has no visit with this plate on {checkout - timedelta(days=1)}" in result.output
+    )
+    result = runner.invoke(main, [*redeem_at, "--date", (date.today() + timedelta(days=2)).isoformat()])
+    assert result.exit_code == 1 and "is in the future" in result.output
+    result = runner.invoke(main, [*redeem_at, "--date", checkout.isoformat()])
+    assert result.exit_code == 0, result.output
+    assert f"at the checkout of maintenance visit {checkout}" in result.output
+    code = result.output.split("voucher ", 1)[1].split(":", 1)[0]
+    result = runner.invoke(main, ["points", "show", "C1"])
+    assert result.exit_code == 0 and "unused" in result.output, result.output
+    result = runner.invoke(main, [*add, "--date", checkout.isoformat(), "--voucher", code])
+    assert result.exit_code == 1 and "redeemed at this visit's checkout" in result.output
+    result = runner.invoke(main, [*add, "--date", later.isoformat(), "--voucher", code])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(main, ["points", "show", "C1"])
+    assert f"used {later}" in result.output, result.output

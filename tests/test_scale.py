@@ -258,6 +258,16 @@ def _seed_everyday(url: str, alerts: Path) -> None:
                     next_service_reason="time",
                 )
             )
+        for vid in range(13, 6_000, 101):  # overdue by 5 to 404 days: steps due today and catch-ups
+            conn.execute(
+                update(Vehicle)
+                .where(Vehicle.id == vid)
+                .values(
+                    next_service_due=date(2026, 5, 11) - timedelta(days=(vid * 7) % 400 + 5),
+                    next_service_from=date(2025, 5, 11),
+                    next_service_reason="time",
+                )
+            )
         for cid in range(11, 6_000, 89):  # visited yesterday: surveyed today
             conn.execute(
                 ServiceVisit.__table__.insert().values(
@@ -315,6 +325,7 @@ def test_narrowing_plugins_find_in_wide_windows_exactly_what_a_full_scan_finds(
         plugins_due = {key.split(":", 1)[0] for key, _ in wide}
         if when.startswith("2026-05"):
             assert plugins_due == {"birthday", "maintenance", "survey", "weather", "winback"}
+            assert any(key.startswith("maintenance:service-overdue:") for key, _ in wide)
             assert wide_windows < fixed_windows  # the quiet day's windows widened
         else:
             assert "holidays" in plugins_due and len(wide) >= 6_000

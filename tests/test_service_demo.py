@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 from io import StringIO
 from pathlib import Path
 
@@ -49,3 +52,49 @@ def test_demo_shows_maintenance_and_points_firing(tmp_path: Path) -> None:
     assert {("maintenance", "service-soon"), ("maintenance", "service-due")} <= fired
     assert {("points", "threshold"), ("points", "points-expiring"), ("points", "voucher-expiring")} <= fired
     assert "vehicles.csv and visits.csv: 120 vehicles" in stream.getvalue()
+
+
+@pytest.mark.parametrize("on_path", [False, True], ids=["venv-off-path", "venv-on-path"])
+def test_demo_ends_with_commands_that_work_where_the_user_stands(tmp_path: Path, on_path: bool) -> None:
+    # A fresh clone after `make demo`: careflow lives in ./.venv/bin, usually not on PATH.
+    clone = tmp_path / "careflow"
+    clone.mkdir()
+    (clone / ".venv").symlink_to(Path(sys.executable).parent.parent)
+    path = "/usr/bin:/bin" if not on_path else f"{clone / '.venv' / 'bin'}:/usr/bin:/bin"
+    env = {"PATH": path, "HOME": str(tmp_path), "COLUMNS": "200"}
+
+    def shell(command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["bash", "-c", command], cwd=clone, env=env, capture_output=True, text=True, timeout=300
+        )
+
+    demo = shell(".venv/bin/careflow demo --dir careflow-demo --customers 40 --now 2026-11-23T09:00:00+08:00")
+    assert demo.returncode == 0, demo.stderr
+    [inspect] = [line for line in demo.stdout.splitlines() if line.startswith("Inspect: ")]
+    [again] = re.findall(r"Run '([^']+)' again", demo.stdout)
+    command = inspect.removeprefix("Inspect: ")
+    assert command == (
+        "cd careflow-demo && careflow events"
+        if on_path
+        else "cd careflow-demo && ../.venv/bin/careflow events"
+    )
+    listed = shell(command)
+    assert listed.returncode == 0, listed.stderr
+    assert "care event(s)" in listed.stdout and "birthday" in listed.stdout
+    rerun = shell(again + " --customers 40 --now 2026-11-23T09:00:00+08:00")
+    assert rerun.returncode == 0, rerun.stderr
+
+
+def test_a_second_demo_run_says_nothing_new_instead_of_listing_every_message_as_sent(tmp_path: Path) -> None:
+    now = parse_instant("2026-11-23T09:00:00+08:00")
+    run_demo(tmp_path, customers=60, now=now, out=Console(file=StringIO()), err=Console(file=StringIO()))
+    stream = StringIO()
+    console = Console(file=stream, width=200)
+
+    run_demo(tmp_path, customers=60, now=now, out=console, err=console)
+
+    second = stream.getvalue()
+    assert "nothing new this run: every occasion due today was recorded by an earlier run" in second
+    assert not [line for line in second.splitlines() if line.startswith("sent ")]
+    this_run, _, earlier = second.partition("already recorded by earlier runs")
+    assert "(nothing new)" in this_run and re.search(r"birthday\s*│\s*\d+", earlier)

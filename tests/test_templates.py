@@ -406,3 +406,63 @@ def test_broken_override_fails_only_its_event_and_sends_nothing_half_rendered(
     printed = capsys.readouterr().err
     assert "张伟" in printed and "李娜" in printed  # the console did print the good ones
     assert "Alice Smith" not in printed
+
+
+# --- e-mail templates of the built-in plugins -----------------------------------------------
+
+# Occasions that switch a template's wording, beyond each plugin's declared ``samples``.
+EMAIL_VARIANTS: dict[str, list[dict[str, Any]]] = {
+    "maintenance": [
+        {"occasion": "service-soon"},
+        {"occasion": "service-due", "days_left": 0},
+        {"occasion": "service-due", "days_left": -9},  # late: overdue wording, not "today"
+        {"occasion": "warranty-ending"},
+        {"occasion": "service-due", "model": None, "vouchers": [], "reason": "mileage"},
+    ],
+    "points": [{"occasion": o} for o in ("threshold", "points-expiring", "voucher-expiring")],
+    "weather": [{"kind": k} for k in ("typhoon", "rainstorm", "snow", "cold_wave", "heat", "hail")],
+    "holidays": [{"holiday": h} for h in ("spring_festival", "mid_autumn", "national_day", "christmas")],
+}
+
+
+@pytest.mark.parametrize("locale", ["zh_CN", "en"])
+@pytest.mark.parametrize("plugin", ["maintenance", "weather", "holidays", "points", "survey", "winback"])
+def test_every_builtin_plugin_has_its_own_email_with_subject_text_and_html(plugin: str, locale: str) -> None:
+    from careflow.plugins import load_plugins
+    from careflow.template_lint import core_samples
+
+    samples = load_plugins().care_plugins[plugin].samples
+    store = TemplateStore()
+    for variant in [{}, *EMAIL_VARIANTS.get(plugin, [])]:
+        variables = {**core_samples(locale, "Sunset Motors"), **samples, **variant}
+        rendered = store.render(
+            plugin, "email", locale=locale, center_code="main", center_locale="en", variables=variables
+        )
+        # Its own e-mail, not the SMS text with the center's name for a subject.
+        assert rendered.template_name == f"{plugin}/email.{locale}.j2", variant
+        assert rendered.subject and "\n" not in rendered.subject and rendered.subject != "Sunset Motors"
+        assert variables["customer"]["name"] in rendered.body and "Sunset Motors" in rendered.body
+        assert "{{" not in rendered.body and "{%" not in rendered.body
+        assert rendered.html is not None and rendered.html.startswith("<p>")
+        assert "\n\n" in rendered.body  # paragraphs, which the HTML part keeps
+
+
+@pytest.mark.parametrize("locale", ["zh_CN", "en"])
+def test_maintenance_email_for_a_late_car_says_it_was_due_not_that_today_is_the_day(locale: str) -> None:
+    from careflow.plugins import load_plugins
+    from careflow.template_lint import core_samples
+
+    samples = load_plugins().care_plugins["maintenance"].samples
+    variables = {
+        **core_samples(locale, "Sunset Motors"),
+        **samples,
+        "occasion": "service-due",
+        "days_left": -9,
+    }
+    rendered = TemplateStore().render(
+        "maintenance", "email", locale=locale, center_code="main", center_locale="en", variables=variables
+    )
+    overdue = {"en": "overdue for service", "zh_CN": "已超过保养时间"}[locale]
+    today = {"en": "today", "zh_CN": "今天"}[locale]
+    assert rendered.subject is not None and overdue in rendered.subject
+    assert today not in rendered.body

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import date, datetime
+
 import click
 from rich.table import Table
 from sqlalchemy import select
@@ -9,10 +11,20 @@ from sqlalchemy.orm import Session
 
 from careflow.cli import _center, _friendly_errors, main, opened_runtime, out
 from careflow.errors import CareflowError
-from careflow.models import Center, Customer, PointsEntry, Voucher
-from careflow.points import VOUCHER_KINDS, PointsRules, adjust, balance, points_rules, redeem
-from careflow.records import center_today
+from careflow.importing import FieldProblem
+from careflow.models import Center, Customer, PointsEntry, ServiceVisit, Vehicle, Voucher
+from careflow.points import (
+    VOUCHER_KINDS,
+    PointsRules,
+    adjust,
+    balance,
+    points_rules,
+    redeem,
+    voucher_statuses,
+)
+from careflow.records import center_today, parse_plate
 from careflow.runtime import Runtime
+from careflow.service_due import VISIT_KINDS
 
 
 def _rules(runtime: Runtime) -> PointsRules:
@@ -82,14 +94,15 @@ def points_show(customer_id: str, center_code: str | None) -> None:
             vt = Table(title="vouchers (valid at the next maintenance visit)")
             for col in ("code", "kind", "value", "issued", "expires", "status"):
                 vt.add_column(col)
+            statuses = voucher_statuses(session, vouchers, today)
             for v in vouchers:
-                status = (
-                    f"used {v.used_on.isoformat()}"
-                    if v.used_on
-                    else ("expired" if v.expires_on < today else "unused")
-                )
                 vt.add_row(
-                    v.code, v.kind, str(v.value), v.issued_on.isoformat(), v.expires_on.isoformat(), status
+                    v.code,
+                    v.kind,
+                    str(v.value),
+                    v.issued_on.isoformat(),
+                    v.expires_on.isoformat(),
+                    statuses[v.id],
                 )
             out.print(vt)
 
@@ -120,20 +133,68 @@ def points_adjust(customer_id: str, amount: int, reason: str, center_code: str |
 @click.option(
     "--blocks", type=click.IntRange(min=1), default=1, show_default=True, help="Point blocks to convert."
 )
+@click.option("--date", "day", type=click.DateTime(["%Y-%m-%d"]), help="Redemption date (default: today).")
+@click.option(
+    "--visit",
+    "plate",
+    help="Redeemed at the checkout of this vehicle's visit on --date (record the visit first).",
+)
 @_center_option
 @_friendly_errors
-def points_redeem(customer_id: str, kind: str, blocks: int, center_code: str | None) -> None:
-    """Convert blocks of points into one voucher, valid at the customer's next maintenance visit."""
+def points_redeem(
+    customer_id: str,
+    kind: str,
+    blocks: int,
+    day: datetime | None,
+    plate: str | None,
+    center_code: str | None,
+) -> None:
+    """Convert blocks of points into one voucher, valid at the customer's next maintenance visit.
+
+    With --visit, the voucher is tied to the visit at whose checkout it was redeemed: that
+    visit never counts as the "next maintenance visit".
+    """
     with opened_runtime() as runtime, runtime.sessions() as session:
         rules = _rules(runtime)
         center = _center(session, runtime.settings, center_code)
         customer = _customer(session, center, customer_id)
         today = center_today(center)
-        voucher = redeem(session, customer, kind=kind, blocks=blocks, today=today, rules=rules)
+        on = day.date() if day else today
+        if on > today:
+            raise CareflowError(f"--date {on.isoformat()} is in the future (today is {today.isoformat()})")
+        at_visit = _checkout_visit(session, customer, plate, on) if plate is not None else None
+        voucher = redeem(
+            session, customer, kind=kind, blocks=blocks, today=on, rules=rules, at_visit=at_visit
+        )
         session.commit()
+        at = f" at the checkout of {at_visit.kind} visit {on.isoformat()}" if at_visit is not None else ""
         out.print(
-            f"voucher {voucher.code}: {voucher.kind}, value {voucher.value}, for {voucher.points} points; "
+            f"voucher {voucher.code}: {voucher.kind}, value {voucher.value}, "
+            f"for {voucher.points} points{at}; "
             f"valid at {customer.external_id}'s next maintenance visit "
             f"until {voucher.expires_on.isoformat()}; "
             f"balance {balance(session, customer.id, today)}"
         )
+
+
+def _checkout_visit(session: Session, customer: Customer, plate: str, on: date) -> ServiceVisit:
+    """The visit of ``plate`` on ``on`` (the maintenance one if the car had several that day)."""
+    try:
+        wanted = parse_plate(plate)
+    except FieldProblem as exc:
+        raise CareflowError(f"--visit {plate!r}: {exc}") from None
+    visits = session.scalars(
+        select(ServiceVisit)
+        .join(Vehicle, Vehicle.id == ServiceVisit.vehicle_id)
+        .where(
+            ServiceVisit.customer_id == customer.id,
+            Vehicle.plate == wanted,
+            ServiceVisit.date == on,
+        )
+    ).all()
+    if not visits:
+        raise CareflowError(
+            f"--visit {plate!r}: {customer.external_id} has no visit with this plate on {on.isoformat()}; "
+            "record it first with 'careflow visits add' (or give the right --date)"
+        )
+    return min(visits, key=lambda v: (VISIT_KINDS.index(v.kind) if v.kind in VISIT_KINDS else 99, v.id))

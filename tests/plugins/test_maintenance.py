@@ -147,6 +147,8 @@ def test_reminds_seven_days_before_and_on_the_due_day_once_each(runtime: Runtime
     assert recorded(runtime) == [
         ("C1", "service-soon", period, date(2026, 2, 21)),
         ("C1", "service-due", period, date(2026, 2, 28)),
+        # Not serviced yet: the first overdue step, a week after the due day.
+        ("C1", "service-overdue", f"{period}+7d", date(2026, 3, 7)),
     ]
 
 
@@ -223,6 +225,167 @@ def test_dst_change_day_is_planned_on_the_local_date(runtime: Runtime) -> None:
     assert [o for _, o, _, _ in recorded(runtime)] == ["service-soon"]
     plan(runtime, now=parse_instant("2026-03-08T10:00:00+00:00"))  # 03:00 PDT, March 8
     assert [(o, d) for _, o, _, d in recorded(runtime)][-1] == ("service-due", date(2026, 3, 8))
+
+
+# --- overdue cars ----------------------------------------------------------------------------
+
+
+def days(first: date, last: date) -> Iterator[date]:
+    for offset in range((last - first).days + 1):
+        yield first + timedelta(days=offset)
+
+
+def test_an_overdue_car_is_reminded_at_each_step_until_a_visit_is_recorded(runtime: Runtime) -> None:
+    kept = serviced_car(runtime, "KEPT", date(2026, 1, 31), months=1)  # due Feb 28, never comes in
+    came = serviced_car(runtime, "CAME", date(2026, 1, 31), months=1)  # comes in on March 10
+    for day in days(date(2026, 2, 21), date(2026, 4, 30)):
+        if day == date(2026, 3, 11):
+            with runtime.sessions() as session:
+                vehicle = session.get(Vehicle, came)
+                assert vehicle is not None
+                add_visit(session, vehicle, day=date(2026, 3, 10))  # recorded the day after
+                session.commit()
+        plan(runtime, now=NOW, day=day)
+        plan(runtime, now=NOW, day=day)  # a re-run repeats nothing
+    cycle = f"{kept}-2026-01-31"
+    assert [(o, p, d) for c, o, p, d in recorded(runtime) if c == "KEPT"] == [
+        ("service-soon", cycle, date(2026, 2, 21)),
+        ("service-due", cycle, date(2026, 2, 28)),
+        ("service-overdue", f"{cycle}+7d", date(2026, 3, 7)),
+        ("service-overdue", f"{cycle}+30d", date(2026, 3, 30)),
+    ]
+    # The visit ended the old cycle's cadence; the new cycle (due April 10) has its own.
+    old, new = f"{came}-2026-01-31", f"{came}-2026-03-10"
+    assert [(o, p, d) for c, o, p, d in recorded(runtime) if c == "CAME"] == [
+        ("service-soon", old, date(2026, 2, 21)),
+        ("service-due", old, date(2026, 2, 28)),
+        ("service-overdue", f"{old}+7d", date(2026, 3, 7)),
+        ("service-soon", new, date(2026, 4, 3)),
+        ("service-due", new, date(2026, 4, 10)),
+        ("service-overdue", f"{new}+7d", date(2026, 4, 17)),
+    ]
+
+
+def test_a_car_first_seen_overdue_gets_the_step_that_fits_today_once(tmp_path: Path) -> None:
+    rt = make_runtime(f"sqlite:///{tmp_path / 'o.db'}", batch_size=2)
+    try:
+        go_live = date(2026, 5, 11)
+        # Records imported at go-live: due 100, 10, 2 and 400 days ago.
+        for name, overdue in (("LONG", 100), ("WEEK", 10), ("JUST", 2), ("GONE", 400)):
+            due = go_live - timedelta(days=overdue)
+            serviced_car(rt, name, add_months(due, -1), months=1)
+        for day in days(go_live, go_live + timedelta(days=25)):
+            plan(rt, now=NOW, day=day)
+            plan(rt, now=NOW, day=day)
+        got = [(c, o, p.rsplit("+", 1)[-1] if "+" in p else "", d) for c, o, p, d in recorded(rt)]
+        assert sorted(got) == sorted(
+            [
+                ("LONG", "service-overdue", "30d", go_live),  # one step, not a burst of +7 and +30
+                ("WEEK", "service-overdue", "7d", go_live),
+                ("WEEK", "service-overdue", "30d", go_live + timedelta(days=20)),
+                ("JUST", "service-due", "", go_live),  # within late_days: said as "was due on"
+                ("JUST", "service-overdue", "7d", go_live + timedelta(days=5)),
+            ]
+        )  # GONE: more than overdue_max_days (365) past due
+    finally:
+        rt.close()
+
+
+def test_late_and_overdue_reminders_never_say_today(tmp_path: Path) -> None:
+    rt = make_runtime(f"sqlite:///{tmp_path / 'w.db'}")
+    try:
+        day = date(2026, 5, 11)
+        for name, locale, overdue in (
+            ("ZH", "zh_CN", 40),
+            ("EN", "en", 40),
+            ("ZL", "zh_CN", 2),
+            ("EL", "en", 2),
+        ):
+            due = day - timedelta(days=overdue)
+            serviced_car(rt, name, add_months(due, -1), months=1, locale=locale, name="王伟")
+        run_day(rt, now=NOW, day=day)
+        with rt.sessions() as session:
+            rows = session.execute(
+                select(Customer.external_id, CareEvent.occasion, CareEvent.body, CareEvent.status).join(
+                    Customer, Customer.id == CareEvent.customer_id
+                )
+            ).all()
+        bodies = {c: b for c, _, b, _ in rows}
+        assert {(c, o, st) for c, o, _, st in rows} == {
+            ("ZH", "service-overdue", "sent"),
+            ("EN", "service-overdue", "sent"),
+            ("ZL", "service-due", "sent"),
+            ("EL", "service-due", "sent"),
+        }
+        assert "2026年4月1日" in bodies["ZH"] and "超期" in bodies["ZH"] and "今天" not in bodies["ZH"]
+        assert "2026年5月9日" in bodies["ZL"] and "超期" in bodies["ZL"] and "今天" not in bodies["ZL"]
+        assert "overdue for service: it was due on April 1, 2026" in bodies["EN"]
+        assert "was due on May 9, 2026" in bodies["EL"] and "today" not in bodies["EL"]
+    finally:
+        rt.close()
+
+
+def test_overdue_cars_already_reminded_at_their_step_are_never_loaded(db_url: str) -> None:
+    # On PostgreSQL too: the outbox key is matched in SQL, dates and ids cast to text.
+    runtime = make_runtime(db_url)
+    try:
+        _reminded_overdue_cars_are_not_loaded(runtime)
+    finally:
+        runtime.close()
+
+
+def _reminded_overdue_cars_are_not_loaded(runtime: Runtime) -> None:
+    reminded = serviced_car(runtime, "DONE", date(2025, 12, 1), months=1)  # due Jan 1: 130 days late
+    plan(runtime, now=NOW, day=date(2026, 5, 11))
+    assert [o for _, o, _, _ in recorded(runtime)] == ["service-overdue"]
+    waiting = serviced_car(runtime, "NEW", date(2025, 12, 2), months=1)  # arrives a day later
+    loaded: list[int] = []
+
+    def on_load(target: Vehicle, _ctx: Any) -> None:
+        loaded.append(target.id)
+
+    event.listen(Vehicle, "load", on_load)
+    try:
+        plan(runtime, now=NOW, day=date(2026, 5, 12))
+    finally:
+        event.remove(Vehicle, "load", on_load)
+    assert waiting in loaded and reminded not in loaded
+    assert [c for c, o, _, _ in recorded(runtime)] == ["DONE", "NEW"]
+
+
+def test_overdue_catch_ups_are_paced_to_capacity_and_each_sent_once(db_url: str) -> None:
+    rt = make_runtime(db_url, batch_size=2, daily_capacity=2, max_advance_days=0)
+    try:
+        go_live = date(2026, 5, 11)
+        for i, overdue in enumerate((45, 46, 47, 48, 49)):  # first seen long overdue
+            due = go_live - timedelta(days=overdue)
+            serviced_car(rt, f"OLD{i}", add_months(due, -1), months=1)
+        serviced_car(rt, "STEP", add_months(go_live - timedelta(days=7), -1), months=1)  # +7 falls today
+        for day in days(go_live, go_live + timedelta(days=5)):
+            plan(rt, now=NOW, day=day)
+            plan(rt, now=NOW, day=day)
+        events = [(c, d) for c, o, _, d in recorded(rt) if o == "service-overdue"]
+        assert sorted(c for c, _ in events) == ["OLD0", "OLD1", "OLD2", "OLD3", "OLD4", "STEP"]  # once each
+        by_day: dict[date, set[str]] = {}
+        for customer, day in events:
+            by_day.setdefault(day, set()).add(customer)
+        # Two a day; a step falling today is never held back; catch-ups the longest overdue first.
+        assert by_day == {
+            go_live: {"STEP", "OLD4"},
+            go_live + timedelta(days=1): {"OLD3", "OLD2"},
+            go_live + timedelta(days=2): {"OLD1", "OLD0"},
+        }
+    finally:
+        rt.close()
+
+
+def test_overdue_settings_are_validated(tmp_path: Path) -> None:
+    from careflow.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"plugins\.maintenance.*overdue_reminder_days.*out of range"):
+        make_runtime(f"sqlite:///{tmp_path / 'v.db'}", overdue_reminder_days=[0, 30])
+    with pytest.raises(ConfigError, match=r"past overdue_max_days \(60\)"):
+        make_runtime(f"sqlite:///{tmp_path / 'v.db'}", overdue_reminder_days=[7, 90], overdue_max_days=60)
 
 
 # --- capacity pacing -------------------------------------------------------------------------

@@ -180,6 +180,83 @@ def test_voucher_lapses_after_the_next_maintenance_visit(session: Session) -> No
         use(session, customer, voucher.code, date(2026, 7, 1))
 
 
+def test_a_voucher_redeemed_on_the_day_of_a_maintenance_visit_is_valid_at_the_next_one(
+    session: Session,
+) -> None:
+    customer, car = rich_customer(session)
+    add_visit(session, car, day=date(2026, 6, 1))  # the maintenance visit at whose checkout it was redeemed
+    voucher = redeem(session, customer, kind="repair", blocks=1, today=date(2026, 6, 1), rules=RULES)
+    assert use(session, customer, voucher.code, date(2026, 9, 1)) is voucher  # the next maintenance visit
+    add_visit(session, car, day=date(2026, 8, 1))  # a later one came and went without it
+    with pytest.raises(PointsError, match="next maintenance visit after 2026-06-01, which was on 2026-08-01"):
+        use(session, customer, voucher.code, date(2026, 9, 1))
+
+
+def test_a_voucher_tied_to_its_checkout_visit_is_never_used_there(session: Session) -> None:
+    customer, car = rich_customer(session)
+    second_car = add_vehicle(session, customer, plate="沪B00002")
+    checkout = add_visit(session, car, day=date(2026, 6, 1))
+    same_day = add_visit(session, second_car, day=date(2026, 6, 1))  # the other car, serviced that day too
+    voucher = redeem(
+        session, customer, kind="repair", blocks=1, today=date(2026, 6, 1), rules=RULES, at_visit=checkout
+    )
+    assert voucher.issued_visit_id == checkout.id and voucher.issued_on == date(2026, 6, 1)
+    with pytest.raises(PointsError, match="redeemed at this visit's checkout"):
+        check_voucher(
+            session, voucher.code, VisitForVoucher(customer.id, checkout.date, "maintenance", checkout.id)
+        )
+    # Which of two visits on one day came first is unknown: another visit that day may use it ...
+    assert (
+        check_voucher(
+            session, voucher.code, VisitForVoucher(customer.id, same_day.date, "maintenance", same_day.id)
+        )
+        is voucher
+    )
+    # ... and one that did not never uses up its chance: the next day's visit still may.
+    assert use(session, customer, voucher.code, date(2026, 6, 2)) is voucher
+    _, other_car = rich_customer(session, "C2")
+    elsewhere = add_visit(session, other_car, day=date(2026, 6, 1))
+    with pytest.raises(PointsError, match="the visit belongs to another customer"):
+        redeem(
+            session,
+            customer,
+            kind="repair",
+            blocks=1,
+            today=date(2026, 6, 1),
+            rules=RULES,
+            at_visit=elsewhere,
+        )
+    with pytest.raises(PointsError, match="the visit is on 2026-06-01, not on the redemption day 2026-06-03"):
+        redeem(
+            session, customer, kind="repair", blocks=1, today=date(2026, 6, 3), rules=RULES, at_visit=checkout
+        )
+
+
+def test_voucher_statuses_say_used_lapsed_expired_or_unused(session: Session) -> None:
+    customer, car = customer_with_car(session)
+    from careflow.points import voucher_statuses
+
+    adjust(session, customer, 5000, reason="opening balance", today=date(2025, 12, 1), rules=RULES)
+    checkout = add_visit(session, car, day=date(2026, 1, 5))
+    at_checkout = redeem(
+        session, customer, kind="repair", blocks=1, today=date(2026, 1, 5), rules=RULES, at_visit=checkout
+    )
+    forgotten = redeem(session, customer, kind="repair", blocks=1, today=date(2026, 1, 1), rules=RULES)
+    statuses = voucher_statuses(session, [at_checkout, forgotten], date(2026, 2, 1))
+    assert statuses == {
+        at_checkout.id: "unused",  # its own checkout visit is not its next maintenance visit
+        forgotten.id: "lapsed: not used at the maintenance visit on 2026-01-05",
+    }
+    from careflow.points import use_voucher
+
+    later = add_visit(session, car, day=date(2026, 3, 1))
+    use_voucher(at_checkout, later)
+    statuses = voucher_statuses(session, [at_checkout], date(2026, 3, 2))
+    assert statuses == {at_checkout.id: "used 2026-03-01"}
+    unseen = redeem(session, customer, kind="accessory", blocks=1, today=date(2026, 3, 1), rules=RULES)
+    assert voucher_statuses(session, [unseen], date(2026, 12, 1)) == {unseen.id: "expired"}
+
+
 # --- care occasions ---------------------------------------------------------------------------
 
 
@@ -266,6 +343,26 @@ def test_voucher_expiring_within_14_days_unused_is_told_once(runtime: Runtime) -
     plan(runtime, now=NOW, day=date(2026, 6, 20))
     assert occasions(runtime) == [("C1", "voucher-expiring", voucher.code)]
     assert lapsed.code not in {p for _, _, p in occasions(runtime)}
+
+
+def test_a_voucher_redeemed_at_a_maintenance_checkout_is_reminded_before_it_expires(runtime: Runtime) -> None:
+    with runtime.sessions() as s:
+        customer, car = rich_customer(s, points=1000)
+        add_visit(s, car, day=date(2026, 1, 1))  # redeemed at this visit's checkout, said by date only
+        untied = redeem(s, customer, kind="accessory", blocks=1, today=date(2026, 1, 1), rules=RULES)
+        s.commit()
+    assert untied.expires_on == date(2026, 6, 30)
+    plan(runtime, now=NOW, day=date(2026, 6, 20))  # unused, and no maintenance visit since
+    assert occasions(runtime) == [("C1", "voucher-expiring", untied.code)]
+    with runtime.sessions() as s:
+        other, other_car = rich_customer(s, "C2", points=1000)
+        checkout = add_visit(s, other_car, day=date(2026, 1, 2))
+        tied = redeem(
+            s, other, kind="repair", blocks=1, today=date(2026, 1, 2), rules=RULES, at_visit=checkout
+        )
+        s.commit()
+    plan(runtime, now=NOW, day=date(2026, 6, 21))  # tied to its checkout visit: reminded too
+    assert occasions(runtime)[-1] == ("C2", "voucher-expiring", tied.code)
 
 
 def test_customers_below_every_threshold_are_never_loaded(runtime: Runtime) -> None:

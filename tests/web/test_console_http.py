@@ -320,3 +320,33 @@ def test_the_csv_upload_reads_a_chinese_excel_file_with_the_same_reader_as_the_c
         files={"file": ("客户.csv", gbk, "text/csv")},
     )
     assert "Unchanged: 1" in again.text
+
+
+def test_the_customer_card_says_whether_each_voucher_can_still_be_used(
+    client: TestClient, world: World
+) -> None:
+    from datetime import date
+
+    from careflow.models import Customer, ServiceVisit
+    from careflow.points import PointsRules, adjust, redeem
+
+    rules = PointsRules()
+    with world.runtime.sessions.begin() as session:
+        customer = session.get(Customer, world.north_customer)
+        assert customer is not None
+        checkout = session.scalars(select(ServiceVisit).where(ServiceVisit.customer_id == customer.id)).one()
+        assert checkout.date == date(2026, 3, 2)  # the seeded maintenance visit
+        adjust(session, customer, 2000, reason="welcome", today=date(2026, 2, 1), rules=rules)
+        before = redeem(session, customer, kind="repair", blocks=1, today=date(2026, 2, 20), rules=rules)
+        at_checkout = redeem(
+            session, customer, kind="accessory", blocks=1, today=checkout.date, rules=rules, at_visit=checkout
+        )
+        codes = (before.code, at_checkout.code)
+    sign_in(client, "manager@north.example")
+    page = client.get(f"/customers/{world.north_customer}")
+    assert page.status_code == 200
+    vouchers = page.text.split("<h2>vouchers</h2>", 1)[1]
+    rows = {code: vouchers.split(code, 1)[1].split("</tr>", 1)[0] for code in codes}
+    # The same words as `careflow points show`: the checkout visit is not the voucher's next visit.
+    assert "<td>unused</td>" in rows[at_checkout.code]
+    assert "<td>lapsed: not used at the maintenance visit on 2026-03-02</td>" in rows[before.code]

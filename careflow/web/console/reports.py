@@ -9,7 +9,8 @@ from typing import Any
 from sqlalchemy import Date, Table, func, inspect, select
 from sqlalchemy.orm import Session
 
-from careflow.models import Base, CareEvent, Consent, Customer, EventStatus
+from careflow.models import Base, CareEvent, Consent, Customer, EventStatus, Voucher
+from careflow.points import voucher_statuses
 
 DASHBOARD_STATUSES = ("planned", "sent", "delivered", "failed", "suppressed")
 
@@ -77,8 +78,14 @@ def survey_scores(session: Session, center_id: int, first: date, last: date) -> 
     return [(str(d)[:10], float(avg)) for d, avg in rows if avg is not None]
 
 
-def customer_extras(session: Session, customer_id: int) -> list[tuple[str, list[dict[str, Any]]]]:
-    """Rows of optional per-customer tables (points ledger, vouchers, ...) for the customer card."""
+def customer_extras(
+    session: Session, customer_id: int, today: date | None = None
+) -> list[tuple[str, list[dict[str, Any]]]]:
+    """Rows of optional per-customer tables (points ledger, vouchers, ...) for the customer card.
+
+    Vouchers carry the status ``careflow points show`` gives them on ``today`` (used, lapsed,
+    expired, unused), so the card and the CLI never disagree about whether one can be used.
+    """
     found = []
     for name in ("points_ledger", "points_entries", "vouchers", "survey_responses"):
         table = optional_table(session, name)
@@ -86,4 +93,13 @@ def customer_extras(session: Session, customer_id: int) -> list[tuple[str, list[
             continue
         rows = session.execute(select(table).where(table.c.customer_id == customer_id).limit(50)).mappings()
         found.append((name, [dict(r) for r in rows]))
+    if today is not None:
+        for name, shown in found:
+            if name == "vouchers" and shown:
+                vouchers = session.scalars(
+                    select(Voucher).where(Voucher.id.in_([r["id"] for r in shown]))
+                ).all()
+                statuses = voucher_statuses(session, vouchers, today)
+                for row in shown:
+                    row["status"] = statuses.get(row["id"], "")
     return found

@@ -214,7 +214,7 @@ def customer_card(ctx: Ctx) -> Response:
             .limit(200)
         )
     )
-    extras = reports.customer_extras(ctx.db, customer.id)
+    extras = reports.customer_extras(ctx.db, customer.id, today=_center_today(ctx))
     return ctx.render(
         "customer_card.html",
         customer=customer,
