@@ -215,11 +215,10 @@ def read_rows(
     Comma-, tab- or semicolon-separated: the header line says which (Excel's "Unicode text" is
     tab-separated, and a European Excel's "CSV" uses semicolons).
     """
-    expected = list(expected)
-    text = text.lstrip("\ufeff")
-    reader = csv.DictReader(io.StringIO(text), delimiter=sniff_delimiter(text, expected))
-    header = [h.strip() for h in (reader.fieldnames or [])]
     expected_list = list(expected)
+    text = text.lstrip("\ufeff")
+    reader = csv.DictReader(io.StringIO(text), delimiter=sniff_delimiter(text, expected_list))
+    header = [h.strip() for h in (reader.fieldnames or [])]
     problems = []
     if not header:
         raise ImportDataError(["row 1: the file is empty; expected a header row: " + ",".join(expected_list)])

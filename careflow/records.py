@@ -481,14 +481,15 @@ class VisitImporter(_RecordImporter):
                 customer = self._customers[values["customer_external_id"]]
                 vehicle = self._vehicle(customer.id, values["plate"])
                 assert vehicle is not None
-                found = existing.get((customer.id, vehicle.id, values["date"], values["kind"]))
-                visit = found or ServiceVisit(
-                    customer_id=customer.id,
-                    vehicle_id=vehicle.id,
-                    date=values["date"],
-                    kind=values["kind"],
-                )
-                if found is None:
+                visit = existing.get((customer.id, vehicle.id, values["date"], values["kind"]))
+                created = visit is None
+                if visit is None:
+                    visit = ServiceVisit(
+                        customer_id=customer.id,
+                        vehicle_id=vehicle.id,
+                        date=values["date"],
+                        kind=values["kind"],
+                    )
                     self.session.add(visit)
                 changed = [c for c in ("mileage", "amount") if c in header and getattr(visit, c) != values[c]]
                 for col in changed:
@@ -496,7 +497,7 @@ class VisitImporter(_RecordImporter):
                 new_voucher = "voucher_code" in header and visit.voucher_code != values["voucher_code"]
                 if new_voucher:
                     voucher_changes.append((visit, values["voucher_code"]))
-                _count(report, created=found is None, changed=bool(changed) or new_voucher)
+                _count(report, created=created, changed=bool(changed) or new_voucher)
                 written.append(visit)
                 touched.add(vehicle.id)
         self.session.flush()

@@ -52,7 +52,10 @@ def run_import(
     for problem in report.problems:
         err.print(problem, highlight=False, markup=False)
     if single:
-        out.print("visit recorded" if report.created else "visit updated")
+        if report.created or report.updated:
+            out.print("visit recorded" if report.created else "visit updated")
+        else:
+            out.print("visit unchanged (already recorded)")
         return
     out.print(
         f"created {report.created}, updated {report.updated}, unchanged {report.unchanged}, "
