@@ -23,7 +23,7 @@ from sqlalchemy import select
 
 from careflow import __version__
 from careflow.config import CONFIG_ENV, DEFAULT_FILE, Settings, load_settings
-from careflow.errors import CareflowError, ImportDataError
+from careflow.errors import CareflowError
 from careflow.models import CareEvent, Center, Customer, EventStatus, utcnow
 from careflow.runtime import Runtime
 from careflow.terminal import OutputConsole
@@ -141,6 +141,7 @@ provider = "console"                   # prints e-mails; "smtp" sends them with 
 name = "{center_name}"
 timezone = "{timezone}"
 locale = "{locale}"
+{country_line}
 help_text = "Reply STOP to opt out. Call us on 400-000-0000."
 send_from = "09:00"                    # quiet hours: send only 09:00-20:00, customer's local time
 send_until = "20:00"
@@ -163,22 +164,50 @@ enabled = true
 """
 
 
+def _country_line(country: str | None, timezone: str, locale: str) -> tuple[str, str | None]:
+    """The template's ``country`` line, and a note saying where a derived country came from."""
+    from careflow.countries import center_country, check_country, country_of_timezone
+
+    comment = "# phone numbers written without + are read in this country (ISO 3166)"
+    if country is not None:
+        try:
+            return f'country = "{check_country(country)}"'.ljust(39) + comment, None
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--country'") from None
+    derived = center_country(None, timezone, locale)
+    if derived is None:
+        return '# country = "CN"'.ljust(39) + comment + "; unset: from the locale", None
+    source = f"the time zone {timezone}" if country_of_timezone(timezone) else f"the locale {locale}"
+    note = f"country {derived} (from {source}): numbers without + are read there; --country to change it"
+    return f'country = "{derived}"'.ljust(39) + comment, note
+
+
 @main.command()
 @click.option("--center-name", default="Main Service Center", show_default=True)
 @click.option("--timezone", default="Asia/Shanghai", show_default=True)
 @click.option("--locale", default="zh_CN", show_default=True)
+@click.option(
+    "--country",
+    help="ISO 3166 code (CN, GB) phone numbers without + are read in [default: the time zone's].",
+)
 @click.option("--force", is_flag=True, help="Overwrite an existing careflow.toml.")
 @_friendly_errors
-def init(center_name: str, timezone: str, locale: str, force: bool) -> None:
+def init(center_name: str, timezone: str, locale: str, country: str | None, force: bool) -> None:
     """Write a commented careflow.toml (here, or at CAREFLOW_CONFIG) and create the migrated database."""
     path = Path(os.environ[CONFIG_ENV]) if os.environ.get(CONFIG_ENV) else Path.cwd() / DEFAULT_FILE
     if path.exists() and not force:
         err.print(f"{path} exists; keeping it (use --force to overwrite). Migrating its database.")
     else:
+        country_line, note = _country_line(country, timezone, locale)
         path.write_text(
-            INIT_TEMPLATE.format(center_name=center_name, timezone=timezone, locale=locale), "utf-8"
+            INIT_TEMPLATE.format(
+                center_name=center_name, timezone=timezone, locale=locale, country_line=country_line
+            ),
+            "utf-8",
         )
         out.print(f"wrote {path}")
+        if note:
+            out.print(note, highlight=False)
     with opened_runtime(migrate_schema=True) as runtime:
         url = runtime.engine.url.render_as_string(hide_password=True)
         out.print(f"database ready: {url}")
@@ -189,41 +218,34 @@ def import_() -> None:
     """Import records from CSV files."""
 
 
+encoding_option = click.option(
+    "--encoding",
+    help="The file's text encoding, e.g. gb18030, utf-16, cp1252 [default: detected, and said which].",
+)
+
+
 @import_.command(name="customers")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--center", "center_code", help="Center code from careflow.toml (default: the first one).")
 @click.option("--skip-invalid", is_flag=True, help="Import the valid rows and report the invalid ones.")
+@encoding_option
 @_friendly_errors
-def import_customers(file: Path, center_code: str | None, skip_invalid: bool) -> None:
+def import_customers(file: Path, center_code: str | None, skip_invalid: bool, encoding: str | None) -> None:
     """Import or update customers from FILE.csv (matched by external_id).
 
     Columns: external_id,name,phone,email,birthday,locale,timezone,city,sms_consent,email_consent,
     whatsapp,whatsapp_consent,preferred_channel (sms, whatsapp or email).
     Only external_id and name are required; a column left out leaves that field unchanged.
     """
+    from careflow.commands.records import run_import
     from careflow.importing import CustomerImporter
 
-    with opened_runtime() as runtime, runtime.sessions() as session:
-        center = _center(session, runtime.settings, center_code)
-        try:
-            report = CustomerImporter(session, center, skip_invalid=skip_invalid).run(file)
-        except ImportDataError as exc:
-            session.rollback()
-            for problem in exc.problems:
-                err.print(problem, highlight=False, markup=False)
-            err.print(
-                f"[red]nothing imported:[/] {len(exc.problems)} problem(s); fix them or use --skip-invalid"
-            )
-            sys.exit(1)
-        session.commit()
-    for problem in report.problems:
-        err.print(problem, highlight=False, markup=False)
-    out.print(
-        f"created {report.created}, updated {report.updated}, "
-        f"skipped {len(report.skipped_rows)} invalid row(s)"
+    run_import(
+        center_code,
+        lambda runtime, session, center, progress: CustomerImporter(
+            session, center, skip_invalid=skip_invalid, progress=progress
+        ).run(file, encoding),
     )
-    if report.problems:
-        sys.exit(1)
 
 
 def _center(session: Any, settings: Settings, code: str | None) -> Center:

@@ -27,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from careflow.countries import center_country, check_country
 from careflow.errors import ConfigError
 
 ENV_PREFIX = "CAREFLOW_"
@@ -140,6 +141,9 @@ class CenterSettings(_Section):
     name: str = "Service Center"
     timezone: str = "Asia/Shanghai"
     locale: str = "zh_CN"
+    # ISO 3166 alpha-2 (CN, GB): phone numbers written without + are read in this country.
+    # Unset: the time zone's country (Europe/London: GB), else the locale's (careflow.countries).
+    country: str | None = None
     help_text: str = "Reply STOP to opt out."
     # Postal address printed in every e-mail footer.
     address: str | None = None
@@ -166,6 +170,16 @@ class CenterSettings(_Section):
     @classmethod
     def _known_timezone(cls, value: str) -> str:
         return _check_timezone(value)
+
+    @field_validator("country")
+    @classmethod
+    def _known_country(cls, value: str | None) -> str | None:
+        return check_country(value) if value is not None else None
+
+    @property
+    def country_in_effect(self) -> str | None:
+        """The configured country, else the time zone's, else the locale's."""
+        return center_country(self.country, self.timezone, self.locale)
 
     @field_validator("sms_from", "whatsapp_from")
     @classmethod

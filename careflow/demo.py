@@ -271,7 +271,10 @@ def run_demo(directory: Path, *, customers: int, now: datetime | None, out: Cons
         out.print(f"[bold]careflow demo[/] in {directory.resolve()}")
         if note:
             out.print(f"[yellow]note:[/] {note}", highlight=False)
-        out.print(f"imported {csv_path.name}: {imported.created} new, {imported.updated} updated customers")
+        out.print(
+            f"imported {csv_path.name}: {imported.created} new, {imported.updated} updated, "
+            f"{imported.unchanged} unchanged customers"
+        )
         out.print(
             f"imported vehicles.csv and visits.csv: {records.vehicles} vehicles, {records.visits} visits; "
             f"{records.vouchers} points voucher(s) issued"

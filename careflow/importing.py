@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date
@@ -18,6 +19,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from careflow.cities import parse_city
+from careflow.countries import center_country
+from careflow.csv_files import CsvText, decode_csv, sniff_delimiter
 from careflow.errors import ImportDataError
 from careflow.models import Center, Consent, Customer, Purpose
 
@@ -53,16 +56,56 @@ class FieldProblem(ValueError):
     """A value that cannot be accepted; the message says what was expected."""
 
 
+# (step, rows done, rows in all): called once per PROGRESS_EVERY rows, not per row.
+Progress = Callable[[str, int, int], None]
+PROGRESS_EVERY = 1_000
+
+
 @dataclass
 class ImportReport:
     created: int = 0
     updated: int = 0
+    unchanged: int = 0  # matched a record that already said exactly this
     skipped_rows: list[int] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    read_as: str | None = None  # how the file was read: "read c.csv as GB18030 (detected)"
+
+    @property
+    def written(self) -> int:
+        """Rows imported: created, updated or found unchanged."""
+        return self.created + self.updated + self.unchanged
 
 
-def parse_phone(value: str, region: str) -> str:
-    """A phone number in E.164, or FieldProblem saying why not."""
+def tick(progress: Progress | None, step: str, done: int, total: int) -> None:
+    """Report progress at every PROGRESS_EVERY rows and at the end; cheap for the rows between."""
+    if progress is not None and (done % PROGRESS_EVERY == 0 or done == total):
+        progress(step, done, total)
+
+
+# Control characters: PostgreSQL refuses NUL in text, and none belongs on a card or in an SMS.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def control_character_problem(value: str) -> str | None:
+    """Why a cell cannot be stored as text, or None."""
+    found = _CONTROL.search(value)
+    if found is None:
+        return None
+    return (
+        f"contains the control character U+{ord(found.group()):04X} at position {found.start() + 1}; "
+        "remove it (it is invisible in most editors)"
+    )
+
+
+def read_csv_bytes(data: bytes, name: str, center: Center, encoding: str | None) -> CsvText:
+    """A file's text; the center's country tells which legacy code page to try first."""
+    return decode_csv(data, name, encoding=encoding, country=region_for(center))
+
+
+def parse_phone(value: str, region: str | None) -> str:
+    """A phone number in E.164, or FieldProblem saying why not; ``region``: where numbers without + are."""
+    if region is None and not value.strip().startswith("+"):
+        raise FieldProblem("no country to read a number without + in; write it as +<country code><number>")
     try:
         number = phonenumbers.parse(value, region)
     except phonenumbers.NumberParseException as exc:
@@ -160,21 +203,23 @@ def parse_bool(value: str) -> bool:
     raise FieldProblem("expected yes/no, true/false or 1/0")
 
 
-def region_for(locale: str) -> str:
-    """The phone region implied by a center's locale (zh_CN -> CN), for numbers written without +."""
-    try:
-        return Locale.parse(locale).territory or "CN"
-    except (UnknownLocaleError, ValueError):
-        return "CN"
+def region_for(center: Center) -> str | None:
+    """The country numbers written without + are read in: the center's (careflow.countries)."""
+    return center.country or center_country(None, center.timezone, center.locale)
 
 
 def read_rows(
     text: str, expected: Iterable[str], required: Iterable[str]
 ) -> tuple[list[str], list[dict[str, str]]]:
-    """Parse the header and rows; an unknown or missing column is an error naming it."""
-    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
-    header = [h.strip() for h in (reader.fieldnames or [])]
+    """Parse the header and rows; an unknown or missing column is an error naming it.
+
+    Comma-, tab- or semicolon-separated: the header line says which (Excel's "Unicode text" is
+    tab-separated, and a European Excel's "CSV" uses semicolons).
+    """
     expected_list = list(expected)
+    text = text.lstrip("\ufeff")
+    reader = csv.DictReader(io.StringIO(text), delimiter=sniff_delimiter(text, expected_list))
+    header = [h.strip() for h in (reader.fieldnames or [])]
     problems = []
     if not header:
         raise ImportDataError(["row 1: the file is empty; expected a header row: " + ",".join(expected_list)])
@@ -217,9 +262,10 @@ class CustomerImporter:
     session: Session
     center: Center
     skip_invalid: bool = False
+    progress: Progress | None = None
 
     def parsers(self) -> dict[str, Parser]:
-        region = region_for(self.center.locale)
+        region = region_for(self.center)
         return {
             "phone": lambda v: parse_phone(v, region),
             "email": parse_email,
@@ -235,12 +281,15 @@ class CustomerImporter:
             "city": parse_city,
         }
 
-    def run(self, path: Path) -> ImportReport:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            raise ImportDataError([f"{path}: not UTF-8 text; save the CSV as UTF-8"]) from None
-        return self.run_text(text)
+    def run(self, path: Path, encoding: str | None = None) -> ImportReport:
+        return self.run_bytes(path.read_bytes(), path.name, encoding)
+
+    def run_bytes(self, data: bytes, name: str, encoding: str | None = None) -> ImportReport:
+        """Import a file's bytes, in ``encoding`` or the one detected (the report says which)."""
+        decoded = read_csv_bytes(data, name, self.center, encoding)
+        report = self.run_text(decoded.text)
+        report.read_as = decoded.describe(name)
+        return report
 
     def run_text(self, text: str) -> ImportReport:
         header, rows = read_rows(text, CUSTOMER_COLUMNS, REQUIRED_COLUMNS)
@@ -248,7 +297,8 @@ class CustomerImporter:
         parsed: list[tuple[int, dict[str, Any]]] = []
         first_row_of: dict[str, int] = {}
         parsers = self.parsers()
-        for raw in rows:
+        for done, raw in enumerate(rows, start=1):
+            tick(self.progress, "checking", done, len(rows))
             number = int(raw.pop("__line__"))  # the line in the file; row 1 is the header
             row_problems, values = self._parse_row(number, raw, header, parsers)
             ext = values.get("external_id")
@@ -277,6 +327,10 @@ class CustomerImporter:
             problems.append(f"row {number}: more cells than the header has columns (a stray comma?)")
         for col in header:
             value = raw.get(col, "")
+            control = control_character_problem(value)
+            if control:
+                problems.append(f"row {number}, column {col}: value {value!r}: {control}")
+                continue
             if col in REQUIRED_COLUMNS and not value:
                 problems.append(f"row {number}, column {col}: value '': required, must not be empty")
                 continue
@@ -308,17 +362,17 @@ class CustomerImporter:
                 select(Customer).where(Customer.center_id == self.center.id, Customer.external_id.in_(chunk))
             ):
                 existing[customer.external_id] = customer
-        for values in rows:
+        for done, values in enumerate(rows, start=1):
+            tick(self.progress, "writing", done, len(rows))
             found = existing.get(values["external_id"])
             if found is None:
                 customer = Customer(
                     center_id=self.center.id, external_id=values["external_id"], name=values["name"]
                 )
                 self.session.add(customer)
-                report.created += 1
             else:
                 customer = found
-                report.updated += 1
+            changed = False
             # Columns absent from the file leave the card as it was.
             for col in (
                 "name",
@@ -331,15 +385,25 @@ class CustomerImporter:
                 "preferred_channel",
                 "birthday_calendar",
             ):
-                if col in header:
+                if col in header and getattr(customer, col) != values[col]:
                     setattr(customer, col, values[col])
+                    changed = True
             if "birthday" in header:
-                bday = values["birthday"]
-                customer.birth_year, customer.birth_month, customer.birth_day = bday or (None, None, None)
-            self.session.flush()
+                bday = values["birthday"] or (None, None, None)
+                if (customer.birth_year, customer.birth_month, customer.birth_day) != bday:
+                    customer.birth_year, customer.birth_month, customer.birth_day = bday
+                    changed = True
+            if customer.id is None:
+                self.session.flush()  # consents need the new card's id
             for col, channel in CONSENT_COLUMNS.items():
                 if col in header:
-                    set_consent(self.session, customer, channel, values[col], source="import")
+                    changed |= set_consent(self.session, customer, channel, values[col], source="import")
+            if found is None:
+                report.created += 1
+            elif changed:
+                report.updated += 1
+            else:
+                report.unchanged += 1
 
 
 def set_consent(
@@ -350,14 +414,15 @@ def set_consent(
     *,
     source: str,
     purposes: Iterable[Purpose] = (Purpose.SERVICE, Purpose.MARKETING),
-) -> None:
-    """Record consent for a channel; the import's yes/no covers both purposes."""
+) -> bool:
+    """Record consent for a channel; the import's yes/no covers both purposes. True if anything changed."""
     current = {
         (c.channel, c.purpose): c
         for c in session.scalars(
             select(Consent).where(Consent.customer_id == customer.id, Consent.channel == channel)
         )
     }
+    changed = False
     for purpose in purposes:
         row = current.get((channel, str(purpose)))
         if row is None:
@@ -370,5 +435,8 @@ def set_consent(
                     source=source,
                 )
             )
+            changed = True
         elif row.granted != granted:
             row.granted, row.source = granted, source
+            changed = True
+    return changed

@@ -15,7 +15,15 @@ from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
 from careflow.errors import ImportDataError
-from careflow.importing import FieldProblem, ImportReport, read_rows
+from careflow.importing import (
+    FieldProblem,
+    ImportReport,
+    Progress,
+    control_character_problem,
+    read_csv_bytes,
+    read_rows,
+    tick,
+)
 from careflow.models import Center, Customer, ServiceVisit, Vehicle, utcnow
 from careflow.points import (
     PointsError,
@@ -144,17 +152,21 @@ class _RecordImporter:
     center: Center
     today: date  # the center's local day: nothing recorded may lie after it
     skip_invalid: bool = False
+    progress: Progress | None = None
     columns: ClassVar[tuple[str, ...]]
     required: ClassVar[tuple[str, ...]]
     parsers: ClassVar[dict[str, Callable[[str], Any]]]
     _customers: dict[str, Customer] = field(default_factory=dict)
 
-    def run(self, path: Path) -> ImportReport:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            raise ImportDataError([f"{path}: not UTF-8 text; save the CSV as UTF-8"]) from None
-        return self.run_text(text)
+    def run(self, path: Path, encoding: str | None = None) -> ImportReport:
+        return self.run_bytes(path.read_bytes(), path.name, encoding)
+
+    def run_bytes(self, data: bytes, name: str, encoding: str | None = None) -> ImportReport:
+        """Import a file's bytes, in ``encoding`` or the one detected (the report says which)."""
+        decoded = read_csv_bytes(data, name, self.center, encoding)
+        report = self.run_text(decoded.text)
+        report.read_as = decoded.describe(name)
+        return report
 
     def run_text(self, text: str) -> ImportReport:
         header, rows = read_rows(text, self.columns, self.required)
@@ -164,6 +176,7 @@ class _RecordImporter:
         report = ImportReport()
         parsed: list[tuple[int, dict[str, Any]]] = []
         for number, raw in enumerate(rows, start=2):  # row 1 is the header
+            tick(self.progress, "checking", number - 1, len(rows))
             problems, values = self._parse_row(number, raw, header)
             if not problems:
                 parsed.append((number, values))
@@ -197,6 +210,10 @@ class _RecordImporter:
             problems.append(f"row {number}: more cells than the header has columns (a stray comma?)")
         for col in header:
             value = raw.get(col, "")
+            control = control_character_problem(value)
+            if control:
+                problems.append(f"row {number}, column {col}: value {value!r}: {control}")
+                continue
             if not value:
                 if col in self.required:
                     problems.append(f"row {number}, column {col}: value '': required, must not be empty")
@@ -263,6 +280,15 @@ class _RecordImporter:
         raise NotImplementedError
 
 
+def _count(report: ImportReport, *, created: bool, changed: bool) -> None:
+    if created:
+        report.created += 1
+    elif changed:
+        report.updated += 1
+    else:
+        report.unchanged += 1
+
+
 def _text(value: str, col: str) -> str:
     """Free text (model, customer_external_id) must fit its column; PostgreSQL would refuse it."""
     if len(value) > 100:
@@ -314,19 +340,21 @@ class VehicleImporter(_RecordImporter):
             ):
                 existing[(vehicle.customer_id, vehicle.plate)] = vehicle
         touched: list[Vehicle] = []
-        for (customer_id, plate), values in zip(wanted, rows, strict=True):
+        for done, ((customer_id, plate), values) in enumerate(zip(wanted, rows, strict=True), start=1):
+            tick(self.progress, "writing", done, len(rows))
             found = existing.get((customer_id, plate))
             if found is None:
                 vehicle = Vehicle(customer_id=customer_id, plate=plate)
                 self.session.add(vehicle)
-                report.created += 1
             else:
                 vehicle = found
-                report.updated += 1
             # Columns absent from the file leave the vehicle as it was.
-            for col in VEHICLE_COLUMNS[2:]:
-                if col in header:
-                    setattr(vehicle, col, values[col])
+            changed = [
+                col for col in VEHICLE_COLUMNS[2:] if col in header and getattr(vehicle, col) != values[col]
+            ]
+            for col in changed:
+                setattr(vehicle, col, values[col])
+            _count(report, created=found is None, changed=bool(changed))
             touched.append(vehicle)
         self.session.flush()
         refresh_service_due(self.session, (v.id for v in touched))
@@ -448,11 +476,13 @@ class VisitImporter(_RecordImporter):
         written: list[ServiceVisit] = []
         voucher_changes: list[tuple[ServiceVisit, str | None]] = []
         with self.session.no_autoflush:  # one flush for the whole file, not one per row
-            for values in rows:
+            for done, values in enumerate(rows, start=1):
+                tick(self.progress, "writing", done, len(rows))
                 customer = self._customers[values["customer_external_id"]]
                 vehicle = self._vehicle(customer.id, values["plate"])
                 assert vehicle is not None
                 visit = existing.get((customer.id, vehicle.id, values["date"], values["kind"]))
+                created = visit is None
                 if visit is None:
                     visit = ServiceVisit(
                         customer_id=customer.id,
@@ -461,14 +491,13 @@ class VisitImporter(_RecordImporter):
                         kind=values["kind"],
                     )
                     self.session.add(visit)
-                    report.created += 1
-                else:
-                    report.updated += 1
-                for col in ("mileage", "amount"):
-                    if col in header:
-                        setattr(visit, col, values[col])
-                if "voucher_code" in header and visit.voucher_code != values["voucher_code"]:
+                changed = [c for c in ("mileage", "amount") if c in header and getattr(visit, c) != values[c]]
+                for col in changed:
+                    setattr(visit, col, values[col])
+                new_voucher = "voucher_code" in header and visit.voucher_code != values["voucher_code"]
+                if new_voucher:
                     voucher_changes.append((visit, values["voucher_code"]))
+                _count(report, created=created, changed=bool(changed) or new_voucher)
                 written.append(visit)
                 touched.add(vehicle.id)
         self.session.flush()

@@ -71,9 +71,10 @@ class Runtime:
             for code, cfg in self.settings.centers.items():
                 center = existing.get(code)
                 if center is None:
-                    session.add(Center(code=code, name=cfg.name, timezone=cfg.timezone, locale=cfg.locale))
-                else:
-                    center.name, center.timezone, center.locale = cfg.name, cfg.timezone, cfg.locale
+                    center = Center(code=code)
+                    session.add(center)
+                center.name, center.timezone, center.locale = cfg.name, cfg.timezone, cfg.locale
+                center.country = cfg.country_in_effect
 
     def channel(self, name: str) -> Channel:
         """The configured sender for a channel, created once per process (clients pool connections)."""

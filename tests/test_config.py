@@ -253,6 +253,51 @@ def test_bad_time_zone_in_a_center_is_an_error(tmp_path: Path, zone: str) -> Non
     assert f"centers.x.timezone: unknown time zone {zone!r}" in message
 
 
+@pytest.mark.parametrize("code", ["UK", "China", "XX", "1"])
+def test_a_center_country_that_is_not_an_iso_code_is_an_error(tmp_path: Path, code: str) -> None:
+    message = config_error(tmp_path, f'[centers.x]\nname = "X"\ncountry = "{code}"\n')
+
+    assert f"centers.x.country: {code!r} is not an ISO 3166 country code" in message
+    if code == "UK":
+        assert "the United Kingdom is 'GB'" in message
+
+
+@pytest.mark.parametrize(
+    ("section", "expected"),
+    [
+        ('country = "gb"\ntimezone = "Asia/Shanghai"', "GB"),  # configured wins, in capitals
+        ('timezone = "Europe/London"\nlocale = "en"', "GB"),  # else the time zone's
+        ('timezone = "Asia/Hong_Kong"\nlocale = "zh_CN"', "HK"),
+        ('timezone = "UTC"\nlocale = "en_AU"', "AU"),  # a zone of no country: the locale's
+        ('timezone = "UTC"\nlocale = "en"', "US"),  # a bare language: its likely territory
+    ],
+)
+def test_a_centers_country_is_configured_else_its_time_zones_else_its_locales(
+    tmp_path: Path, section: str, expected: str
+) -> None:
+    settings = load(tmp_path, f'[centers.x]\nname = "X"\n{section}\n')
+
+    assert settings.centers["x"].country_in_effect == expected
+
+
+def test_the_center_row_gets_the_country_in_effect_and_follows_the_config(tmp_path: Path) -> None:
+    from sqlalchemy import select
+
+    from careflow.models import Center
+
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    text = (
+        f'[database]\nurl = "{url}"\n[centers.ldn]\nname = "L"\ntimezone = "Europe/London"\nlocale = "en"\n'
+    )
+    for config, expected in ((text, "GB"), (text + 'country = "IE"\n', "IE")):
+        runtime = Runtime.build(load(tmp_path, config), migrate_schema=True)
+        try:
+            with runtime.sessions() as session:
+                assert session.scalars(select(Center.country)).one() == expected
+        finally:
+            runtime.close()
+
+
 def test_twilio_without_auth_token_names_the_key_and_the_env_variable(tmp_path: Path) -> None:
     message = config_error(tmp_path, TWILIO_WITHOUT_TOKEN)
 
@@ -422,6 +467,38 @@ def test_the_file_careflow_init_writes_is_valid(here: Path) -> None:
     assert settings.database.url == f"sqlite:///{(here / 'careflow.db').resolve()}"
     assert load_plugins().plugin_settings(settings)["birthday"].enabled is True
     assert invoke("plugins").exit_code == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "line", "note"),
+    [
+        (
+            ["--timezone", "Europe/London", "--locale", "en"],
+            'country = "GB"',
+            "from the time zone Europe/London",
+        ),
+        (["--timezone", "Asia/Shanghai", "--country", "hk"], 'country = "HK"', None),
+    ],
+)
+def test_init_writes_the_centers_country_derived_from_the_time_zone(
+    here: Path, args: list[str], line: str, note: str | None
+) -> None:
+    result = invoke("init", *args)
+    assert result.exit_code == 0, result.output
+
+    written = (here / "careflow.toml").read_text(encoding="utf-8").splitlines()
+    assert any(text.startswith(line + " ") for text in written)
+    assert load_settings().centers["main"].country == line[-3:-1]
+    if note:
+        assert note in result.stdout
+
+
+def test_init_refuses_a_country_that_is_not_an_iso_code(here: Path) -> None:
+    result = invoke("init", "--country", "UK")
+
+    assert result.exit_code == 2
+    assert "'UK' is not an ISO 3166 country code (the United Kingdom is 'GB')" in result.output
+    assert not (here / "careflow.toml").exists()
 
 
 def test_cli_prints_a_config_error_and_exits_1(here: Path) -> None:

@@ -122,7 +122,7 @@ def test_visits_import_upserts_by_key_and_keeps_next_service_due_current(session
     assert car.next_service_from == date(2026, 1, 10)
     changed = VISITS.replace("2000,repair", "2100,repair")
     again = visits(session, points=rules).run_text(changed)
-    assert (again.created, again.updated) == (0, 2)
+    assert (again.created, again.updated, again.unchanged) == (0, 1, 1)  # only the repair's amount changed
     assert session.scalar(select(func.count()).select_from(ServiceVisit)) == 2
     assert session.scalar(select(func.sum(PointsEntry.points))) == 68 + 210  # earned once, corrected
     visits(session, points=rules).run_text(
@@ -130,6 +130,40 @@ def test_visits_import_upserts_by_key_and_keeps_next_service_due_current(session
     )
     session.refresh(car)
     assert car.next_service_from == date(2026, 4, 15) and car.next_service_due > date(2026, 6, 1)
+
+
+def test_reimporting_unchanged_vehicles_and_visits_counts_them_unchanged(session: Session) -> None:
+    assert vehicles(session, VEHICLES).run_text(VEHICLES).created == 2
+    again = vehicles(session, VEHICLES).run_text(VEHICLES)
+    assert (again.created, again.updated, again.unchanged) == (0, 0, 2)
+    assert visits(session).run_text(VISITS).created == 2
+    same = visits(session).run_text(VISITS.replace("12000,680.50", "12000,680.5"))  # the same amount
+    assert (same.created, same.updated, same.unchanged) == (0, 0, 2)
+    corrected = visits(session).run_text(VISITS.replace("15000,2000", "15100,2000"))
+    assert (corrected.created, corrected.updated, corrected.unchanged) == (0, 1, 1)
+
+
+def test_a_nul_byte_in_a_record_is_a_row_error_and_skip_invalid_imports_the_rest(session: Session) -> None:
+    """On PostgreSQL a NUL used to fail the whole import with a traceback."""
+    text = VEHICLES.replace(",Golf,", ",Go\x00lf,")
+    with pytest.raises(ImportDataError) as caught:
+        vehicles(session, text).run_text(text)
+    assert caught.value.problems == [
+        "row 3, column model: value 'Go\\x00lf': contains the control character U+0000 at position 3; "
+        "remove it (it is invisible in most editors)"
+    ]
+    report = vehicles(session, text, skip_invalid=True).run_text(text)
+    session.commit()
+    assert (report.created, report.skipped_rows) == (1, [3])
+    assert session.scalars(select(Vehicle.model)).all() == ["Camry"]
+
+
+def test_vehicle_and_visit_files_from_chinese_excel_are_read_as_gb18030(session: Session) -> None:
+    report = vehicles(session, "").run_bytes(VEHICLES.replace("Camry", "凯美瑞").encode("gbk"), "cars.csv")
+    assert report.read_as == "read cars.csv as GB18030 (detected)"
+    assert session.scalar(select(Vehicle.model).where(Vehicle.plate == "沪A12345")) == "凯美瑞"
+    report = visits(session).run_bytes(VISITS.encode("gbk"), "visits.csv")
+    assert (report.read_as, report.created) == ("read visits.csv as GB18030 (detected)", 2)
 
 
 def test_visit_errors_name_row_column_value_and_write_nothing(session: Session) -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import os
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -200,7 +203,7 @@ def test_good_file_imports_every_field(any_db_workspace: Path) -> None:
     result = run_import(path)
 
     assert result.exit_code == 0, result.output
-    assert "created 3, updated 0, skipped 0" in result.stdout
+    assert "created 3, updated 0, unchanged 0, skipped 0" in result.stdout
     found = cards()
     assert list(found) == ["C1", "C2", "C3"]
     zhang = found["C1"]
@@ -255,6 +258,29 @@ def test_numbers_without_plus_use_the_centers_region(tmp_path: Path, monkeypatch
     result = run_import(write_csv("uk.csv", [row(external_id="UK", phone="07911 123456")]))
     assert result.exit_code == 0, result.output
     assert cards()["UK"].phone == "+447911123456"
+
+
+def test_a_center_with_locale_en_in_london_reads_uk_numbers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The country comes from the time zone (Europe/London: GB), not from the locale (en)."""
+    _init(tmp_path, monkeypatch, "--locale", "en", "--timezone", "Europe/London")
+
+    result = run_import(write_csv("uk.csv", [row(external_id="UK", phone="07911 123456", locale="en")]))
+
+    assert result.exit_code == 0, result.output
+    assert cards()["UK"].phone == "+447911123456"
+
+
+def test_the_configured_country_wins_over_the_time_zone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _init(tmp_path, monkeypatch, "--timezone", "Asia/Shanghai", "--country", "HK")
+
+    result = run_import(write_csv("hk.csv", [row(external_id="HK", phone="5123 4567")]))
+
+    assert result.exit_code == 0, result.output
+    assert cards()["HK"].phone == "+85251234567"
 
 
 @pytest.mark.parametrize(
@@ -455,7 +481,7 @@ def test_skip_invalid_keeps_the_good_rows_and_reports_the_bad(any_db_workspace: 
         "row 3, column phone",
         "row 5, column birthday",
     ]
-    assert "created 2, updated 0, skipped 2 invalid row(s)" in result.stdout
+    assert "created 2, updated 0, unchanged 0, skipped 2 invalid row(s)" in result.stdout
     found = cards()
     assert sorted(found) == ["C1", "C3"]
     assert found["C3"].name == "王芳"
@@ -470,6 +496,41 @@ def test_skip_invalid_still_refuses_a_file_with_a_bad_header(workspace: Path) ->
     assert result.exit_code == 1
     assert problems(result)[0].startswith("row 1, column nickname: unknown column")
     assert cards() == {}
+
+
+# --- characters no database or card can hold ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "found"),
+    [
+        ("name", "Li\x00Lei", "U+0000 at position 3"),
+        ("city", "Shang\x1b[31mhai", "U+001B at position 6"),
+        ("name", "Li\x85Lei", "U+0085 at position 3"),
+    ],
+)
+def test_a_control_character_in_a_cell_is_a_row_and_column_error(
+    any_db_workspace: Path, column: str, value: str, found: str
+) -> None:
+    """A NUL crashed the whole import on PostgreSQL with a traceback; now it is the row's error."""
+    rows = [row(external_id="C1"), row(external_id="C2", **{column: value}), row(external_id="C3")]
+    path = write_csv("c.csv", rows)
+
+    result = run_import(path)
+
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    assert problems(result) == [
+        f"row 3, column {column}: value {value!r}: contains the control character {found}; "
+        "remove it (it is invisible in most editors)"
+    ]
+    assert cards() == {}
+
+    result = run_import(path, "--skip-invalid")
+
+    assert result.exit_code == 1
+    assert "created 2, updated 0, unchanged 0, skipped 1 invalid row(s)" in result.stdout
+    assert sorted(cards()) == ["C1", "C3"]
 
 
 # --- re-import --------------------------------------------------------------------------------
@@ -503,11 +564,28 @@ def test_reimport_updates_customers_by_external_id(any_db_workspace: Path) -> No
 def test_reimport_counts_created_and_updated(workspace: Path) -> None:
     assert run_import(write_csv("a.csv", [row(external_id="C1")])).exit_code == 0
 
-    result = run_import(write_csv("b.csv", [row(external_id="C1"), row(external_id="C2")]))
+    result = run_import(write_csv("b.csv", [row(external_id="C1", city="Shenzhen"), row(external_id="C2")]))
 
     assert result.exit_code == 0, result.output
     assert "created 1, updated 1" in result.stdout
     assert sorted(cards()) == ["C1", "C2"]
+
+
+def test_reimporting_an_unchanged_file_counts_its_rows_unchanged(any_db_workspace: Path) -> None:
+    rows = [row(external_id="C1", birthday="03-15"), row(external_id="C2", name="王芳", email="")]
+    assert run_import(write_csv("a.csv", rows)).exit_code == 0
+
+    result = run_import(write_csv("a.csv", rows))
+
+    assert result.exit_code == 0, result.output
+    assert "created 0, updated 0, unchanged 2, skipped 0 invalid row(s)" in result.stdout
+
+    # One consent differs: that card is updated, the other still unchanged.
+    result = run_import(write_csv("b.csv", [rows[0], {**rows[1], "email_consent": "yes"}]))
+
+    assert result.exit_code == 0, result.output
+    assert "created 0, updated 1, unchanged 1, skipped 0 invalid row(s)" in result.stdout
+    assert cards()["C2"].consents == granted(sms=True, email=True)
 
 
 def test_a_column_absent_from_a_reimport_leaves_the_field_unchanged(workspace: Path) -> None:
@@ -546,6 +624,66 @@ def test_consent_changed_to_no_on_reimport_is_withdrawn(any_db_workspace: Path) 
     assert consent_count() == 4  # changed in place, not duplicated
 
 
+# --- progress and rate ------------------------------------------------------------------------
+
+
+def test_piped_output_has_no_progress_bar_and_ends_with_the_rate(workspace: Path) -> None:
+    result = run_import(write_csv("c.csv", [row(external_id=f"C{i}") for i in range(3)]))
+
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[:2] == [
+        "read c.csv as UTF-8 (detected)",
+        "created 3, updated 0, unchanged 0, skipped 0 invalid row(s)",
+    ]
+    assert re.fullmatch(r"imported 3 rows in \d+\.\d s, [\d,]+ rows/s", lines[2]), lines
+    assert len(lines) == 3
+    assert "\x1b" not in result.output  # no terminal control sequences in a pipe
+
+
+def test_a_terminal_shows_progress_per_thousand_rows(
+    workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rich.console import Console
+
+    from careflow.commands import records
+    from careflow.importing import Progress
+
+    screen = io.StringIO()
+    monkeypatch.setattr(records, "out", Console(file=screen, force_terminal=True, width=100))
+    calls: list[tuple[str, int, int]] = []
+    real = records._progress
+
+    @contextlib.contextmanager
+    def counted(*, enabled: bool) -> Iterator[Progress | None]:
+        with real(enabled=enabled) as update:
+            assert update is not None
+
+            def both(step: str, done: int, total: int) -> None:
+                calls.append((step, done, total))
+                update(step, done, total)
+
+            yield both
+
+    monkeypatch.setattr(records, "_progress", counted)
+
+    result = run_import(write_csv("c.csv", [row(external_id=f"C{i}", phone="") for i in range(2_500)]))
+
+    assert result.exit_code == 0, result.output
+    # Once per thousand rows and at the end of each step, never once per row.
+    assert calls == [
+        ("checking", 1_000, 2_500),
+        ("checking", 2_000, 2_500),
+        ("checking", 2_500, 2_500),
+        ("writing", 1_000, 2_500),
+        ("writing", 2_000, 2_500),
+        ("writing", 2_500, 2_500),
+    ]
+    shown = screen.getvalue()
+    assert "rows" in shown and "2500/2500" in shown
+    assert "imported 2,500 rows in " in shown
+
+
 # --- encodings --------------------------------------------------------------------------------
 
 
@@ -561,14 +699,106 @@ def test_excel_utf8_with_bom_and_crlf(workspace: Path) -> None:
     assert card.consents == granted(sms=True, email=False)
 
 
-def test_a_non_utf8_file_gets_a_clear_error(workspace: Path) -> None:
-    path = write_csv("gbk.csv", [row(name="张三", city="上海")], encoding="gbk")
+def test_excel_utf8_without_bom_is_read_and_said_so(workspace: Path) -> None:
+    result = run_import(write_csv("c.csv", [row(name="张三")]))
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0] == "read c.csv as UTF-8 (detected)"
+
+
+GBK_ROWS = [
+    row(external_id="C1", name="欧阳娜娜", city="上海"),
+    row(external_id="C2", name="李小龙", city="深圳市"),
+    row(external_id="C3", name="王芳", city="北京"),
+]
+
+
+def test_a_gbk_file_from_chinese_excel_is_read_as_gb18030(any_db_workspace: Path) -> None:
+    """Excel on a Chinese Windows saves plain "CSV" in GBK; those bytes are not UTF-8."""
+    path = write_csv("gbk.csv", GBK_ROWS, encoding="gbk")
+    with pytest.raises(UnicodeDecodeError):
+        path.read_bytes().decode("utf-8")
 
     result = run_import(path)
 
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0] == "read gbk.csv as GB18030 (detected)"
+    assert [(c.name, c.city) for c in cards().values()] == [
+        ("欧阳娜娜", "上海"),
+        ("李小龙", "深圳市"),
+        ("王芳", "北京"),
+    ]
+
+
+def test_a_one_line_gbk_file_is_read_in_the_centers_code_page(workspace: Path) -> None:
+    """Four Chinese characters alone are as plausible Korean (cp949): the center is in China."""
+    path = write_lines("one.csv", "external_id,name")
+    path.write_bytes("external_id,name\nC1,欧阳娜娜\n".encode("gbk"))
+
+    result = run_import(path)
+
+    assert result.exit_code == 0, result.output
+    assert "read one.csv as GB18030 (detected)" in result.stdout
+    assert cards()["C1"].name == "欧阳娜娜"
+
+
+def test_excel_unicode_text_is_tab_separated_utf16(workspace: Path) -> None:
+    text = "external_id\tname\tcity\tphone\r\nC1\t张三\t上海\t13800138000\r\nC2\tEmma\tLondon\t\r\n"
+    Path("unicode.txt").write_bytes(text.encode("utf-16"))  # with its byte order mark, as Excel writes
+
+    result = run_import(Path("unicode.txt"))
+
+    assert result.exit_code == 0, result.output
+    assert "read unicode.txt as UTF-16 (detected)" in result.stdout
+    assert [(c.name, c.city, c.phone) for c in cards().values()] == [
+        ("张三", "上海", "+8613800138000"),
+        ("Emma", "London", None),
+    ]
+
+
+def test_a_semicolon_separated_file_is_read(workspace: Path) -> None:
+    result = run_import(write_lines("eu.csv", "external_id;name;city", "C1;Müller;Köln"))
+
+    assert result.exit_code == 0, result.output
+    assert (cards()["C1"].name, cards()["C1"].city) == ("Müller", "Köln")
+
+
+def test_the_encoding_can_be_named_and_a_wrong_one_is_a_clear_error(workspace: Path) -> None:
+    path = write_csv("gbk.csv", GBK_ROWS, encoding="gbk")
+
+    result = run_import(path, "--encoding", "utf-8")
+
     assert result.exit_code == 1
-    assert "not UTF-8" in result.stderr
-    assert "gbk.csv" in result.stderr
+    assert "gbk.csv: line 2 is not UTF-8 text (byte 91); leave out --encoding to have it detected" in (
+        result.stderr
+    )
+    assert "Traceback" not in result.output
+    assert cards() == {}
+    result = run_import(path, "--encoding", "klingon")
+    assert result.exit_code == 1
+    assert "gbk.csv: unknown encoding 'klingon'" in result.stderr
+
+    result = run_import(path, "--encoding", "gbk")
+
+    assert result.exit_code == 0, result.output
+    assert "read gbk.csv as GBK (as given)" in result.stdout
+    assert cards()["C1"].name == "欧阳娜娜"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (bytes(range(256)) * 8, "cannot tell which text encoding this file is in; save it as 'CSV UTF-8'"),
+        (b"PK\x03\x04\x14\x00\x06\x00" + bytes(200), "an Excel workbook (.xlsx), not CSV; in Excel choose"),
+    ],
+)
+def test_a_file_that_is_not_text_gets_a_clear_error(workspace: Path, content: bytes, message: str) -> None:
+    Path("customers.xlsx").write_bytes(content)
+
+    result = run_import(Path("customers.xlsx"))
+
+    assert result.exit_code == 1
+    assert f"customers.xlsx: {message}" in result.stderr
     assert "Traceback" not in result.output
     assert cards() == {}
 

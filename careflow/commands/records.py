@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
 import click
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+from rich.progress import Progress as RichProgress
 from sqlalchemy.orm import Session
 
-from careflow.cli import _center, _friendly_errors, err, import_, main, opened_runtime, out
+from careflow.cli import _center, _friendly_errors, encoding_option, err, import_, main, opened_runtime, out
 from careflow.errors import ImportDataError
-from careflow.importing import ImportReport
+from careflow.importing import ImportReport, Progress
 from careflow.models import Center
 from careflow.points import points_rules
 from careflow.records import VISIT_COLUMNS, VehicleImporter, VisitImporter, center_today, without_row_prefix
@@ -20,17 +24,19 @@ from careflow.runtime import Runtime
 from careflow.service_due import VISIT_KINDS
 
 
-def _run_import(
+def run_import(
     center_code: str | None,
-    work: Callable[[Runtime, Session, Center], ImportReport],
+    work: Callable[[Runtime, Session, Center, Progress | None], ImportReport],
     *,
     single: bool = False,
 ) -> None:
     """Run an importer in one transaction; on any problem print them all and write nothing."""
     with opened_runtime() as runtime, runtime.sessions() as session:
         center = _center(session, runtime.settings, center_code)
+        started = time.perf_counter()
         try:
-            report = work(runtime, session, center)
+            with _progress(enabled=not single) as progress:
+                report = work(runtime, session, center, progress)
         except ImportDataError as exc:
             session.rollback()
             for problem in exc.problems:
@@ -40,17 +46,46 @@ def _run_import(
             err.print(f"[red]{what}:[/] {len(exc.problems)} problem(s); {hint}")
             sys.exit(1)
         session.commit()
+        seconds = time.perf_counter() - started
+    if report.read_as:
+        out.print(report.read_as, highlight=False)
     for problem in report.problems:
         err.print(problem, highlight=False, markup=False)
     if single:
-        out.print("visit recorded" if report.created else "visit updated")
+        if report.created or report.updated:
+            out.print("visit recorded" if report.created else "visit updated")
+        else:
+            out.print("visit unchanged (already recorded)")
         return
     out.print(
-        f"created {report.created}, updated {report.updated}, "
+        f"created {report.created}, updated {report.updated}, unchanged {report.unchanged}, "
         f"skipped {len(report.skipped_rows)} invalid row(s)"
     )
+    out.print(rate(report.written, seconds), highlight=False)
     if report.problems:
         sys.exit(1)
+
+
+def rate(rows: int, seconds: float) -> str:
+    """``imported 100,000 rows in 12.3 s, 8,130 rows/s``."""
+    per_second = f", {rows / seconds:,.0f} rows/s" if rows and seconds > 0 else ""
+    return f"imported {rows:,} row{'s' if rows != 1 else ''} in {seconds:.1f} s{per_second}"
+
+
+@contextmanager
+def _progress(*, enabled: bool) -> Iterator[Progress | None]:
+    """A progress bar of rows checked, then written; only on a terminal (nothing in a pipe or file)."""
+    if not (enabled and out.is_terminal):
+        yield None
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"))
+    with RichProgress(*columns, TimeElapsedColumn(), console=out, transient=True) as bar:
+        task = bar.add_task("reading", total=None)
+
+        def update(step: str, done: int, total: int) -> None:
+            bar.update(task, description=step, completed=done, total=total)
+
+        yield update
 
 
 _center_option = click.option(
@@ -65,18 +100,19 @@ _skip_option = click.option(
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @_center_option
 @_skip_option
+@encoding_option
 @_friendly_errors
-def import_vehicles(file: Path, center_code: str | None, skip_invalid: bool) -> None:
+def import_vehicles(file: Path, center_code: str | None, skip_invalid: bool, encoding: str | None) -> None:
     """Import or update vehicles from FILE.csv (matched by customer and plate).
 
     Columns: customer_external_id,plate,vin,model,purchase_date,warranty_end,interval_months,interval_km.
     customer_external_id and plate are required; a column left out leaves that field unchanged.
     """
-    _run_import(
+    run_import(
         center_code,
-        lambda runtime, session, center: VehicleImporter(
-            session, center, center_today(center), skip_invalid=skip_invalid
-        ).run(file),
+        lambda runtime, session, center, progress: VehicleImporter(
+            session, center, center_today(center), skip_invalid=skip_invalid, progress=progress
+        ).run(file, encoding),
     )
 
 
@@ -84,23 +120,25 @@ def import_vehicles(file: Path, center_code: str | None, skip_invalid: bool) -> 
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @_center_option
 @_skip_option
+@encoding_option
 @_friendly_errors
-def import_visits(file: Path, center_code: str | None, skip_invalid: bool) -> None:
+def import_visits(file: Path, center_code: str | None, skip_invalid: bool, encoding: str | None) -> None:
     """Import or update service visits from FILE.csv (matched by customer, plate, date and kind).
 
     Columns: customer_external_id,plate,date,mileage,amount,kind,voucher_code.
     kind is maintenance, repair, inspection or other. Visits earn points when the points
     programme is on; a voucher_code marks that voucher used (maintenance visits only).
     """
-    _run_import(
+    run_import(
         center_code,
-        lambda runtime, session, center: VisitImporter(
+        lambda runtime, session, center, progress: VisitImporter(
             session,
             center,
             center_today(center),
             skip_invalid=skip_invalid,
+            progress=progress,
             points=points_rules(runtime.settings),
-        ).run(file),
+        ).run(file, encoding),
     )
 
 
@@ -131,7 +169,7 @@ def visits_add(
 ) -> None:
     """Record one visit (or update it: same customer, plate, date and kind); same checks as the import."""
 
-    def work(runtime: Runtime, session: Session, center: Center) -> ImportReport:
+    def work(runtime: Runtime, session: Session, center: Center, progress: Progress | None) -> ImportReport:
         today = center_today(center)
         row = {
             "customer_external_id": customer,
@@ -149,4 +187,4 @@ def visits_add(
         importer = VisitImporter(session, center, today, points=points_rules(runtime.settings))
         return importer.run_rows(header, [{c: row[c] for c in header}])
 
-    _run_import(center_code, work, single=True)
+    run_import(center_code, work, single=True)

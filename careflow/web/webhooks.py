@@ -35,9 +35,12 @@ from careflow.consent import (
 from careflow.models import Customer, Reply, utcnow
 from careflow.provider_status import STATUS_MAP, apply_parked, apply_report
 from careflow.runtime import Runtime
+from careflow.web.body_limit import BodyTooLarge, capped, too_large
 
 log = logging.getLogger(__name__)
 
+# Twilio's form posts are a few KB, but a 1,600-character Chinese SMS alone is 14.4 KB once
+# percent-encoded (9 bytes a character), and WhatsApp messages may be longer: room for those.
 MAX_BODY_BYTES = 64 * 1024
 
 _XML_HEAD = '<?xml version="1.0" encoding="UTF-8"?>'
@@ -71,9 +74,11 @@ async def _verified_form(runtime: Runtime, request: Request) -> dict[str, str] |
     if not signature:
         log.warning("webhook refused: no X-Twilio-Signature (%s)", request.url.path)
         return PlainTextResponse("forbidden", status_code=403)
-    raw = await request.body()
-    if len(raw) > MAX_BODY_BYTES:
-        return PlainTextResponse("request body too large", status_code=413)
+    try:
+        raw = await capped(request, MAX_BODY_BYTES).body()
+    except BodyTooLarge as exc:
+        log.warning("webhook refused: body over %d bytes (%s)", exc.limit, request.url.path)
+        return too_large(exc)
     try:
         text = raw.decode("utf-8")
         pairs = urllib.parse.parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text))

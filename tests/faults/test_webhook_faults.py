@@ -6,6 +6,9 @@ are the judge of what changed.
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -276,3 +279,55 @@ def test_ordinary_replies_reach_the_reply_hook_keywords_do_not(
         assert bodies == ["5", "STOP", "who is this?"]  # the failing hook's own write was rolled back
     finally:
         rt.close()
+
+
+def stream_post(base: str, path: str, headers: dict[str, str], total: int) -> tuple[bytes, int]:
+    """POST ``total`` bytes chunked over a raw socket; the server's answer and how much got sent.
+
+    The answer is read by a thread of its own while the body is still going out, as a client
+    that does not wait for its upload to finish would.
+    """
+    host, port = base.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=30)
+    head = f"POST {path} HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+    answer = bytearray()
+
+    def read() -> None:
+        with contextlib.suppress(OSError):
+            while data := sock.recv(65536):
+                answer.extend(data)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    chunk = b"a" * 65536
+    framed = f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
+    sent = 0
+    try:
+        sock.sendall(head.encode())
+        while sent < total:
+            sock.sendall(framed)
+            sent += len(chunk)
+        sock.sendall(b"0\r\n\r\n")
+    except OSError:  # the server hung up: what it answered is in ``answer``
+        pass
+    reader.join(timeout=30)
+    sock.close()
+    return bytes(answer), sent
+
+
+def test_a_huge_post_with_a_bogus_signature_is_refused_before_it_is_read(runtime: Runtime) -> None:
+    huge = 200 * 1024 * 1024
+    with serving(runtime) as base:
+        answer, sent = stream_post(
+            base,
+            "/webhooks/twilio/inbound",
+            {"Content-Type": "application/x-www-form-urlencoded", "X-Twilio-Signature": "bogus"},
+            huge,
+        )
+        # The server still answers afterwards: nothing was left half-consumed.
+        assert inbound(base, "wrong token", "+8613800000000", "hi", "SMx")[0] == 403
+    assert answer.startswith(b"HTTP/1.1 413 ")
+    # The server hung up after its answer: the client could not push the 200 MB through
+    # (at most what the sockets' buffers on both sides hold got out).
+    assert sent < huge // 4

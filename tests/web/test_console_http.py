@@ -298,6 +298,30 @@ def test_many_accounts_tried_from_one_address_lock_that_address_out(client: Test
     assert _attempt(client, "admin@example.com", PASSWORD) == 429
 
 
+def test_the_csv_upload_reads_a_chinese_excel_file_with_the_same_reader_as_the_cli(
+    client: TestClient, world: World
+) -> None:
+    sign_in(client, "manager@north.example")
+    token = csrf_of(client.get("/customers/import").text)
+    gbk = "external_id,name,city,phone\nN-9,欧阳娜娜,深圳市,13800138009\n".encode("gbk")
+
+    page = client.post(
+        "/customers/import",
+        data={"csrf_token": token, "center": "north"},
+        files={"file": ("客户.csv", gbk, "text/csv")},
+    )
+
+    assert page.status_code == 200, page.text
+    assert "read 客户.csv as GB18030 (detected)" in page.text
+    assert "欧阳娜娜" in client.get("/customers?q=N-9").text
+    again = client.post(
+        "/customers/import",
+        data={"csrf_token": token, "center": "north"},
+        files={"file": ("客户.csv", gbk, "text/csv")},
+    )
+    assert "Unchanged: 1" in again.text
+
+
 def test_the_customer_card_says_whether_each_voucher_can_still_be_used(
     client: TestClient, world: World
 ) -> None:

@@ -22,10 +22,20 @@ from careflow.config import WebSettings
 from careflow.errors import ConfigError
 from careflow.models import Center, utcnow
 from careflow.runtime import Runtime
+from careflow.web.body_limit import BodyTooLarge, capped, too_large
 from careflow.web.console.i18n import LANG_COOKIE, pick_language, translate
-from careflow.web.console.security import SESSION_COOKIE, CurrentUser, Perm, load_session, tokens_match
+from careflow.web.console.security import (
+    SESSION_COOKIE,
+    CurrentUser,
+    Perm,
+    load_session,
+    tokens_match,
+    unsign,
+)
 
 HERE = Path(__file__).parent
+# A signed-in form (template texts included); the CSV upload has its own, larger limit.
+FORM_BYTES = 5 * 1024 * 1024
 CSRF_FAILED = (
     "The form was stale or did not come from this console (CSRF check failed). Reload the page and try again."
 )
@@ -183,13 +193,24 @@ def _choose_center(db: Session, user: CurrentUser, requested: str) -> tuple[Cent
 View = Callable[[Ctx], Response]
 
 
-def guarded(perm: Perm | None) -> Callable[[View], Callable[[Request], Awaitable[Response]]]:
-    """Sign-in, CSRF on every POST, the role's permission and the center, before ``view`` runs."""
+def guarded(
+    perm: Perm | None, *, max_body: int = FORM_BYTES
+) -> Callable[[View], Callable[[Request], Awaitable[Response]]]:
+    """Sign-in, CSRF on every POST, the role's permission and the center, before ``view`` runs.
+
+    A POST's body is read (at most ``max_body`` bytes) only under a session cookie this console
+    signed: anyone else is sent to sign in without a byte of it read.
+    """
 
     def decorate(view: View) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
             console: Console = request.app.state.console
-            form = await request.form(max_part_size=5 * 1024 * 1024) if request.method == "POST" else None
+            form = None
+            if request.method == "POST" and unsign(request.cookies.get(SESSION_COOKIE), console.secret_key):
+                try:
+                    form = await capped(request, max_body).form(max_part_size=FORM_BYTES)
+                except BodyTooLarge as exc:
+                    return too_large(exc)
             return await run_in_threadpool(_handle, console, request, form, perm, view)
 
         endpoint.__name__ = view.__name__

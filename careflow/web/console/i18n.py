@@ -89,7 +89,11 @@ ZH: dict[str, str] = {
     "Nothing was imported.": "未导入任何数据。",
     "Created": "新建",
     "Updated": "更新",
+    "Unchanged": "未变",
     "Skipped rows": "跳过的行",
+    "UTF-8, UTF-16 or GB18030 (GBK); comma- or tab-separated; at most": (
+        "UTF-8、UTF-16 或 GB18030（GBK）；逗号或制表符分隔；最大"
+    ),
     "Problems": "问题",
     "Customer card": "客户档案",
     "Vehicles": "车辆",

@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from careflow.web.body_limit import SMALL_FORM_BYTES, BodyTooLarge, capped, too_large
 from careflow.web.console.app import CSRF_FAILED, Console, Ctx, guarded, render_page, root, safe_next
 from careflow.web.console.i18n import LANG_COOKIE, LANGUAGES
 from careflow.web.console.security import (
@@ -66,7 +67,10 @@ async def login(request: Request) -> Response:
         )
         _set_cookie(response, console, request, LOGIN_COOKIE, sign(token, console.secret_key), 3600)
         return response
-    form = await request.form()
+    try:
+        form = await capped(request, SMALL_FORM_BYTES).form()
+    except BodyTooLarge as exc:
+        return too_large(exc)
     if not tokens_match(token, str(form.get("csrf_token") or "")):
         return render_page(
             console,
