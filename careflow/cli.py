@@ -201,9 +201,12 @@ def import_customers(file: Path, center_code: str | None, skip_invalid: bool) ->
         session.commit()
     for problem in report.problems:
         err.print(problem, highlight=False, markup=False)
+    for note in report.kept_withdrawn:
+        err.print(note, highlight=False, markup=False)
     out.print(
         f"created {report.created}, updated {report.updated}, "
         f"skipped {len(report.skipped_rows)} invalid row(s)"
+        + (f"; {len(report.kept_withdrawn)} consent(s) kept withdrawn" if report.kept_withdrawn else "")
     )
     if report.problems:
         sys.exit(1)
@@ -216,6 +219,16 @@ def _center(session: Any, settings: Settings, code: str | None) -> Center:
         known = ", ".join(settings.centers)
         raise CareflowError(f"unknown center {code!r}; configured centers: {known}")
     return center  # type: ignore[no-any-return]
+
+
+def customer_by_external_id(session: Any, center: Center, external_id: str) -> Customer:
+    """The card with ``external_id`` in ``center``, or an error that names both."""
+    customer = session.scalar(
+        select(Customer).where(Customer.center_id == center.id, Customer.external_id == external_id)
+    )
+    if customer is None:
+        raise CareflowError(f"no customer {external_id!r} in center {center.code}")
+    return customer  # type: ignore[no-any-return]
 
 
 @main.command()

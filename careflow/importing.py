@@ -17,8 +17,9 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from careflow.consent import IMPORT, record_consent
 from careflow.errors import ImportDataError
-from careflow.models import Center, Consent, Customer, Purpose
+from careflow.models import Center, Customer
 
 CUSTOMER_COLUMNS = (
     "external_id",
@@ -58,6 +59,8 @@ class ImportReport:
     updated: int = 0
     skipped_rows: list[int] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    # Consents the file grants that stay withdrawn, because the customer withdrew them.
+    kept_withdrawn: list[str] = field(default_factory=list)
 
 
 def parse_phone(value: str, region: str) -> str:
@@ -216,6 +219,8 @@ class CustomerImporter:
     session: Session
     center: Center
     skip_invalid: bool = False
+    # Who or what the consent history names as having recorded the file's consents.
+    actor: str | None = None
 
     def parsers(self) -> dict[str, Parser]:
         region = region_for(self.center.locale)
@@ -234,6 +239,7 @@ class CustomerImporter:
         }
 
     def run(self, path: Path) -> ImportReport:
+        self.actor = self.actor or f"import of {path.name}"
         try:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError:
@@ -263,7 +269,7 @@ class CustomerImporter:
             parsed.append((number, values))
         if report.problems and not self.skip_invalid:
             raise ImportDataError(report.problems)
-        self._upsert([v for _, v in parsed], header, report)
+        self._upsert([{**v, "__row__": n} for n, v in parsed], header, report)
         return report
 
     def _parse_row(
@@ -337,36 +343,19 @@ class CustomerImporter:
             self.session.flush()
             for col, channel in CONSENT_COLUMNS.items():
                 if col in header:
-                    set_consent(self.session, customer, channel, values[col], source="import")
-
-
-def set_consent(
-    session: Session,
-    customer: Customer,
-    channel: str,
-    granted: bool,
-    *,
-    source: str,
-    purposes: Iterable[Purpose] = (Purpose.SERVICE, Purpose.MARKETING),
-) -> None:
-    """Record consent for a channel; the import's yes/no covers both purposes."""
-    current = {
-        (c.channel, c.purpose): c
-        for c in session.scalars(
-            select(Consent).where(Consent.customer_id == customer.id, Consent.channel == channel)
-        )
-    }
-    for purpose in purposes:
-        row = current.get((channel, str(purpose)))
-        if row is None:
-            session.add(
-                Consent(
-                    customer_id=customer.id,
-                    channel=channel,
-                    purpose=str(purpose),
-                    granted=granted,
-                    source=source,
-                )
-            )
-        elif row.granted != granted:
-            row.granted, row.source = granted, source
+                    outcome = record_consent(
+                        self.session,
+                        customer.id,
+                        channel,
+                        granted=values[col],
+                        source=IMPORT,
+                        actor=self.actor,
+                    )
+                    if outcome.kept_withdrawn:
+                        why = "; ".join(sorted(set(outcome.kept_withdrawn.values())))
+                        purposes = ", ".join(sorted(outcome.kept_withdrawn))
+                        report.kept_withdrawn.append(
+                            f"row {values['__row__']}, column {col}: customer {customer.external_id}: "
+                            f"{channel} consent ({purposes}) stays withdrawn: {why}; only the "
+                            "customer's own re-consent lifts it (careflow consent grant)"
+                        )

@@ -226,6 +226,24 @@ class ConsentChange(Base):
     recorded_at: Mapped[created_at]
 
 
+class AddressOptOut(Base):
+    """A customer's own opt-out, kept by the address it came from as well as on the card.
+
+    So a card imported later with the same phone or e-mail (a second card, a re-created one)
+    is not granted consent the customer withdrew. The address is stored hashed.
+    """
+
+    __tablename__ = "address_opt_outs"
+    __table_args__ = (UniqueConstraint("channel", "address_hash", "purpose"),)
+
+    id: Mapped[intpk]
+    channel: Mapped[str] = mapped_column(String(32))
+    address_hash: Mapped[str] = mapped_column(String(64))  # sha256, see careflow.consent.address_key
+    purpose: Mapped[str] = mapped_column(String(32))
+    source: Mapped[str] = mapped_column(String(64))  # "reply:STOP", "unsubscribe-link", ...
+    created_at: Mapped[created_at]
+
+
 class Vehicle(Base):
     __tablename__ = "vehicles"
     __table_args__ = (

@@ -16,7 +16,7 @@ from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from careflow.config import Settings
-from careflow.importing import set_consent
+from careflow.consent import record_consent
 from careflow.models import Center, Customer, ServiceVisit
 from careflow.plugins import load_plugins
 from careflow.runtime import Runtime
@@ -82,10 +82,10 @@ def add_customer(
     )
     session.add(customer)
     session.flush()
-    set_consent(session, customer, "sms", sms_consent, source="test")
-    set_consent(session, customer, "email", email_consent, source="test")
+    record_consent(session, customer.id, "sms", granted=sms_consent, source="test")
+    record_consent(session, customer.id, "email", granted=email_consent, source="test")
     if whatsapp_consent is not None:  # None: no WhatsApp consent recorded at all
-        set_consent(session, customer, "whatsapp", whatsapp_consent, source="test")
+        record_consent(session, customer.id, "whatsapp", granted=whatsapp_consent, source="test")
     session.flush()
     return customer
 
