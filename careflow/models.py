@@ -141,6 +141,9 @@ class Customer(Base):
             sqlite_where=text("timezone IS NOT NULL"),
             postgresql_where=text("timezone IS NOT NULL"),
         ),
+        # Inbound replies (STOP, HELP, ratings) are matched to cards by the address they came from.
+        Index("ix_customers_phone", "phone"),
+        Index("ix_customers_whatsapp", "whatsapp"),
         Index(
             "ix_customers_birthday_lunar",
             "birth_month",

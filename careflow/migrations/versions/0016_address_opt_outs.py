@@ -1,4 +1,5 @@
-"""address opt-outs: a customer's own opt-out kept by (hashed) address, so no import re-grants it
+"""address opt-outs: a customer's own opt-out kept by (hashed) address, so no import re-grants it;
+indexes to match inbound messages by phone and WhatsApp number
 
 Revision ID: 0016_address_opt_outs
 Revises: 0015_center_country
@@ -34,6 +35,9 @@ def upgrade() -> None:
             name=op.f("uq_address_opt_outs_channel_address_hash_purpose"),
         ),
     )
+    # Inbound messages are matched to cards by phone or WhatsApp number: no full scan per reply.
+    op.create_index("ix_customers_phone", "customers", ["phone"])
+    op.create_index("ix_customers_whatsapp", "customers", ["whatsapp"])
     # Opt-outs customers gave before this table existed are kept by address too.
     bind = op.get_bind()
     rows = bind.execute(
@@ -77,4 +81,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_customers_whatsapp", table_name="customers")
+    op.drop_index("ix_customers_phone", table_name="customers")
     op.drop_table("address_opt_outs")
