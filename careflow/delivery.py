@@ -13,6 +13,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any, cast
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import ColumnElement, Integer, Table, Text, bindparam, column, func, or_, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -23,6 +24,7 @@ from sqlalchemy.types import TypeEngine
 
 from careflow.channels.base import OutgoingMessage, SendResult
 from careflow.channels.whatsapp_content import ContentTemplate, content_template
+from careflow.config import CenterSettings
 from careflow.consent import withdraw_for_carrier_opt_out
 from careflow.email_content import with_footer
 from careflow.errors import SendError, TemplateError
@@ -187,6 +189,9 @@ class _Prepared:
     since: datetime
     customer_id: int
     purpose: str
+    zone: ZoneInfo  # the customer's, for quiet hours at the moment of the send
+    center: CenterSettings | None
+    expires_at: datetime | None
     rendered_now: bool = False  # its body was rendered by this attempt and must be stored
 
 
@@ -235,7 +240,12 @@ def deliver_many(
             _failed_attempt(runtime, event_id, attempt, failure, needs_reconcile=None),
         )
     deadline = None if time_budget is None else started + time_budget
-    _send_many(runtime, prepared, result, deadline)
+
+    # The batch's clock: the instant it was handed, advancing as the sends take their time.
+    def clock() -> datetime:
+        return now + timedelta(seconds=time.monotonic() - started)
+
+    _send_many(runtime, prepared, result, deadline, clock)
     return result
 
 
@@ -431,9 +441,8 @@ def _prepare_event(
         return Outcome.SUPPRESSED
     # Expiry and quiet hours hold at the send too: a retry, a backlog behind a slow sender or
     # a message whose broker copy was lost and re-queued may reach a worker hours later.
-    timing = send_timing(
-        now, customer_zone(customer), runtime.settings.centers.get(center.code), event.expires_at
-    )
+    zone, center_cfg = customer_zone(customer), runtime.settings.centers.get(center.code)
+    timing = send_timing(now, zone, center_cfg, event.expires_at)
     if timing.status is not EventStatus.PLANNED:
         # Not an attempt: handed back uncounted, released (or expired) like a planned deferral.
         _set_status(
@@ -500,6 +509,9 @@ def _prepare_event(
         event.created_at,
         customer.id,
         event.purpose,
+        zone,
+        center_cfg,
+        event.expires_at,
         rendered_now,
     )
 
@@ -521,7 +533,11 @@ def _whatsapp_content(
 
 
 def _send_many(
-    runtime: Runtime, prepared: list[_Prepared], result: BatchResult, deadline: float | None
+    runtime: Runtime,
+    prepared: list[_Prepared],
+    result: BatchResult,
+    deadline: float | None,
+    clock: Callable[[], datetime],
 ) -> None:
     """Call the provider for each message, in order; record the accepted ones in groups.
 
@@ -540,7 +556,7 @@ def _send_many(
                 result.released.extend(p.event_id for p in rest)
                 log.info("batch out of time: %d event(s) handed back to the queue", len(rest))
                 break
-            sent = _send_one(runtime, item)
+            sent = _send_one(runtime, item, clock)
             if not isinstance(sent, SendResult):
                 _note(result, item.event_id, item.attempt, sent)
                 continue
@@ -580,7 +596,7 @@ def _recorded(runtime: Runtime, accepted: list[tuple[_Prepared, SendResult]], re
     _announce_delivered(runtime, [item.event_id for item, _ in accepted])
 
 
-def _send_one(runtime: Runtime, item: _Prepared) -> SendResult | Outcome:
+def _send_one(runtime: Runtime, item: _Prepared, clock: Callable[[], datetime]) -> SendResult | Outcome:
     """One provider call (or a look-up first, after an unclear attempt); failures are recorded here."""
     event_id, message, attempt = item.event_id, item.message, item.attempt
     channel = runtime.channel(message.channel)
@@ -593,7 +609,21 @@ def _send_one(runtime: Runtime, item: _Prepared) -> SendResult | Outcome:
                 log.info("event %s: found at the provider after an unclear attempt; not resending", event_id)
         if result is None:
             pace(runtime, message.channel)  # the sender's rate limit, shared by every worker
-            # The wait for the slot may have been long: a STOP recorded meanwhile still wins.
+            # The wait for the slot may have been long: the window may have closed, the
+            # occasion passed, or the customer's STOP been recorded meanwhile.
+            timing = send_timing(clock(), item.zone, item.center, item.expires_at)
+            if timing.status is not EventStatus.PLANNED:
+                _finish(
+                    runtime,
+                    event_id,
+                    attempt,
+                    timing.status,
+                    status_reason=timing.reason,
+                    not_before=timing.not_before,
+                    attempts=attempt - 1,
+                    claimed_at=None,
+                )
+                return Outcome.DEFERRED if timing.status is EventStatus.DEFERRED else Outcome.EXPIRED
             if not _still_consented(runtime, item):
                 _finish(
                     runtime,

@@ -189,3 +189,23 @@ def test_an_occasion_that_expired_while_queued_is_recorded_expired_and_never_sen
     assert "expired at 2026-05-11T03:00:00+00:00, before it could be sent" in (stored.status_reason or "")
     with runtime.sessions() as session:
         assert session.scalar(select(CareEvent.attempts)) == 0
+
+
+def test_a_batch_still_sending_when_the_window_closes_defers_the_rest(
+    tmp_path: Path, fake_twilio: FakeTwilio
+) -> None:
+    """Quiet hours are checked at each send, after the rate-limit wait, not once per batch."""
+    runtime = twilio_runtime(f"sqlite:///{tmp_path / 'c.db'}", fake_twilio)
+    runtime.settings.twilio.messages_per_second = 0.5  # a slot every 2 s, as on a slow sender
+    with runtime.sessions.begin() as session:
+        for i in range(2):
+            add_customer(session, external_id=f"C{i}", phone=f"+861380013800{i}", birthday=(1990, 5, 11))
+    plan(runtime, now=NOW)
+    ids = [e.id for e in events(runtime)]
+    # The batch starts a second before send_until (20:00 in Shanghai); the second slot is after it.
+    result = deliver_many(runtime, ids, now=parse_instant("2026-05-11T19:59:59+08:00"))
+    assert [m.to for m in fake_twilio.messages] == ["+8613800138000"]
+    assert result.outcomes[ids[1]] is Outcome.DEFERRED
+    late = events(runtime)[1]
+    assert late.status == EventStatus.DEFERRED and late.attempts == 0
+    assert late.not_before == datetime(2026, 5, 12, 1, 0, tzinfo=UTC)
