@@ -23,8 +23,18 @@ from careflow.runtime import Runtime
 
 
 def make_settings(database_url: str, **sections: Any) -> Settings:
-    """Settings for a test: the database, and any sections given as dicts (merged over defaults)."""
+    """Settings for a test: the database, and any sections given as dicts (merged over defaults).
+
+    Centers send around the clock unless the test sets ``send_from``/``send_until``: tests
+    pretend an instant when they plan, while a worker sends at the real one, and quiet hours
+    hold at the send too, so a test about something else must not depend on the hour it runs.
+    """
     data: dict[str, Any] = {"database": {"url": database_url}, **sections}
+    centers = {code: dict(cfg) for code, cfg in (data.pop("centers", None) or {"main": {}}).items()}
+    for cfg in centers.values():
+        if "send_from" not in cfg and "send_until" not in cfg:
+            cfg.update(send_from="00:00", send_until="24:00")
+    data["centers"] = centers
     return Settings.model_validate(data)
 
 

@@ -301,6 +301,8 @@ def test_many_accounts_tried_from_one_address_lock_that_address_out(client: Test
 def test_retry_in_quiet_hours_defers_to_the_window_instead_of_sending(
     client: TestClient, world: World
 ) -> None:
+    world.runtime.settings.centers["north"].send_from = "09:00"
+    world.runtime.settings.centers["north"].send_until = "20:00"
     world.clock.now = world.clock.now.replace(hour=14)  # 22:00 in Shanghai: after send_until
     sign_in(client, "manager@north.example")
     page = client.get("/events")
