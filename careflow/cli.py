@@ -257,6 +257,16 @@ def _center(session: Any, settings: Settings, code: str | None) -> Center:
     return center  # type: ignore[no-any-return]
 
 
+def customer_by_external_id(session: Any, center: Center, external_id: str) -> Customer:
+    """The card with ``external_id`` in ``center``, or an error that names both."""
+    customer = session.scalar(
+        select(Customer).where(Customer.center_id == center.id, Customer.external_id == external_id)
+    )
+    if customer is None:
+        raise CareflowError(f"no customer {external_id!r} in center {center.code}")
+    return customer  # type: ignore[no-any-return]
+
+
 @main.command()
 @click.option(
     "--date",

@@ -12,17 +12,20 @@ from zoneinfo import ZoneInfo
 from dramatiq import Worker
 from dramatiq.brokers.stub import StubBroker
 from sqlalchemy import case, select, update
+from sqlalchemy.orm import joinedload
 
 from careflow.broker import LOCAL, make_broker
-from careflow.config import Settings
+from careflow.config import CenterSettings, Settings
 from careflow.delivery import stale_event_ids
 from careflow.enqueue import enqueue_many
+from careflow.frequency import Cap, apply_frequency_cap
 from careflow.models import CareEvent, EventStatus
 from careflow.quiet_hours import release_deferred
 from careflow.runtime import Runtime
 from careflow.scheduler import PlanReport, customer_id_span, plan
 from careflow.sharding import create_run, shard_count, wait_for_run
 from careflow.tasks import Actors, build_actors
+from careflow.timing_policies import customer_zone, send_timing
 
 log = logging.getLogger(__name__)
 
@@ -104,14 +107,17 @@ def run_day(
     worker = Worker(broker, worker_threads=runtime.settings.broker.worker_threads, worker_timeout=100)
     worker.start()
     try:
-        # The in-process queue died with the last process: the outbox says what is unsent.
-        stale = stale_event_ids(runtime, now=now, stuck_after=stuck_after)
-        actors.enqueue_deliveries(stale)
-        released = release_deferred(runtime, now, enqueue=actors.enqueue_deliveries)
-        report = plan(
-            runtime, now=at, day=day, clock=now, enqueue=actors.enqueue_deliveries, on_batch=on_batch
-        )
-        cast(StubBroker, broker).join(actors.queue, fail_fast=False)
+        # Delivered here, so under the run's own clock: sends see quiet hours and expiry at the
+        # instant this run stands for (``careflow run --now``), not at the wall clock.
+        with runtime.pretending(now):
+            # The in-process queue died with the last process: the outbox says what is unsent.
+            stale = stale_event_ids(runtime, now=now, stuck_after=stuck_after)
+            actors.enqueue_deliveries(stale)
+            released = release_deferred(runtime, now, enqueue=actors.enqueue_deliveries)
+            report = plan(
+                runtime, now=at, day=day, clock=now, enqueue=actors.enqueue_deliveries, on_batch=on_batch
+            )
+            cast(StubBroker, broker).join(actors.queue, fail_fast=False)
     finally:
         worker.stop()
         broker.close()
@@ -154,26 +160,106 @@ def _stale_remote(runtime: Runtime, now: datetime, stuck_after: timedelta) -> li
         return list(old)
 
 
-def retry_events(runtime: Runtime, event_ids: list[int]) -> int:
-    """Put failed events back to planned (after a fix); returns how many were reset.
+@dataclass
+class RetryResult:
+    """What a retry did with each failed event: queued again, deferred, suppressed or expired."""
 
-    The stored body is dropped so a fixed template applies, except where the last attempt
-    may have reached the provider: that body is what reconciliation looks for first.
+    planned: list[int] = field(default_factory=list)  # to queue now
+    deferred: dict[int, datetime] = field(default_factory=dict)  # id -> when its window opens
+    suppressed: list[int] = field(default_factory=list)  # over the frequency cap
+    expired: list[int] = field(default_factory=list)
+
+    @property
+    def reset(self) -> int:
+        return len(self.planned) + len(self.deferred) + len(self.suppressed) + len(self.expired)
+
+    def summary(self) -> str:
+        parts = [f"{len(self.planned)} queued"] if self.planned else []
+        if self.deferred:
+            first = min(self.deferred.values()).isoformat()
+            parts.append(f"{len(self.deferred)} deferred to the sending window (the first until {first})")
+        if self.suppressed:
+            parts.append(f"{len(self.suppressed)} suppressed by the frequency cap")
+        if self.expired:
+            parts.append(f"{len(self.expired)} expired")
+        return ", ".join(parts) or "nothing to retry"
+
+
+def retry_events(runtime: Runtime, event_ids: Sequence[int], *, now: datetime | None = None) -> RetryResult:
+    """Put failed events back (after a fix) through the same timing policies as planning.
+
+    Each is reset with fresh attempts and then, at ``now``: ``expired`` if its occasion has
+    passed, ``suppressed`` if the customer is at the frequency cap (counted in the window
+    ending today), ``deferred`` to the window opening in quiet hours, else ``planned``, with
+    the reason recorded. The stored body is dropped so a fixed template applies, except where
+    the last attempt may have reached the provider: that body is what reconciliation looks for.
+    Only ``planned`` ones are for the caller to queue (``RetryResult.planned``).
     """
+    now = now or runtime.now()
+    centers = runtime.settings.centers
+    result = RetryResult()
     with runtime.sessions.begin() as session:
-        result = session.execute(
-            update(CareEvent)
-            .where(CareEvent.id.in_(event_ids), CareEvent.status == EventStatus.FAILED)
-            .values(
-                status=EventStatus.PLANNED,
-                attempts=0,
-                status_reason="retried by an operator",
-                error_code=None,
-                body=case((CareEvent.needs_reconcile, CareEvent.body), else_=None),
+        events = session.scalars(
+            select(CareEvent)
+            .where(CareEvent.id.in_(list(event_ids)), CareEvent.status == EventStatus.FAILED)
+            .options(joinedload(CareEvent.customer))
+            .order_by(CareEvent.id)
+        ).all()
+        rows: list[dict[str, Any]] = [
+            {
+                "id": event.id,
+                "idempotency_key": event.idempotency_key,
+                "customer_id": event.customer_id,
+                "center_id": event.center_id,
+                "plugin": event.plugin,
+                "priority": event.priority,
+                # The cap counts the window ending on the day it would now be sent.
+                "due_date": now.astimezone(customer_zone(event.customer)).date(),
+                "status": EventStatus.PLANNED,
+                "status_reason": None,
+                "not_before": None,
+            }
+            for event in events
+        ]
+
+        codes = {event.center_id: event.customer.center.code for event in events}
+
+        def center_of(center_id: int) -> CenterSettings | None:
+            return centers.get(codes[center_id])
+
+        apply_frequency_cap(session, rows, cap_for=lambda cid: Cap.of(center_of(cid)), existing_keys=set())
+        for event, row in zip(events, rows, strict=True):
+            if row["status"] == EventStatus.PLANNED:
+                timing = send_timing(
+                    now, customer_zone(event.customer), center_of(event.center_id), event.expires_at
+                )
+                row["status"], row["not_before"], row["status_reason"] = timing
+            status = EventStatus(row["status"])
+            reason = "retried by an operator" + (f"; {row['status_reason']}" if row["status_reason"] else "")
+            done = session.execute(
+                update(CareEvent)
+                .where(CareEvent.id == event.id, CareEvent.status == EventStatus.FAILED)
+                .values(
+                    status=status,
+                    not_before=row["not_before"],
+                    attempts=0,
+                    status_reason=reason,
+                    error_code=None,
+                    body=case((CareEvent.needs_reconcile, CareEvent.body), else_=None),
+                )
+                .execution_options(synchronize_session=False)
             )
-            .execution_options(synchronize_session=False)
-        )
-        return int(getattr(result, "rowcount", 0))
+            if getattr(done, "rowcount", 0) != 1:
+                continue  # retried meanwhile by someone else
+            if status is EventStatus.PLANNED:
+                result.planned.append(event.id)
+            elif status is EventStatus.DEFERRED:
+                result.deferred[event.id] = row["not_before"]
+            elif status is EventStatus.SUPPRESSED:
+                result.suppressed.append(event.id)
+            else:
+                result.expired.append(event.id)
+    return result
 
 
 def queue_events(runtime: Runtime, event_ids: Sequence[int]) -> bool:

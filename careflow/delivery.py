@@ -13,6 +13,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any, cast
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import ColumnElement, Integer, Table, Text, bindparam, column, func, or_, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -23,10 +24,11 @@ from sqlalchemy.types import TypeEngine
 
 from careflow.channels.base import OutgoingMessage, SendResult
 from careflow.channels.whatsapp_content import ContentTemplate, content_template
+from careflow.config import CenterSettings
 from careflow.consent import withdraw_for_carrier_opt_out
 from careflow.email_content import with_footer
 from careflow.errors import SendError, TemplateError
-from careflow.models import CareEvent, Center, Customer, EventStatus, Purpose, utcnow
+from careflow.models import CareEvent, Center, Consent, Customer, EventStatus, Purpose, utcnow
 from careflow.policies import load_consents
 from careflow.provider_status import CARRIER_OPT_OUT, apply_parked
 from careflow.rate_limit import back_off, pace
@@ -35,6 +37,7 @@ from careflow.runtime import Runtime
 from careflow.segments import prefetch_segments
 from careflow.template_lint import lint_refusal
 from careflow.templates import Rendered
+from careflow.timing_policies import customer_zone, send_timing
 from careflow.unsubscribe_links import unsubscribe_url
 
 log = logging.getLogger(__name__)
@@ -56,6 +59,8 @@ class Outcome(enum.StrEnum):
     SENT = "sent"
     FAILED = "failed"
     SUPPRESSED = "suppressed"
+    EXPIRED = "expired"  # its occasion passed before it could be sent
+    DEFERRED = "deferred"  # outside the customer's sending window: released when it opens
     RETRY = "retry"  # transient failure: the broker should redeliver with backoff
     SKIPPED = "skipped"  # someone else holds or finished the event: nothing to do
 
@@ -182,6 +187,11 @@ class _Prepared:
     message: OutgoingMessage
     needs_reconcile: bool
     since: datetime
+    customer_id: int
+    purpose: str
+    zone: ZoneInfo  # the customer's, for quiet hours at the moment of the send
+    center: CenterSettings | None
+    expires_at: datetime | None
     rendered_now: bool = False  # its body was rendered by this attempt and must be stored
 
 
@@ -211,11 +221,12 @@ def deliver_many(
     if not ids:
         return result
     started = time.monotonic()
-    claimed = _claim_many(runtime, ids, now or utcnow(), result, fresh_only=isolate_retried and len(ids) > 1)
+    now = now or runtime.now()
+    claimed = _claim_many(runtime, ids, now, result, fresh_only=isolate_retried and len(ids) > 1)
     if not claimed:
         return result
     try:
-        prepared, broken = _prepare_many(runtime, claimed, result)
+        prepared, broken = _prepare_many(runtime, claimed, result, now)
     except Exception as exc:  # e.g. the database went away, or a hook broke the transaction
         log.exception("events %s: preparing the messages failed", _ids_text(claimed))
         failure = SendError(f"preparing the message failed: {type(exc).__name__}: {exc}", permanent=False)
@@ -229,7 +240,12 @@ def deliver_many(
             _failed_attempt(runtime, event_id, attempt, failure, needs_reconcile=None),
         )
     deadline = None if time_budget is None else started + time_budget
-    _send_many(runtime, prepared, result, deadline)
+
+    # The batch's clock: the instant it was handed, advancing as the sends take their time.
+    def clock() -> datetime:
+        return now + timedelta(seconds=time.monotonic() - started)
+
+    _send_many(runtime, prepared, result, deadline, clock)
     return result
 
 
@@ -321,7 +337,7 @@ def _prepare(
 ) -> Outcome | tuple[OutgoingMessage, bool, datetime]:
     """Prepare one claimed event: its message, or the outcome when it must not be sent."""
     result = BatchResult()
-    prepared, broken = _prepare_many(runtime, {event_id: attempt}, result)
+    prepared, broken = _prepare_many(runtime, {event_id: attempt}, result, runtime.now())
     if broken:
         raise broken[0][2]
     if not prepared:
@@ -330,9 +346,11 @@ def _prepare(
 
 
 def _prepare_many(
-    runtime: Runtime, claimed: dict[int, int], result: BatchResult
+    runtime: Runtime, claimed: dict[int, int], result: BatchResult, now: datetime
 ) -> tuple[list[_Prepared], list[tuple[int, int, SendError]]]:
-    """Re-check consent and render (once; the body is stored), in one short transaction.
+    """Re-check consent, expiry and quiet hours at ``now``; render (once; the body is stored).
+
+    One short transaction for the batch.
 
     Returns the messages to send, and the events whose preparation raised (a plugin's
     template-context hook, say): those are retried like a transient failure.
@@ -354,7 +372,7 @@ def _prepare_many(
             for event in events:
                 attempt = claimed[event.id]
                 try:
-                    item = _prepare_event(runtime, session, event, attempt, granted)
+                    item = _prepare_event(runtime, session, event, attempt, granted, now)
                 except Exception as exc:
                     if isinstance(exc, DBAPIError):
                         raise  # the transaction is gone: the whole batch is retried
@@ -403,6 +421,7 @@ def _prepare_event(
     event: CareEvent,
     attempt: int,
     granted: Mapping[tuple[int, str, str], bool],
+    now: datetime,
 ) -> Outcome | _Prepared:
     event_id = event.id
     customer = event.customer
@@ -420,6 +439,23 @@ def _prepare_event(
             status_reason=f"{event.purpose} consent on {event.channel} withdrawn before sending",
         )
         return Outcome.SUPPRESSED
+    # Expiry and quiet hours hold at the send too: a retry, a backlog behind a slow sender or
+    # a message whose broker copy was lost and re-queued may reach a worker hours later.
+    zone, center_cfg = customer_zone(customer), runtime.settings.centers.get(center.code)
+    timing = send_timing(now, zone, center_cfg, event.expires_at)
+    if timing.status is not EventStatus.PLANNED:
+        # Not an attempt: handed back uncounted, released (or expired) like a planned deferral.
+        _set_status(
+            session,
+            event_id,
+            attempt,
+            timing.status,
+            status_reason=timing.reason,
+            not_before=timing.not_before,
+            attempts=attempt - 1,
+            claimed_at=None,
+        )
+        return Outcome.DEFERRED if timing.status is EventStatus.DEFERRED else Outcome.EXPIRED
     rendered_now = False
     if event.body is None:
         refusal = lint_refusal(runtime, event, center)
@@ -465,7 +501,19 @@ def _prepare_event(
         content_sid=content.content_sid if content else None,
         content_variables=content.content_variables if content else None,
     )
-    return _Prepared(event_id, attempt, message, event.needs_reconcile, event.created_at, rendered_now)
+    return _Prepared(
+        event_id,
+        attempt,
+        message,
+        event.needs_reconcile,
+        event.created_at,
+        customer.id,
+        event.purpose,
+        zone,
+        center_cfg,
+        event.expires_at,
+        rendered_now,
+    )
 
 
 def _whatsapp_content(
@@ -485,7 +533,11 @@ def _whatsapp_content(
 
 
 def _send_many(
-    runtime: Runtime, prepared: list[_Prepared], result: BatchResult, deadline: float | None
+    runtime: Runtime,
+    prepared: list[_Prepared],
+    result: BatchResult,
+    deadline: float | None,
+    clock: Callable[[], datetime],
 ) -> None:
     """Call the provider for each message, in order; record the accepted ones in groups.
 
@@ -504,7 +556,7 @@ def _send_many(
                 result.released.extend(p.event_id for p in rest)
                 log.info("batch out of time: %d event(s) handed back to the queue", len(rest))
                 break
-            sent = _send_one(runtime, item)
+            sent = _send_one(runtime, item, clock)
             if not isinstance(sent, SendResult):
                 _note(result, item.event_id, item.attempt, sent)
                 continue
@@ -544,7 +596,7 @@ def _recorded(runtime: Runtime, accepted: list[tuple[_Prepared, SendResult]], re
     _announce_delivered(runtime, [item.event_id for item, _ in accepted])
 
 
-def _send_one(runtime: Runtime, item: _Prepared) -> SendResult | Outcome:
+def _send_one(runtime: Runtime, item: _Prepared, clock: Callable[[], datetime]) -> SendResult | Outcome:
     """One provider call (or a look-up first, after an unclear attempt); failures are recorded here."""
     event_id, message, attempt = item.event_id, item.message, item.attempt
     channel = runtime.channel(message.channel)
@@ -557,6 +609,32 @@ def _send_one(runtime: Runtime, item: _Prepared) -> SendResult | Outcome:
                 log.info("event %s: found at the provider after an unclear attempt; not resending", event_id)
         if result is None:
             pace(runtime, message.channel)  # the sender's rate limit, shared by every worker
+            # The wait for the slot may have been long: the window may have closed, the
+            # occasion passed, or the customer's STOP been recorded meanwhile.
+            timing = send_timing(clock(), item.zone, item.center, item.expires_at)
+            if timing.status is not EventStatus.PLANNED:
+                _finish(
+                    runtime,
+                    event_id,
+                    attempt,
+                    timing.status,
+                    status_reason=timing.reason,
+                    not_before=timing.not_before,
+                    attempts=attempt - 1,
+                    claimed_at=None,
+                )
+                return Outcome.DEFERRED if timing.status is EventStatus.DEFERRED else Outcome.EXPIRED
+            if not _still_consented(runtime, item):
+                _finish(
+                    runtime,
+                    event_id,
+                    attempt,
+                    EventStatus.SUPPRESSED,
+                    status_reason=f"{item.purpose} consent on {message.channel} withdrawn before sending "
+                    "(re-checked just before the provider call)",
+                )
+                log.info("event %s: consent withdrawn while it waited to be sent; suppressed", event_id)
+                return Outcome.SUPPRESSED
             result = channel.send(message)
     except SendError as exc:
         if exc.code in RATE_LIMITED:
@@ -568,6 +646,28 @@ def _send_one(runtime: Runtime, item: _Prepared) -> SendResult | Outcome:
         unexpected = SendError(f"{type(exc).__name__}: {exc}", permanent=False, ambiguous=True)
         return _failed_attempt(runtime, event_id, attempt, unexpected, needs_reconcile=item.needs_reconcile)
     return result
+
+
+_CONSENT_NOW = select(Consent.granted).where(
+    Consent.customer_id == bindparam("customer_id"),
+    Consent.channel == bindparam("channel"),
+    Consent.purpose == bindparam("purpose"),
+)
+
+
+def _still_consented(runtime: Runtime, item: _Prepared) -> bool:
+    """The customer's consent for this message right now: one unique-index look-up, no transaction.
+
+    Asked immediately before each provider call, after the rate-limit wait, so a withdrawal
+    committed before the message is handed to the provider always wins.
+    """
+    params = {"customer_id": item.customer_id, "channel": item.message.channel, "purpose": item.purpose}
+    try:
+        with runtime.quick_read() as connection:
+            granted = connection.execute(_CONSENT_NOW, params).scalar()
+    except DBAPIError as exc:  # nothing was sent: an ordinary transient failure
+        raise SendError(f"could not re-check consent before sending: {exc.orig}", permanent=False) from exc
+    return bool(granted)
 
 
 def _held(given: Mapping[str, Any]) -> tuple[ColumnElement[bool], ...]:
@@ -658,7 +758,7 @@ def _failed_attempt(
                 # The handset opted out at the carrier: never try this channel again.
                 event = session.get(CareEvent, event_id)
                 assert event is not None and event.channel is not None
-                withdraw_for_carrier_opt_out(session, event.customer_id, event.channel)
+                withdraw_for_carrier_opt_out(session, event.customer_id, event.channel, event.recipient)
         return Outcome.FAILED
     if attempt >= runtime.settings.delivery.max_attempts:
         reason = f"gave up after {attempt} attempts: {exc}"

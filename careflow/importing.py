@@ -19,10 +19,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from careflow.cities import parse_city
+from careflow.consent import IMPORT, record_consent
 from careflow.countries import center_country
 from careflow.csv_files import CsvText, decode_csv, sniff_delimiter
 from careflow.errors import ImportDataError
-from careflow.models import Center, Consent, Customer, Purpose
+from careflow.models import Center, Customer
 
 CUSTOMER_COLUMNS = (
     "external_id",
@@ -68,6 +69,8 @@ class ImportReport:
     unchanged: int = 0  # matched a record that already said exactly this
     skipped_rows: list[int] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    # Consents the file grants that stay withdrawn, because the customer withdrew them.
+    kept_withdrawn: list[str] = field(default_factory=list)
     read_as: str | None = None  # how the file was read: "read c.csv as GB18030 (detected)"
 
     @property
@@ -263,6 +266,8 @@ class CustomerImporter:
     center: Center
     skip_invalid: bool = False
     progress: Progress | None = None
+    # Who or what the consent history names as having recorded the file's consents.
+    actor: str | None = None
 
     def parsers(self) -> dict[str, Parser]:
         region = region_for(self.center)
@@ -286,6 +291,7 @@ class CustomerImporter:
 
     def run_bytes(self, data: bytes, name: str, encoding: str | None = None) -> ImportReport:
         """Import a file's bytes, in ``encoding`` or the one detected (the report says which)."""
+        self.actor = self.actor or f"import of {name}"
         decoded = read_csv_bytes(data, name, self.center, encoding)
         report = self.run_text(decoded.text)
         report.read_as = decoded.describe(name)
@@ -315,7 +321,7 @@ class CustomerImporter:
             parsed.append((number, values))
         if report.problems and not self.skip_invalid:
             raise ImportDataError(report.problems)
-        self._upsert([v for _, v in parsed], header, report)
+        self._upsert([{**v, "__row__": n} for n, v in parsed], header, report)
         return report
 
     def _parse_row(
@@ -397,46 +403,26 @@ class CustomerImporter:
                 self.session.flush()  # consents need the new card's id
             for col, channel in CONSENT_COLUMNS.items():
                 if col in header:
-                    changed |= set_consent(self.session, customer, channel, values[col], source="import")
+                    outcome = record_consent(
+                        self.session,
+                        customer.id,
+                        channel,
+                        granted=values[col],
+                        source=IMPORT,
+                        actor=self.actor,
+                    )
+                    changed |= bool(outcome)
+                    if outcome.kept_withdrawn:
+                        why = "; ".join(sorted(set(outcome.kept_withdrawn.values())))
+                        purposes = ", ".join(sorted(outcome.kept_withdrawn))
+                        report.kept_withdrawn.append(
+                            f"row {values['__row__']}, column {col}: customer {customer.external_id}: "
+                            f"{channel} consent ({purposes}) stays withdrawn: {why}; only the "
+                            "customer's own re-consent lifts it (careflow consent grant)"
+                        )
             if found is None:
                 report.created += 1
             elif changed:
                 report.updated += 1
             else:
                 report.unchanged += 1
-
-
-def set_consent(
-    session: Session,
-    customer: Customer,
-    channel: str,
-    granted: bool,
-    *,
-    source: str,
-    purposes: Iterable[Purpose] = (Purpose.SERVICE, Purpose.MARKETING),
-) -> bool:
-    """Record consent for a channel; the import's yes/no covers both purposes. True if anything changed."""
-    current = {
-        (c.channel, c.purpose): c
-        for c in session.scalars(
-            select(Consent).where(Consent.customer_id == customer.id, Consent.channel == channel)
-        )
-    }
-    changed = False
-    for purpose in purposes:
-        row = current.get((channel, str(purpose)))
-        if row is None:
-            session.add(
-                Consent(
-                    customer_id=customer.id,
-                    channel=channel,
-                    purpose=str(purpose),
-                    granted=granted,
-                    source=source,
-                )
-            )
-            changed = True
-        elif row.granted != granted:
-            row.granted, row.source = granted, source
-            changed = True
-    return changed

@@ -141,6 +141,9 @@ class Customer(Base):
             sqlite_where=text("timezone IS NOT NULL"),
             postgresql_where=text("timezone IS NOT NULL"),
         ),
+        # Inbound replies (STOP, HELP, ratings) are matched to cards by the address they came from.
+        Index("ix_customers_phone", "phone"),
+        Index("ix_customers_whatsapp", "whatsapp"),
         Index(
             "ix_customers_birthday_lunar",
             "birth_month",
@@ -224,6 +227,24 @@ class ConsentChange(Base):
     note: Mapped[str | None] = mapped_column(Text)  # e.g. the evidence of a re-consent
     effective_at: Mapped[datetime]  # when the customer gave or withdrew it (a re-consent names its date)
     recorded_at: Mapped[created_at]
+
+
+class AddressOptOut(Base):
+    """A customer's own opt-out, kept by the address it came from as well as on the card.
+
+    So a card imported later with the same phone or e-mail (a second card, a re-created one)
+    is not granted consent the customer withdrew. The address is stored hashed.
+    """
+
+    __tablename__ = "address_opt_outs"
+    __table_args__ = (UniqueConstraint("channel", "address_hash", "purpose"),)
+
+    id: Mapped[intpk]
+    channel: Mapped[str] = mapped_column(String(32))
+    address_hash: Mapped[str] = mapped_column(String(64))  # sha256, see careflow.consent.address_key
+    purpose: Mapped[str] = mapped_column(String(32))
+    source: Mapped[str] = mapped_column(String(64))  # "reply:STOP", "unsubscribe-link", ...
+    created_at: Mapped[created_at]
 
 
 class Vehicle(Base):

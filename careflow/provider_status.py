@@ -119,5 +119,5 @@ def _apply(session: Session, sid: str, reported: str, target: EventStatus, error
     if changed and error_code == CARRIER_OPT_OUT:
         event = session.scalars(select(CareEvent).where(CareEvent.provider_message_id == sid)).one()
         if event.channel:
-            withdraw_for_carrier_opt_out(session, event.customer_id, event.channel)
+            withdraw_for_carrier_opt_out(session, event.customer_id, event.channel, event.recipient)
     return changed

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, inspect, select
+from sqlalchemy import Connection, Engine, create_engine, inspect, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from careflow.channels.base import Channel
 from careflow.config import CHANNEL_NAMES, Settings
 from careflow.db import make_engine, make_session_factory, migrate
 from careflow.errors import ConfigError
-from careflow.models import Center
+from careflow.models import Center, utcnow
 from careflow.plugins import PluginRegistry, load_plugins
 from careflow.template_db import DatabaseTemplates
 from careflow.templates import TemplateStore
@@ -25,8 +28,11 @@ class Runtime:
     sessions: sessionmaker[Session]
     registry: PluginRegistry
     templates: TemplateStore
+    # What "now" is for this process's sends; ``careflow run --now`` pretends (see ``pretending``).
+    clock: Callable[[], datetime] = utcnow
     _channels: dict[str, Channel] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _read_engine: Engine | None = None
 
     @classmethod
     def build(
@@ -76,6 +82,45 @@ class Runtime:
                 center.name, center.timezone, center.locale = cfg.name, cfg.timezone, cfg.locale
                 center.country = cfg.country_in_effect
 
+    def now(self) -> datetime:
+        """The current instant as this process's deliveries see it."""
+        return self.clock()
+
+    @contextmanager
+    def pretending(self, now: datetime) -> Iterator[None]:
+        """Within the block, ``now()`` starts at ``now`` and runs on with the real clock.
+
+        So a run told to pretend an instant (``careflow run --now``) delivers what it plans
+        under the same clock: quiet hours and expiry agree between planning and sending.
+        """
+        offset = now - utcnow()
+        if abs(offset) < timedelta(seconds=1):
+            yield
+            return
+        saved = self.clock
+        self.clock = lambda: utcnow() + offset
+        try:
+            yield
+        finally:
+            self.clock = saved
+
+    @contextmanager
+    def quick_read(self) -> Iterator[Connection]:
+        """A connection for one small read outside any transaction: no lock, no BEGIN round trip.
+
+        Delivery re-checks consent with it just before each send. On SQLite a plain engine
+        (careflow's own takes the write lock at BEGIN); WAL lets it read beside a writer.
+        """
+        if self._read_engine is None:
+            if self.engine.dialect.name == "sqlite":
+                self._read_engine = create_engine(
+                    self.engine.url, connect_args={"timeout": 30, "check_same_thread": False}
+                )
+            else:
+                self._read_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        with self._read_engine.connect() as connection:
+            yield connection
+
     def channel(self, name: str) -> Channel:
         """The configured sender for a channel, created once per process (clients pool connections)."""
         with self._lock:
@@ -108,4 +153,6 @@ class Runtime:
 
     def close(self) -> None:
         self.templates.close()
+        if self._read_engine is not None and self._read_engine.dialect.name == "sqlite":
+            self._read_engine.dispose()
         self.engine.dispose()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
@@ -70,21 +70,48 @@ def apply_timing_and_caps(
         if row["status"] != EventStatus.PLANNED:
             continue
         customer = customers[row["customer_id"]]
-        tz = ZoneInfo(customer.timezone or customer.center.timezone)
-        window = SendWindow.of(center_of(row["center_id"]))
-        opening = window.next_opening(now, tz)
-        if opening is None:
-            continue
-        expires = row.get("expires_at")
-        if expires is not None and expires <= opening:
-            row["status"] = EventStatus.EXPIRED
-            row["status_reason"] = (
-                f"quiet hours ({window} {tz.key}): the occasion expires at {expires.isoformat()}, "
-                f"before the sending window opens at {opening.isoformat()}"
-            )
-            continue
-        row["status"] = EventStatus.DEFERRED
-        row["not_before"] = opening
-        row["status_reason"] = (
-            f"quiet hours ({window} {tz.key}): deferred until {opening.astimezone(tz).isoformat()}"
+        timing = send_timing(now, customer_zone(customer), center_of(row["center_id"]), row.get("expires_at"))
+        if timing.status is not EventStatus.PLANNED:
+            row["status"], row["not_before"], row["status_reason"] = timing
+
+
+class Timing(NamedTuple):
+    """When an event may go out: now (``planned``), at ``not_before`` (``deferred``), or never."""
+
+    status: EventStatus  # planned, deferred or expired
+    not_before: datetime | None
+    reason: str | None
+
+
+def customer_zone(customer: Customer) -> ZoneInfo:
+    """The zone a customer's quiet hours are kept in: their own, else their center's."""
+    return ZoneInfo(customer.timezone or customer.center.timezone)
+
+
+def send_timing(
+    now: datetime, tz: ZoneInfo, center: CenterSettings | None, expires_at: datetime | None
+) -> Timing:
+    """Expiry and quiet hours for one event at ``now``: the rule planning, retries and sends share."""
+    if expires_at is not None and expires_at <= now:
+        return Timing(
+            EventStatus.EXPIRED,
+            None,
+            f"the occasion expired at {expires_at.isoformat()}, before it could be sent "
+            f"(checked {now.isoformat()})",
         )
+    window = SendWindow.of(center)
+    opening = window.next_opening(now, tz)
+    if opening is None:
+        return Timing(EventStatus.PLANNED, None, None)
+    if expires_at is not None and expires_at <= opening:
+        return Timing(
+            EventStatus.EXPIRED,
+            None,
+            f"quiet hours ({window} {tz.key}): the occasion expires at {expires_at.isoformat()}, "
+            f"before the sending window opens at {opening.isoformat()}",
+        )
+    return Timing(
+        EventStatus.DEFERRED,
+        opening,
+        f"quiet hours ({window} {tz.key}): deferred until {opening.astimezone(tz).isoformat()}",
+    )

@@ -22,8 +22,9 @@ from sqlalchemy import String, cast, exists, literal, select
 from sqlalchemy.orm import Session, aliased
 
 from careflow.care import CarePlugin, InboundReply, Occasion, PlanContext, PluginSettings, PrepareContext
+from careflow.consent import record_consent
 from careflow.hookspecs import hookimpl
-from careflow.importing import FieldProblem, parse_email, parse_phone, set_consent
+from careflow.importing import FieldProblem, parse_email, parse_phone
 from careflow.models import (
     CareEvent,
     Center,
@@ -179,13 +180,13 @@ class SurveyPlugin(CarePlugin):
             card.phone, card.email, card.locale = contact.phone, contact.email, center.locale
             ctx.session.flush()
             for channel in ("sms", "email"):
-                set_consent(
+                record_consent(
                     ctx.session,
-                    card,
+                    card.id,
                     channel,
-                    True,
+                    [Purpose.SERVICE],
+                    granted=True,
                     source="survey staff settings",
-                    purposes=[Purpose.SERVICE],
                 )
         return []
 

@@ -46,7 +46,15 @@ def twilio_runtime(
             "messages_per_second": 0,
         },
         centers={
-            "main": {"name": "Anxin Auto", "timezone": "Asia/Shanghai", "locale": "zh_CN", **(center or {})}
+            "main": {
+                "name": "Anxin Auto",
+                "timezone": "Asia/Shanghai",
+                "locale": "zh_CN",
+                # careflow's own default window, which these policy tests are about.
+                "send_from": "09:00",
+                "send_until": "20:00",
+                **(center or {}),
+            }
         },
         delivery={"max_attempts": 3, "min_backoff_ms": 20, "max_backoff_ms": 200},
         plugins=plugins if plugins is not None else {"birthday": {"enabled": True}},

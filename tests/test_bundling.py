@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from careflow.bundling import BUNDLE_SAMPLES, bundle_key
+from careflow.consent import record_consent
 from careflow.daily import run_day
-from careflow.importing import set_consent
 from careflow.models import CareEvent, EventStatus, Purpose
 from careflow.points import PointsRules
 from careflow.runtime import Runtime
@@ -123,7 +123,7 @@ def test_different_days_and_channels_are_not_bundled(tmp_path: Path, fake_twilio
             customer = add_customer(
                 session, external_id="A", birthday=(1990, 6, 15), email="a@example.com", email_consent=True
             )
-            set_consent(session, customer, "sms", False, source="test", purposes=[Purpose.MARKETING])
+            record_consent(session, customer.id, "sms", [Purpose.MARKETING], granted=False, source="test")
         for day in (DAY, date(2026, 6, 16)):
             plan(runtime, now=NOW, day=day)
         rows = events(runtime)

@@ -174,6 +174,8 @@ provider = "console"
 name = "Anxin Auto"
 timezone = "Asia/Shanghai"
 locale = "en"
+send_from = "00:00"  # around the clock: workers send at the real hour, while these tests pretend one
+send_until = "24:00"
 [plugins.birthday]
 enabled = true
 """,

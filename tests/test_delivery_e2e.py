@@ -41,6 +41,7 @@ def write_config(
     broker_url: str = "local",
     queue: str = "careflow",
     max_attempts: int = 4,
+    send_window: tuple[str, str] = ("00:00", "24:00"),
 ) -> Path:
     path = directory / "careflow.toml"
     path.write_text(
@@ -63,6 +64,8 @@ messages_per_second = 0  # unpaced: these tests are about delivery, not the rate
 name = "Anxin Auto"
 timezone = "Asia/Shanghai"
 locale = "zh_CN"
+send_from = "{send_window[0]}"  # default: around the clock, as workers send at the real hour
+send_until = "{send_window[1]}"
 [delivery]
 max_attempts = {max_attempts}
 min_backoff_ms = 20

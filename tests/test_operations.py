@@ -120,6 +120,8 @@ provider = "console"
 name = "Anxin"
 timezone = "Asia/Shanghai"
 locale = "zh_CN"
+send_from = "00:00"  # around the clock: workers send at the real hour, while these tests pretend one
+send_until = "24:00"
 [plugins.birthday]
 enabled = true
 """,

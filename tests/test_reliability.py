@@ -238,7 +238,9 @@ def test_lease_compare_and_set(db_url: str, tmp_path: Path, fake_twilio: FakeTwi
 def test_the_scheduler_plans_each_center_at_its_local_time_once(
     tmp_path: Path, fake_twilio: FakeTwilio
 ) -> None:
-    config = write_config(tmp_path, db_url=f"sqlite:///{tmp_path / 'c.db'}", twilio=fake_twilio)
+    config = write_config(
+        tmp_path, db_url=f"sqlite:///{tmp_path / 'c.db'}", twilio=fake_twilio, send_window=("09:00", "20:00")
+    )
     with runtime_for(config, fake_twilio) as runtime:
         seed_birthdays(runtime, 4)
         queued: list[int] = []

@@ -41,7 +41,9 @@ def generate(url: str, customers: int = CUSTOMERS) -> None:
 def write_config(directory: Path, db_url: str, broker_url: str = "local", queue: str = "careflow") -> Path:
     """The benchmark's centers (bench/generate.py) with the console channel and the birthday plugin."""
     centers = "\n".join(
-        f'[centers.{code}]\nname = "{code}"\ntimezone = "Asia/Shanghai"\nlocale = "zh_CN"'
+        f'[centers.{code}]\nname = "{code}"\ntimezone = "Asia/Shanghai"\nlocale = "zh_CN"\n'
+        # Around the clock: the workers send at the real hour, while the test pretends one.
+        'send_from = "00:00"\nsend_until = "24:00"'
         for code in ("bj", "sh", "gz", "cd", "hk")
     )
     path = directory / "careflow.toml"

@@ -12,6 +12,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "careflow.commands.templates",
     "careflow.commands.records",
     "careflow.commands.points",
+    "careflow.commands.consent",
     "careflow.commands.report",
     "careflow.commands.retry",
     "careflow.commands.doctor",

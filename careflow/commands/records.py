@@ -51,6 +51,8 @@ def run_import(
         out.print(report.read_as, highlight=False)
     for problem in report.problems:
         err.print(problem, highlight=False, markup=False)
+    for note in report.kept_withdrawn:
+        err.print(note, highlight=False, markup=False)
     if single:
         if report.created or report.updated:
             out.print("visit recorded" if report.created else "visit updated")
@@ -60,6 +62,7 @@ def run_import(
     out.print(
         f"created {report.created}, updated {report.updated}, unchanged {report.unchanged}, "
         f"skipped {len(report.skipped_rows)} invalid row(s)"
+        + (f"; {len(report.kept_withdrawn)} consent(s) kept withdrawn" if report.kept_withdrawn else "")
     )
     out.print(rate(report.written, seconds), highlight=False)
     if report.problems:

@@ -25,9 +25,11 @@ from careflow.models import CareEvent, EventStatus
 def retry(ids: tuple[int, ...], status: str | None, plugin: str | None, day: datetime | None) -> None:
     """Re-queue failed events: by IDS, or all failed ones matching --status/--plugin/--date.
 
-    Each is reset to planned with fresh attempts and queued (delivered at once with the local
-    broker). An event whose last attempt may have reached the provider is looked up there
-    before anything is sent again, so a retry never sends a message twice.
+    Each is reset with fresh attempts and goes through the same timing policies as planning:
+    in quiet hours it is deferred to the sending window, past the frequency cap suppressed,
+    past its expiry expired (the reason recorded); the rest are queued (delivered at once with
+    the local broker). An event whose last attempt may have reached the provider is looked up
+    there before anything is sent again, so a retry never sends a message twice.
     """
     if not (ids or status or plugin or day):
         raise CareflowError("say which events: give IDS, or --status failed (optionally --plugin/--date)")
@@ -54,14 +56,17 @@ def retry(ids: tuple[int, ...], status: str | None, plugin: str | None, day: dat
         if not chosen:
             out.print("no failed events match; nothing to retry")
             return
-        reset = retry_events(runtime, chosen)
-        delivered = queue_events(runtime, chosen)
+        retried = retry_events(runtime, chosen)
+        if not retried.planned:
+            out.print(f"retried {retried.reset} event(s): {retried.summary()}")
+            return
+        delivered = queue_events(runtime, retried.planned)
         if delivered:
             with runtime.sessions() as session:
                 after = (
                     session.execute(select(CareEvent.status).where(CareEvent.id.in_(chosen))).scalars().all()
                 )
             summary = ", ".join(f"{after.count(s)} {s}" for s in sorted(set(after)))
-            out.print(f"retried {reset} event(s): {summary}")
+            out.print(f"retried {retried.reset} event(s): {summary}")
         else:
-            out.print(f"re-queued {reset} event(s): run 'careflow worker' to send")
+            out.print(f"retried {retried.reset} event(s): {retried.summary()}; run 'careflow worker' to send")

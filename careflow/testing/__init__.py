@@ -16,15 +16,25 @@ from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from careflow.config import Settings
-from careflow.importing import set_consent
+from careflow.consent import record_consent
 from careflow.models import Center, Customer, ServiceVisit
 from careflow.plugins import load_plugins
 from careflow.runtime import Runtime
 
 
 def make_settings(database_url: str, **sections: Any) -> Settings:
-    """Settings for a test: the database, and any sections given as dicts (merged over defaults)."""
+    """Settings for a test: the database, and any sections given as dicts (merged over defaults).
+
+    Centers send around the clock unless the test sets ``send_from``/``send_until``: tests
+    pretend an instant when they plan, while a worker sends at the real one, and quiet hours
+    hold at the send too, so a test about something else must not depend on the hour it runs.
+    """
     data: dict[str, Any] = {"database": {"url": database_url}, **sections}
+    centers = {code: dict(cfg) for code, cfg in (data.pop("centers", None) or {"main": {}}).items()}
+    for cfg in centers.values():
+        if "send_from" not in cfg and "send_until" not in cfg:
+            cfg.update(send_from="00:00", send_until="24:00")
+    data["centers"] = centers
     return Settings.model_validate(data)
 
 
@@ -82,10 +92,10 @@ def add_customer(
     )
     session.add(customer)
     session.flush()
-    set_consent(session, customer, "sms", sms_consent, source="test")
-    set_consent(session, customer, "email", email_consent, source="test")
+    record_consent(session, customer.id, "sms", granted=sms_consent, source="test")
+    record_consent(session, customer.id, "email", granted=email_consent, source="test")
     if whatsapp_consent is not None:  # None: no WhatsApp consent recorded at all
-        set_consent(session, customer, "whatsapp", whatsapp_consent, source="test")
+        record_consent(session, customer.id, "whatsapp", granted=whatsapp_consent, source="test")
     session.flush()
     return customer
 

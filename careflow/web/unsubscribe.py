@@ -15,7 +15,7 @@ from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
 from careflow.config import CHANNEL_NAMES
-from careflow.importing import set_consent
+from careflow.consent import UNSUBSCRIBE_LINK, record_consent
 from careflow.models import Customer
 from careflow.runtime import Runtime
 from careflow.unsubscribe_links import BadToken, read_token, secret_key
@@ -62,7 +62,9 @@ def unsubscribe_routes(runtime: Runtime) -> list[Route]:
             customer = session.get(Customer, customer_id)
             name = customer.center.name if customer is not None else "us"
             if customer is not None:
-                set_consent(session, customer, channel, False, source="unsubscribe-link")
+                record_consent(
+                    session, customer.id, channel, granted=False, source=UNSUBSCRIBE_LINK, actor="customer"
+                )
         what = _CHANNEL_WORDS.get(channel, channel)
         return _page("Unsubscribed", escape(f"You will receive no more {what} from {name}."))
 

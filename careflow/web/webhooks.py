@@ -26,11 +26,14 @@ from twilio.request_validator import RequestValidator
 from careflow.care import InboundReply
 from careflow.channels.twilio_sms import INBOUND_PATH, STATUS_CALLBACK_PATH
 from careflow.consent import (
+    REPLY_START,
+    REPLY_STOP,
     Keyword,
     keyword_of,
     mask_phone,
     purposes_withdrawn_by_stop,
     record_consent,
+    remember_by_address,
 )
 from careflow.models import Customer, Reply, utcnow
 from careflow.provider_status import STATUS_MAP, apply_parked, apply_report
@@ -119,12 +122,18 @@ def apply_status_callback(runtime: Runtime, form: dict[str, str]) -> str:
     return outcome
 
 
-def _customers_with(session: Session, phone: str) -> list[Customer]:
-    return list(session.scalars(select(Customer).where(Customer.phone == phone).order_by(Customer.id)))
+def _customers_with(session: Session, channel: str, address: str) -> list[Customer]:
+    """The cards that hold ``address`` on the channel the message came in on.
+
+    A WhatsApp message is matched on the card's WhatsApp number, which may differ from its
+    phone (or be the only number it has); an SMS on the phone.
+    """
+    column = Customer.whatsapp if channel == "whatsapp" else Customer.phone
+    return list(session.scalars(select(Customer).where(column == address).order_by(Customer.id)))
 
 
 def handle_inbound(runtime: Runtime, form: dict[str, str], now: datetime) -> str | None:
-    """Store the reply, apply keywords to every card with that number; returns a TwiML reply text."""
+    """Store the reply, apply keywords to every card with that address; returns a TwiML reply text."""
     sid, sender = _required(form, "MessageSid", "From")
     body = form.get("Body", "")
     channel = "whatsapp" if sender.startswith("whatsapp:") else "sms"
@@ -135,8 +144,8 @@ def handle_inbound(runtime: Runtime, form: dict[str, str], now: datetime) -> str
     with runtime.sessions.begin() as session:
         if session.scalar(select(Reply.id).where(Reply.provider_message_id == sid)) is not None:
             log.info("inbound %s from %s: already stored (repeated webhook)", sid, mask_phone(phone))
-            return _help_text(runtime, session, phone) if keyword is Keyword.HELP else None
-        customers = _customers_with(session, phone)
+            return _help_text(runtime, session, channel, phone) if keyword is Keyword.HELP else None
+        customers = _customers_with(session, channel, phone)
         first = customers[0] if customers else None
         reply = Reply(
             provider_message_id=sid,
@@ -155,12 +164,33 @@ def handle_inbound(runtime: Runtime, form: dict[str, str], now: datetime) -> str
             return None
         for customer in customers:
             purposes = purposes_withdrawn_by_stop(centers.get(customer.center.code))
-            if keyword is Keyword.STOP:
-                record_consent(session, customer.id, channel, purposes, granted=False, source="reply:STOP")
-            elif keyword is Keyword.START:
-                record_consent(session, customer.id, channel, purposes, granted=True, source="reply:START")
+            if keyword in (Keyword.STOP, Keyword.START):
+                record_consent(
+                    session,
+                    customer.id,
+                    channel,
+                    purposes,
+                    granted=keyword is Keyword.START,
+                    source=REPLY_START if keyword is Keyword.START else REPLY_STOP,
+                    actor="customer",
+                    effective_at=now,
+                    address=phone,
+                )
+        if not customers and keyword in (Keyword.STOP, Keyword.START):
+            # No card has this number yet: a card imported later must not be granted what
+            # its owner withdrew from it.
+            purposes = purposes_withdrawn_by_stop(centers.get(runtime.settings.default_center))
+            remember_by_address(
+                session,
+                channel,
+                phone,
+                [str(p) for p in purposes],
+                granted=keyword is Keyword.START,
+                source=REPLY_START if keyword is Keyword.START else REPLY_STOP,
+                now=now,
+            )
         if keyword is Keyword.HELP:
-            answer = _help_text(runtime, session, phone)
+            answer = _help_text(runtime, session, channel, phone)
         if keyword is None:
             _announce(runtime, session, reply)
     log.info(
@@ -173,8 +203,8 @@ def handle_inbound(runtime: Runtime, form: dict[str, str], now: datetime) -> str
     return answer
 
 
-def _help_text(runtime: Runtime, session: Session, phone: str) -> str:
-    customers = _customers_with(session, phone)
+def _help_text(runtime: Runtime, session: Session, channel: str, address: str) -> str:
+    customers = _customers_with(session, channel, address)
     code = customers[0].center.code if customers else runtime.settings.default_center
     center = runtime.settings.centers.get(code) or runtime.settings.centers[runtime.settings.default_center]
     return center.help_text

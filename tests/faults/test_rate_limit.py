@@ -43,6 +43,8 @@ messages_per_second = {RATE}
 [centers.main]
 name = "Anxin Auto"
 timezone = "Asia/Shanghai"
+send_from = "00:00"  # around the clock: workers send at the real hour, while these tests pretend one
+send_until = "24:00"
 [plugins.birthday]
 enabled = true
 """,

@@ -7,7 +7,7 @@ from sqlalchemy import func, select
 from starlette.testclient import TestClient
 
 from careflow.errors import ConfigError
-from careflow.models import CareEvent, ConsoleSession, EventStatus
+from careflow.models import CareEvent, Consent, ConsoleSession, EventStatus
 from careflow.web.console import console_app
 from tests.web.conftest import PASSWORD, World, csrf_of, sign_in
 
@@ -350,3 +350,82 @@ def test_the_customer_card_says_whether_each_voucher_can_still_be_used(
     # The same words as `careflow points show`: the checkout visit is not the voucher's next visit.
     assert "<td>unused</td>" in rows[at_checkout.code]
     assert "<td>lapsed: not used at the maintenance visit on 2026-03-02</td>" in rows[before.code]
+
+
+def test_retry_in_quiet_hours_defers_to_the_window_instead_of_sending(
+    client: TestClient, world: World
+) -> None:
+    world.runtime.settings.centers["north"].send_from = "09:00"
+    world.runtime.settings.centers["north"].send_until = "20:00"
+    world.clock.now = world.clock.now.replace(hour=14)  # 22:00 in Shanghai: after send_until
+    sign_in(client, "manager@north.example")
+    page = client.get("/events")
+    response = client.post(
+        "/events/retry", data={"csrf_token": csrf_of(page.text), "event_id": str(world.failed_event)}
+    )
+    assert response.status_code == 303
+    assert "1 deferred to the sending window (quiet hours)." in client.get(response.headers["location"]).text
+    with world.runtime.sessions() as session:
+        event = session.get(CareEvent, world.failed_event)
+        assert event is not None and event.status == EventStatus.DEFERRED
+        assert event.not_before is not None and event.not_before.hour == 1  # 09:00 in Shanghai
+        assert "retried by an operator; quiet hours (09:00-20:00 Asia/Shanghai)" in (
+            event.status_reason or ""
+        )
+
+
+def _card(client: TestClient, world: World) -> str:
+    response = client.get(f"/customers/{world.north_customer}")
+    assert response.status_code == 200
+    return response.text
+
+
+def test_the_card_shows_the_consent_history_and_records_an_evidenced_reconsent(
+    client: TestClient, world: World
+) -> None:
+    sign_in(client, "manager@north.example")
+    url = f"/customers/{world.north_customer}/consent"
+    stop = {"action": "withdraw", "channel": "sms", "purpose": "marketing", "evidence": "phoned the desk"}
+    response = client.post(url, data={**stop, "csrf_token": csrf_of(_card(client, world))})
+    assert response.status_code == 303
+    card = _card(client, world)
+    assert "customer-request" in card and "phoned the desk" in card and "manager@north.example" in card
+
+    reconsent = {"action": "grant", "channel": "sms", "purpose": "marketing", "date": "2026-05-10"}
+    refused = client.post(url, data={**reconsent, "csrf_token": csrf_of(card)})
+    assert refused.status_code == 422
+    assert "a re-consent needs its evidence" in refused.text
+    given = {**reconsent, "time": "17:30", "evidence": "signed form, ref 77"}
+    assert client.post(url, data={**given, "csrf_token": csrf_of(card)}).status_code == 303
+    card = _card(client, world)
+    assert "re-consent" in card and "signed form, ref 77" in card
+    with world.runtime.sessions() as session:
+        granted = session.scalar(
+            select(Consent.granted).where(
+                Consent.customer_id == world.north_customer,
+                Consent.channel == "sms",
+                Consent.purpose == "marketing",
+            )
+        )
+    assert granted is True
+
+
+def test_a_marketer_cannot_record_consent_and_another_center_is_out_of_reach(
+    client: TestClient, world: World
+) -> None:
+    sign_in(client, "marketer@north.example")
+    card = _card(client, world)
+    assert 'id="record-consent"' not in card
+    response = client.post(
+        f"/customers/{world.north_customer}/consent",
+        data={"action": "withdraw", "channel": "sms", "purpose": "all", "csrf_token": csrf_of(card)},
+    )
+    assert response.status_code == 403
+    client.post("/logout", data={"csrf_token": csrf_of(card)})
+    sign_in(client, "manager@north.example")
+    page = _card(client, world)
+    response = client.post(
+        f"/customers/{world.south_customer}/consent",
+        data={"action": "withdraw", "channel": "sms", "purpose": "all", "csrf_token": csrf_of(page)},
+    )
+    assert response.status_code == 403

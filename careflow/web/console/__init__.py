@@ -34,6 +34,7 @@ def console_routes() -> list[BaseRoute]:
         Route("/customers", views_ops.customer_list),
         Route("/customers/import", views_ops.customer_import, methods=["GET", "POST"]),
         Route("/customers/{customer_id}", views_ops.customer_card),
+        Route("/customers/{customer_id}/consent", views_ops.customer_consent, methods=["POST"]),
         Route("/events", views_ops.event_list),
         Route("/events/retry", views_ops.event_retry, methods=["POST"]),
         Route("/dry-run", views_ops.dry_run),

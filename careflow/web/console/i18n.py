@@ -139,6 +139,28 @@ ZH: dict[str, str] = {
     "Role": "角色",
     "New text": "新建文本",
     "Add a locale or channel a plugin has no text for.": "为插件新增尚无文本的语言或渠道。",
+    "Consent history": "授权记录",
+    "By": "记录人",
+    "Note": "备注",
+    "An import never gives back consent the customer withdrew; only the customer's own re-consent does.": (
+        "导入不会恢复客户本人撤回的授权；只有客户本人再次同意才能恢复。"
+    ),
+    "Record what the customer told you": "记录客户本人的意愿",
+    "The customer": "客户",
+    "gave consent again": "再次同意",
+    "asked to stop": "要求停止",
+    "Date the customer gave it": "客户表示同意的日期",
+    "Time (if known)": "时间（如知道）",
+    "Evidence (how and where; required for a re-consent)": "凭证（方式和地点；再次同意时必填）",
+    "Record": "记录",
+    "Choose a channel and whether the customer gave or withdrew consent.": (
+        "请选择渠道以及客户是同意还是撤回。"
+    ),
+    "Give the date (and time, if known) the customer gave consent.": "请填写客户表示同意的日期（及时间）。",
+    "Choose a purpose.": "请选择用途。",
+    "deferred to the sending window (quiet hours).": "个事件已推迟到允许发送的时段（免打扰时间）。",
+    "suppressed by the frequency cap.": "个事件因发送频次上限被抑制。",
+    "expired.": "个事件已过期。",
 }
 
 

@@ -34,13 +34,21 @@ class Perm(enum.StrEnum):
     EDIT_PLUGINS = "edit_plugins"
     EDIT_TEMPLATES = "edit_templates"
     EDIT_GLOBAL_TEMPLATES = "edit_global_templates"  # the defaults every center inherits
+    RECORD_CONSENT = "record_consent"  # a customer's own re-consent or request to stop
     ALL_CENTERS = "all_centers"
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Perm]] = {
     Role.ADMIN: frozenset(Perm),
     Role.CENTER_MANAGER: frozenset(
-        {Perm.VIEW_REPORTS, Perm.RETRY_EVENTS, Perm.VIEW_CUSTOMERS, Perm.IMPORT_CUSTOMERS, Perm.EDIT_PLUGINS}
+        {
+            Perm.VIEW_REPORTS,
+            Perm.RETRY_EVENTS,
+            Perm.VIEW_CUSTOMERS,
+            Perm.IMPORT_CUSTOMERS,
+            Perm.EDIT_PLUGINS,
+            Perm.RECORD_CONSENT,
+        }
     ),
     # Marketers see their center's customer cards (read only) to preview messages against them.
     Role.MARKETER: frozenset({Perm.VIEW_REPORTS, Perm.VIEW_CUSTOMERS, Perm.EDIT_TEMPLATES}),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
@@ -14,6 +14,15 @@ from starlette.responses import Response
 
 from careflow.broker import LOCAL, make_broker
 from careflow.center_plugins import center_settings, load_overrides
+from careflow.config import CHANNEL_NAMES
+from careflow.consent import (
+    ALL_PURPOSES,
+    CUSTOMER_REQUEST,
+    RE_CONSENT,
+    ConsentRefused,
+    history,
+    record_consent,
+)
 from careflow.daily import retry_events
 from careflow.delivery import render_event
 from careflow.errors import ImportDataError, TemplateError
@@ -182,13 +191,23 @@ def customer_list(ctx: Ctx) -> Response:
     return ctx.render("customers.html", customers=customers, q=q, columns=CUSTOMER_COLUMNS)
 
 
-@guarded(Perm.VIEW_CUSTOMERS)
-def customer_card(ctx: Ctx) -> Response:
+def _card_customer(ctx: Ctx) -> Customer:
     raw = ctx.request.path_params["customer_id"]
     customer = ctx.db.get(Customer, int(raw)) if raw.isdigit() else None
     if customer is None:
         raise NotFound(raw)
     ctx.check_center(customer.center_id)
+    return customer
+
+
+@guarded(Perm.VIEW_CUSTOMERS)
+def customer_card(ctx: Ctx) -> Response:
+    return _render_card(ctx, _card_customer(ctx))
+
+
+def _render_card(
+    ctx: Ctx, customer: Customer, status: int = 200, consent_problem: str | None = None
+) -> Response:
     vehicles = list(
         ctx.db.scalars(select(Vehicle).where(Vehicle.customer_id == customer.id).order_by(Vehicle.plate))
     )
@@ -215,15 +234,74 @@ def customer_card(ctx: Ctx) -> Response:
         )
     )
     extras = reports.customer_extras(ctx.db, customer.id, today=_center_today(ctx))
+    zone = ZoneInfo(customer.timezone or ctx.center.timezone)
     return ctx.render(
         "customer_card.html",
+        status,
         customer=customer,
         vehicles=vehicles,
         visits=visits,
         consents=consents,
+        consent_history=[
+            (change, change.effective_at.astimezone(zone).strftime("%Y-%m-%d %H:%M"))
+            for change in history(ctx.db, customer.id)
+        ],
+        may_record_consent=ctx.user.can(Perm.RECORD_CONSENT),
+        consent_problem=consent_problem,
+        channels=sorted(CHANNEL_NAMES),
+        today=ctx.console.clock().astimezone(zone).date().isoformat(),
         events=events,
         extras=extras,
     )
+
+
+@guarded(Perm.RECORD_CONSENT)
+def customer_consent(ctx: Ctx) -> Response:
+    """Record what the customer said in person: a dated, evidenced re-consent, or a request to stop.
+
+    Nothing else in the console can give consent back once the customer withdrew it.
+    """
+    customer = _card_customer(ctx)
+    channel, purpose, action = ctx.param("channel"), ctx.param("purpose", "all"), ctx.param("action")
+    evidence = ctx.param("evidence").strip()
+    problem = None
+    if channel not in CHANNEL_NAMES or action not in ("grant", "withdraw"):
+        problem = ctx.t("Choose a channel and whether the customer gave or withdrew consent.")
+    purposes = list(ALL_PURPOSES) if purpose == "all" else [p for p in ALL_PURPOSES if str(p) == purpose]
+    zone = ZoneInfo(customer.timezone or ctx.center.timezone)
+    given_at = ctx.console.clock()
+    if action == "grant" and problem is None:
+        try:
+            day = date.fromisoformat(ctx.param("date"))
+            moment = time.fromisoformat(ctx.param("time")) if ctx.param("time") else None
+        except ValueError:
+            problem = ctx.t("Give the date (and time, if known) the customer gave consent.")
+        else:
+            local_now = given_at.astimezone(zone)
+            if moment is not None:
+                given_at = datetime.combine(day, moment, tzinfo=zone)
+            elif day != local_now.date():
+                given_at = datetime.combine(day, time(0), tzinfo=zone)
+    if problem is None and purposes:
+        try:
+            record_consent(
+                ctx.db,
+                customer.id,
+                channel,
+                purposes,
+                granted=action == "grant",
+                source=RE_CONSENT if action == "grant" else CUSTOMER_REQUEST,
+                actor=ctx.user.email,
+                note=evidence or None,
+                effective_at=given_at,
+            )
+        except ConsentRefused as exc:
+            problem = str(exc)
+        else:
+            ctx.db.commit()
+            return ctx.redirect(f"/customers/{customer.id}#consent-history")
+    ctx.db.rollback()
+    return _render_card(ctx, customer, 422, problem or ctx.t("Choose a purpose."))
 
 
 @guarded(Perm.IMPORT_CUSTOMERS, max_body=IMPORT_UPLOAD_BYTES)
@@ -312,17 +390,24 @@ def event_retry(ctx: Ctx) -> Response:
         )
     )
     ctx.db.commit()  # release the read transaction before retry_events writes on its own
-    count = retry_events(ctx.runtime, ids)
+    retried = retry_events(ctx.runtime, ids, now=ctx.console.clock())
     url = ctx.runtime.settings.broker.url
+    count = len(retried.planned)
     if url == LOCAL or count == 0:
         message = f"{count} {ctx.t('events marked planned; the next care run sends them.')}"
     else:
         broker = make_broker(url)
         try:
-            build_actors(broker, ctx.runtime).enqueue_deliveries(ids)
+            build_actors(broker, ctx.runtime).enqueue_deliveries(retried.planned)
         finally:
             broker.close()
         message = f"{count} {ctx.t('events queued for delivery.')}"
+    if retried.deferred:
+        message += f" {len(retried.deferred)} {ctx.t('deferred to the sending window (quiet hours).')}"
+    if retried.suppressed:
+        message += f" {len(retried.suppressed)} {ctx.t('suppressed by the frequency cap.')}"
+    if retried.expired:
+        message += f" {len(retried.expired)} {ctx.t('expired.')}"
     return ctx.redirect(f"/events?status=failed&retried={quote(message)}")
 
 
