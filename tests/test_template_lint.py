@@ -15,7 +15,7 @@ from careflow.testing import add_customer, build_runtime, make_settings, parse_i
 from careflow.testing.twilio_server import FakeTwilio
 from tests.policy_support import events, twilio_runtime
 
-ENV = TemplateStore().env
+STORE = TemplateStore()
 CTX = LintContext(
     variables={"age"}, samples={"age": 38}, marketing=True, segment_budget=2, center_name="安心汽车"
 )
@@ -24,7 +24,7 @@ CTX = LintContext(
 def kinds(
     source: str, name: str = "birthday/sms.zh_CN.j2", ctx: LintContext = CTX
 ) -> list[tuple[str, int | None]]:
-    return [(str(f.kind), f.line) for f in lint_source(ENV, source, name, ctx)]
+    return [(str(f.kind), f.line) for f in lint_source(STORE, source, name, ctx)]
 
 
 def test_a_clean_template_has_no_findings() -> None:
@@ -39,7 +39,7 @@ def test_syntax_error_names_the_line() -> None:
 
 
 def test_undefined_variables_against_the_plugins_declaration() -> None:
-    (finding,) = lint_source(ENV, "Hi\n{{ customer.name }} {{ coupon_code }}", "birthday/sms.en.j2", CTX)
+    (finding,) = lint_source(STORE, "Hi\n{{ customer.name }} {{ coupon_code }}", "birthday/sms.en.j2", CTX)
     assert (finding.kind, finding.line) == (FindingKind.UNDEFINED, 2)
     assert "'coupon_code' is not a template variable" in finding.message
     assert finding.as_dict()["template"] == "birthday/sms.en.j2"
@@ -66,7 +66,7 @@ def test_segment_budget_counts_ucs2_and_the_footer() -> None:
     one = LintContext(variables=set(), marketing=False, segment_budget=1, center_name="安心汽车")
     assert kinds(text, ctx=one) == []
     marketing = LintContext(variables=set(), marketing=True, segment_budget=1, center_name="安心汽车")
-    (finding,) = lint_source(ENV, text, "birthday/sms.zh_CN.j2", marketing)
+    (finding,) = lint_source(STORE, text, "birthday/sms.zh_CN.j2", marketing)
     assert finding.kind is FindingKind.SEGMENTS
     assert "2 SMS segments (UCS-2, 71 units including the opt-out footer)" in finding.message
 
