@@ -20,7 +20,6 @@ from babel.numbers import format_currency, format_decimal
 from jinja2 import (
     BaseLoader,
     ChoiceLoader,
-    DictLoader,
     Environment,
     FileSystemLoader,
     TemplateNotFound,
@@ -161,7 +160,7 @@ class TemplateStore:
     def with_sources(self, sources: Mapping[str, str]) -> TemplateStore:
         """A copy that sees ``sources`` (name -> text) before everything else: unsaved drafts."""
         store = copy.copy(self)
-        store._use_loader(ChoiceLoader([DictLoader(dict(sources)), self.loader]))
+        store._use_loader(ChoiceLoader([_Drafts(sources), self.loader]))
         return store
 
     def env_for(self, center_code: str, *, html: bool = False) -> BudgetedSandbox:
@@ -291,6 +290,21 @@ class TemplateStore:
                 else None
             )
         return Rendered(body=body, subject=subject, template_name=name, locale=used_locale, html=html)
+
+
+class _Drafts(BaseLoader):
+    """Unsaved texts by name; each "file" is its name, so errors point at the draft's lines."""
+
+    def __init__(self, sources: Mapping[str, str]) -> None:
+        self.sources = dict(sources)
+
+    def get_source(self, environment: Environment, template: str) -> tuple[str, str, Callable[[], bool]]:
+        if template not in self.sources:
+            raise TemplateNotFound(template)
+        return self.sources[template], template, lambda: True  # a draft store lives for one render
+
+    def list_templates(self) -> list[str]:
+        return sorted(self.sources)
 
 
 def _environment(loader: BaseLoader, *, autoescape: bool) -> BudgetedSandbox:

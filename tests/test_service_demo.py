@@ -11,7 +11,9 @@ from rich.console import Console
 from sqlalchemy import create_engine, text
 
 from careflow.cli import main
+from careflow.config import load_settings
 from careflow.demo import run_demo
+from careflow.doctor import run_checks
 from careflow.testing import parse_instant
 
 
@@ -49,3 +51,15 @@ def test_demo_shows_maintenance_and_points_firing(tmp_path: Path) -> None:
     assert {("maintenance", "service-soon"), ("maintenance", "service-due")} <= fired
     assert {("points", "threshold"), ("points", "points-expiring"), ("points", "voucher-expiring")} <= fired
     assert "vehicles.csv and visits.csv: 120 vehicles" in stream.getvalue()
+
+
+def test_a_fresh_demo_workspace_passes_doctor(tmp_path: Path) -> None:
+    """Doctor lints the shipped texts with the samples sends and `templates lint` use (issue 13, item 12)."""
+    quiet = Console(file=StringIO())
+    run_demo(tmp_path, customers=30, now=parse_instant("2026-11-23T09:00:00+08:00"), out=quiet, err=quiet)
+    settings = load_settings(tmp_path / "careflow.toml")
+
+    checks = {check.name: check for check in run_checks(lambda: settings)}
+
+    assert checks["templates"].ok, checks["templates"].detail
+    assert [name for name, check in checks.items() if not check.ok] == []

@@ -118,3 +118,77 @@ def test_a_template_that_fails_lint_is_never_used_for_a_send(tmp_path: Path, fak
         assert [m.to for m in fake_twilio.messages] == ["+8613800000002"]
     finally:
         runtime.close()
+
+
+# --- issue 13: centers apart, one counter, render budget ----------------------------------------
+
+
+def test_lint_store_reports_a_centers_template_that_includes_another_centers(tmp_path: Path) -> None:
+    override = tmp_path / "tpl"
+    south = override / "centers" / "south" / "birthday"
+    south.mkdir(parents=True)
+    (south / "sms.en.j2").write_text("South's own offer", "utf-8")
+    north = override / "centers" / "north" / "birthday"
+    north.mkdir(parents=True)
+    (north / "sms.en.j2").write_text(
+        "Hi {{ customer.name }}\n"
+        "{% if age > 200 %}{% include 'centers/south/birthday/sms.en.j2' %}{% endif %}",
+        "utf-8",
+    )
+    runtime = build_runtime(make_settings(f"sqlite:///{tmp_path / 'c.db'}", templates={"dir": str(override)}))
+    try:
+        findings = lint_store(runtime)
+    finally:
+        runtime.close()
+    (finding,) = [f for f in findings if f.template == "centers/north/birthday/sms.en.j2"]
+    assert (finding.kind, finding.line, str(finding.severity)) == (FindingKind.OTHER_CENTER, 2, "error")
+    assert "'centers/south/birthday/sms.en.j2' belongs to center south" in finding.message
+
+
+def test_one_segment_counter_an_escape_pair_never_straddles_two_parts() -> None:
+    # 152 + 2 + 152 = 306 septets, which would fit two parts of 153 if the "€" (escape + char)
+    # could be split between them; it cannot, so carriers bill three.
+    text = "a" * 152 + "€" + "a" * 152
+    assert (count_segments(text).units, count_segments(text).count) == (306, 3)
+    ctx = LintContext(variables=set(), marketing=False, segment_budget=2, center_name="x")
+    (finding,) = lint_source(STORE, text, "birthday/sms.en.j2", ctx)
+    assert finding.kind is FindingKind.SEGMENTS and "renders to 3 SMS segments" in finding.message
+
+
+@pytest.mark.parametrize(
+    ("source", "line"),
+    [
+        ("Hi\n{% for a in customer.name * 50 %}{% for b in customer.name * 50 %}{% endfor %}{% endfor %}", 2),
+        ("Hi\n{% macro m(n) %}{{ m(n + 1) }}{% endmacro %}\n{{ m(0) }}", 2),
+    ],
+)
+def test_a_loop_bomb_or_runaway_recursion_is_a_budget_finding(source: str, line: int) -> None:
+    (finding,) = lint_source(STORE, source, "birthday/sms.en.j2", CTX)
+    assert (finding.kind, finding.line, str(finding.severity)) == (FindingKind.BUDGET, line, "error")
+    assert "birthday/sms.en.j2 line" in str(finding)
+
+
+def test_a_loop_bomb_is_never_sent(tmp_path: Path, fake_twilio: FakeTwilio) -> None:
+    override = tmp_path / "tpl" / "birthday"
+    override.mkdir(parents=True)
+    (override / "sms.zh_CN.j2").write_text(
+        "{% for a in customer.name * 99 %}{% for b in customer.name * 99 %}{% endfor %}{% endfor %}"
+        "{{ customer.name }}生日快乐",
+        "utf-8",
+    )
+    runtime = twilio_runtime(
+        f"sqlite:///{tmp_path / 'c.db'}", fake_twilio, templates={"dir": str(tmp_path / "tpl")}
+    )
+    try:
+        with runtime.sessions.begin() as session:
+            add_customer(
+                session, external_id="ZH", phone="+8613800000001", birthday=(1990, 5, 11), locale="zh_CN"
+            )
+        run_day(runtime, now=parse_instant("2026-05-11T10:00:00+08:00"))
+        (event,) = events(runtime)
+        assert event.status == EventStatus.FAILED and event.error_code == "template-lint"
+        assert "birthday/sms.zh_CN.j2" in (event.status_reason or "")
+        assert "budget" in (event.status_reason or "")
+        assert fake_twilio.messages == []
+    finally:
+        runtime.close()
