@@ -12,7 +12,6 @@ context variable, so the thousands of renders of a delivery run stay as fast as 
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -40,9 +39,10 @@ class RenderBudgetExceeded(SecurityError):
 
 @dataclass(slots=True)
 class _Budget:
-    steps: int
-    depth: int
     deadline: float
+    steps: int = 0
+    depth: int = 0
+    next_check: int = _CLOCK_EVERY  # the step at which _check looks at the limits again
 
 
 _current: ContextVar[_Budget | None] = ContextVar("careflow_render_budget", default=None)
@@ -57,7 +57,7 @@ def render_budget() -> Iterator[None]:
     if _current.get() is not None:
         yield
         return
-    token = _current.set(_Budget(0, 0, time.monotonic() + MAX_SECONDS))
+    token = _current.set(_Budget(time.monotonic() + MAX_SECONDS))
     try:
         yield
     finally:
@@ -69,7 +69,7 @@ def _spend() -> _Budget | None:
     budget = _current.get()
     if budget is not None:
         budget.steps += 1
-        if budget.steps > MAX_STEPS or not budget.steps % _CLOCK_EVERY:
+        if budget.steps >= budget.next_check:
             _check(budget)
     return budget
 
@@ -81,6 +81,7 @@ def _check(budget: _Budget) -> None:
         )
     if time.monotonic() > budget.deadline:
         raise RenderBudgetExceeded(f"rendering took more than {MAX_SECONDS:g} s")
+    budget.next_check = min(budget.steps + _CLOCK_EVERY, MAX_STEPS + 1)
 
 
 def joined(chunks: Iterable[str]) -> str:
@@ -101,16 +102,25 @@ class _BudgetCodeGenerator(CodeGenerator):
     The sandbox sees attribute look-ups and calls but not iteration: ``{% for a in s %}{% for
     b in s %}{% endfor %}{% endfor %}`` would run without ever asking it. Each ``for`` iterates
     ``environment.careflow_iter(<iterable>)`` instead, which counts the items a loop takes,
-    those its ``if`` filter skips included. (Jinja forbids new node types; this is an
-    ordinary call of an environment attribute.)
+    those its ``if`` filter skips included. Written as plain Python, not as a template call,
+    which would cost a sandbox check per loop (Jinja allows no new node types).
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._loop_iterables: set[int] = set()
+
     def visit_For(self, node: nodes.For, frame: Frame) -> None:
-        counted = copy.copy(node)
-        counted.iter = nodes.Call(
-            nodes.EnvironmentAttribute("careflow_iter"), [node.iter], [], None, None, lineno=node.lineno
-        )
-        super().visit_For(counted, frame)
+        self._loop_iterables.add(id(node.iter))
+        super().visit_For(node, frame)
+
+    def visit(self, node: nodes.Node, *args: Any, **kwargs: Any) -> Any:
+        if id(node) not in self._loop_iterables:
+            return super().visit(node, *args, **kwargs)
+        self.write("environment.careflow_iter(")
+        super().visit(node, *args, **kwargs)
+        self.write(")")
+        return None
 
 
 class BudgetedTemplate(Template):
@@ -152,7 +162,7 @@ class BudgetedSandbox(ImmutableSandboxedEnvironment):
             return
         for item in iterable:
             budget.steps += 1  # _spend(), inlined: this runs for every item of every loop
-            if budget.steps > MAX_STEPS or not budget.steps % _CLOCK_EVERY:
+            if budget.steps >= budget.next_check:
                 _check(budget)
             yield item
 
