@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 from typing import Any
 from urllib.parse import quote
+from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
 from sqlalchemy import or_, select
@@ -37,9 +38,13 @@ from careflow.web.console.security import Perm
 DASHBOARD_DAYS = 14
 
 
+def _center_today(ctx: Ctx) -> date:
+    return ctx.console.clock().astimezone(ZoneInfo(ctx.center.timezone)).date()
+
+
 @guarded(Perm.VIEW_REPORTS)
 def dashboard(ctx: Ctx) -> Response:
-    last = ctx.center_today()
+    last = _center_today(ctx)
     first = last - timedelta(days=DASHBOARD_DAYS - 1)
     days = reports.days_between(first, last)
     counts = reports.daily_counts(ctx.db, ctx.center.id, first, last)
@@ -321,7 +326,7 @@ def event_retry(ctx: Ctx) -> Response:
 
 @guarded(Perm.VIEW_REPORTS)
 def dry_run(ctx: Ctx) -> Response:
-    tomorrow = ctx.center_today() + timedelta(days=1)
+    tomorrow = _center_today(ctx) + timedelta(days=1)
     ctx.db.commit()  # planning opens sessions of its own
     report = plan(ctx.runtime, now=ctx.console.clock(), day=tomorrow, dry_run=True)
     rows = []
