@@ -147,14 +147,14 @@ class LintContext:
         return cls(names, samples, marketing, segment_budget, center_name)
 
     def occasion_samples(self) -> tuple[dict[str, Any], frozenset[str]]:
-        """Values for the declared (non-core) variables, and the names that only got a placeholder.
+        """The plugin's sample values plus placeholders, and the names that only got a placeholder.
 
         The one place sample values come from: lint's trial render, ``careflow doctor`` and the
         console's preview with sample data all use it.
         """
-        values = {k: v for k, v in self.samples.items() if k not in CORE_VARIABLES}
+        values = dict(self.samples)  # a plugin's own "occasion" sample picks the branch to try
         guessed = frozenset(v for v in self.variables if v not in CORE_VARIABLES and v not in values)
-        values.update({var: f"‹{var}›" for var in guessed})  # a plausible length for a value
+        values.update({var: f"‹{var}›" for var in guessed})  # text a marketer recognises in a preview
         return values, guessed
 
 

@@ -31,6 +31,7 @@ CORE_VARIABLE_DOCS = {
     "center.help_text": "the center's contact / help line text",
     "occasion": "what the message is about (e.g. birthday)",
     "due_date": "the day the occasion falls on (ISO date; format with | date)",
+    "segment.tier": "the customer's segment: A, B or C (also warranty, activity, rfm)",
     "locale": "the language the text is in",
 }
 
