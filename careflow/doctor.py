@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import date
-from pathlib import Path
-from typing import Any
 
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -14,7 +11,7 @@ from sqlalchemy import text
 
 from careflow.config import Settings, load_settings
 from careflow.db import alembic_config, make_engine
-from careflow.errors import CareflowError, TemplateError
+from careflow.errors import CareflowError
 
 
 @dataclass(frozen=True)
@@ -163,8 +160,10 @@ def _twilio_auth_problem(settings: Settings) -> tuple[str, str] | None:
 
 
 def check_templates(settings: Settings) -> Iterator[Check]:
-    """Every template of every enabled plugin renders for sample data, for every center."""
+    """Every template passes the one linter sends go through (careflow.template_lint), samples and all."""
     from careflow.runtime import Runtime
+    from careflow.template_db import parse_name
+    from careflow.template_lint import Severity, lint_store
 
     try:
         runtime = Runtime.build(settings)
@@ -172,69 +171,30 @@ def check_templates(settings: Settings) -> Iterator[Check]:
         yield Check("templates", False, f"cannot load plugins or templates: {exc}", "fix the named setting")
         return
     try:
-        problems: list[str] = []
-        rendered = 0
-        for failure in runtime.registry.failures:
-            problems.append(f"plugin {failure.name} failed to load: {failure.error}")
-        for name, (plugin, _settings) in runtime.registry.enabled(settings).items():
-            variants = _template_variants(runtime.templates.search_path, name, settings)
-            if not any(channel in settings.channels for channel, _locale, _center in variants):
+        problems = [f"plugin {f.name} failed to load: {f.error}" for f in runtime.registry.failures]
+        keys = [key for n in runtime.templates.loader.list_templates() if (key := parse_name(n)) is not None]
+        for name in runtime.registry.enabled(settings):
+            channels = {channel for _scope, template, channel, _locale in keys if template == name}
+            if not channels & set(settings.channels):
                 problems.append(f"plugin {name}: no template for any configured channel")
-            for channel, locale, center_code in sorted(variants):
-                center = settings.centers[center_code]
-                try:
-                    runtime.templates.render(
-                        name,
-                        channel,
-                        locale=locale,
-                        center_code=center_code,
-                        center_locale=center.locale,
-                        variables=_sample_variables(plugin, center_code, center.name, center.help_text),
-                        marketing=str(plugin.purpose) == "marketing",
-                    )
-                    rendered += 1
-                except TemplateError as exc:
-                    problems.append(f"center {center_code}: {exc}")
+        findings = lint_store(runtime)
+        problems += [str(f) for f in findings if f.severity is Severity.ERROR]
+        warnings = [str(f) for f in findings if f.severity is Severity.WARNING]
         if problems:
             yield Check(
                 "templates",
                 False,
                 "; ".join(problems),
-                "fix the named template; 'careflow events --status failed' lists affected events "
-                "and 'careflow retry' sends them again",
+                "fix the named template ('careflow templates lint' lists every finding); 'careflow events "
+                "--status failed' lists affected events and 'careflow retry' sends them again",
             )
         else:
-            yield Check("templates", True, f"{rendered} template variant(s) render for sample data")
+            detail = f"{len(keys)} template variant(s) render for sample data and pass lint"
+            if warnings:
+                detail += f"; {len(warnings)} warning(s): " + "; ".join(warnings)
+            yield Check("templates", True, detail)
     finally:
         runtime.close()
-
-
-def _template_variants(search_path: list[Path], plugin: str, settings: Settings) -> set[tuple[str, str, str]]:
-    """(channel, locale, center) for every template file of ``plugin`` on the search path."""
-    found: set[tuple[str, str, str]] = set()
-    for base in search_path:
-        for center_code in settings.centers:
-            for folder in (base / plugin, base / "centers" / center_code / plugin):
-                for path in folder.glob("*.j2"):
-                    parts = path.name.split(".")
-                    if len(parts) == 3:
-                        found.add((parts[0], parts[1], center_code))
-    return found
-
-
-def _sample_variables(plugin: Any, center_code: str, center_name: str, help_text: str) -> dict[str, Any]:
-    """Plausible data for a render check; a plugin may offer ``sample_context`` for its own variables."""
-    variables: dict[str, Any] = {
-        "customer": {"name": "Li Hua", "external_id": "SAMPLE", "city": "Shanghai", "birthday": None},
-        "center": {"code": center_code, "name": center_name, "help_text": help_text},
-        "occasion": plugin.name,
-        "due_date": date.today().isoformat(),
-    }
-    for declared in getattr(plugin, "variables", {}):
-        top = declared.split(".")[0]
-        variables.setdefault(top, 30)
-    variables.update(getattr(plugin, "sample_context", {}) or {})
-    return variables
 
 
 def _first_line(exc: BaseException) -> str:

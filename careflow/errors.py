@@ -18,6 +18,15 @@ class PluginError(CareflowError):
 class TemplateError(CareflowError):
     """A template is missing, broken or failed to render; the message names the template."""
 
+    def __init__(self, message: str, *, line: int | None = None, cause: str | None = None) -> None:
+        super().__init__(message)
+        self.line = line  # the template's line, when known
+        self.cause = cause or message  # what went wrong, without the template's name and line
+
+
+class TemplateBudgetError(TemplateError):
+    """A render did more work than any message needs (loop bomb, runaway recursion or output)."""
+
 
 class ImportDataError(CareflowError):
     """An import file has invalid rows; ``problems`` lists each as 'row N, column C: ...'."""

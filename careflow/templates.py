@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import importlib
 import types
 from collections.abc import Callable, Iterator, Mapping
@@ -19,19 +20,21 @@ from babel.numbers import format_currency, format_decimal
 from jinja2 import (
     BaseLoader,
     ChoiceLoader,
+    Environment,
     FileSystemLoader,
-    StrictUndefined,
     TemplateNotFound,
+    TemplateRuntimeError,
     TemplateSyntaxError,
     UndefinedError,
     pass_context,
 )
 from jinja2.exceptions import SecurityError
 from jinja2.runtime import Context
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from careflow.errors import TemplateError
+from careflow.errors import TemplateBudgetError, TemplateError
 from careflow.template_db import DatabaseTemplates, PublishedFirstLoader
+from careflow.template_sandbox import BudgetedSandbox, RenderBudgetExceeded, joined, render_budget
+from careflow.template_scope import CenterScopedLoader, ForeignTemplate
 
 MAX_OUTPUT_CHARS = 5_000
 T = TypeVar("T")
@@ -127,7 +130,12 @@ class Rendered:
 
 
 class TemplateStore:
-    """Finds templates through the loader chain and renders them in the sandbox."""
+    """Finds templates through the loader chain and renders them in the sandbox.
+
+    ``env`` sees every name (listing, reading sources, lint's parsing); a render goes through
+    ``env_for(center)``, which sees only that center's overrides, the global ones and the
+    shipped texts (careflow.template_scope).
+    """
 
     def __init__(
         self,
@@ -142,25 +150,28 @@ class TemplateStore:
         self.database = database
         files: BaseLoader = ChoiceLoader([FileSystemLoader(str(d)) for d in dirs])
         # Versions published in the console come before every file (see careflow.template_db).
-        self.env = ImmutableSandboxedEnvironment(
-            loader=PublishedFirstLoader(database, files) if database is not None else files,
-            undefined=StrictUndefined,
-            trim_blocks=True,
-            lstrip_blocks=True,
-            keep_trailing_newline=False,
-            autoescape=False,
-        )
-        self.env.filters.update(CAREFLOW_FILTERS)
-        # E-mail's HTML part: the same files and filters, every variable HTML-escaped.
-        self.html_env = ImmutableSandboxedEnvironment(
-            loader=self.env.loader,
-            undefined=StrictUndefined,
-            trim_blocks=True,
-            lstrip_blocks=True,
-            keep_trailing_newline=False,
-            autoescape=True,
-        )
-        self.html_env.filters.update(CAREFLOW_FILTERS)
+        self._use_loader(PublishedFirstLoader(database, files) if database is not None else files)
+
+    def _use_loader(self, loader: BaseLoader) -> None:
+        self.loader = loader
+        self.env = _environment(loader, autoescape=False)
+        self._scoped: dict[str, tuple[BudgetedSandbox, BudgetedSandbox]] = {}
+
+    def with_sources(self, sources: Mapping[str, str]) -> TemplateStore:
+        """A copy that sees ``sources`` (name -> text) before everything else: unsaved drafts."""
+        store = copy.copy(self)
+        store._use_loader(ChoiceLoader([_Drafts(sources), self.loader]))
+        return store
+
+    def env_for(self, center_code: str, *, html: bool = False) -> BudgetedSandbox:
+        """The environment a render for ``center_code`` ("" for no center) uses; ``html`` autoescapes."""
+        pair = self._scoped.get(center_code)
+        if pair is None:
+            scoped = CenterScopedLoader(self.loader, center_code)
+            pair = self._scoped.setdefault(
+                center_code, (_environment(scoped, autoescape=False), _environment(scoped, autoescape=True))
+            )
+        return pair[1] if html else pair[0]
 
     def close(self) -> None:
         if self.database is not None:
@@ -205,6 +216,7 @@ class TemplateStore:
     def _resolve(
         self, template: str, channel: str, locale: str | None, center_code: str, center_locale: str
     ) -> str:
+        env = self.env_for(center_code)
         tried = []
         for loc in locale_chain(locale, center_locale):
             for candidate_channel in (channel, *TEXT_FALLBACK.get(channel, ())):
@@ -212,7 +224,7 @@ class TemplateStore:
                     name = f"{prefix}{template}/{candidate_channel}.{loc}.j2"
                     tried.append(name)
                     try:
-                        self.env.get_template(name)
+                        env.get_template(name)
                     except TemplateNotFound:
                         continue
                     except TemplateSyntaxError as exc:
@@ -233,64 +245,119 @@ class TemplateStore:
     ) -> Rendered:
         """Render one message; any failure is a ``TemplateError`` naming template, line and cause."""
         name = self.resolve(template, channel, locale, center_code, center_locale)
+        return self.render_name(
+            name, channel, center_code=center_code, variables=variables, marketing=marketing
+        )
+
+    def render_name(
+        self,
+        name: str,
+        channel: str,
+        *,
+        center_code: str,
+        variables: Mapping[str, Any],
+        marketing: bool = False,
+        allow_empty: bool = False,
+    ) -> Rendered:
+        """Render the template called ``name`` for ``center_code`` ("" for none), as a send would.
+
+        Text, subject and HTML part count against one render budget (careflow.template_sandbox).
+        """
         used_locale = name.rsplit(".", 2)[-2]
-        try:
-            tpl = self.env.get_template(name)
-            context = tpl.new_context({**variables, "locale": used_locale})
-            subject = None
-            body = None
-            try:
-                if "subject" in tpl.blocks:
-                    subject = "".join(tpl.blocks["subject"](context)).strip()
-                if "body" in tpl.blocks:
-                    body = "".join(tpl.blocks["body"](context))
-            except Exception:
-                # Blocks called directly skip Template.render's traceback rewriting, without
-                # which error lines would be lines of the compiled Python, not of the template.
-                self.env.handle_exception()
-            if body is None:
-                body = tpl.render({**variables, "locale": used_locale})
-        except TemplateError:
-            raise
-        except (
-            TemplateSyntaxError,
-            UndefinedError,
-            SecurityError,
-            TypeError,
-            ValueError,
-            ArithmeticError,
-        ) as exc:
-            raise TemplateError(_describe(exc, name)) from None
-        body = body.strip()
-        if not body:
-            raise TemplateError(f"{name}: rendered an empty message")
-        if len(body) > MAX_OUTPUT_CHARS:
-            raise TemplateError(
-                f"{name}: rendered {len(body)} characters, more than the limit of {MAX_OUTPUT_CHARS}"
+        values = {**variables, "locale": used_locale}
+        with render_budget():
+            env = self.env_for(center_code)
+            with _reported(env, name):
+                tpl = env.get_template(name)
+                context = tpl.new_context(values)
+                # Blocks called directly, so that an e-mail's subject and body come from one template.
+                subject = joined(tpl.blocks["subject"](context)).strip() if "subject" in tpl.blocks else None
+                body = joined(
+                    tpl.blocks["body"](context) if "body" in tpl.blocks else tpl.root_render_func(context)
+                )
+            body = body.strip()
+            if not body and not allow_empty:
+                raise TemplateError(f"{name}: rendered an empty message")
+            if len(body) > MAX_OUTPUT_CHARS:
+                raise TemplateError(
+                    f"{name}: rendered {len(body)} characters, more than the limit of {MAX_OUTPUT_CHARS}"
+                )
+            if marketing and channel in ("sms", "whatsapp"):
+                body = with_opt_out_footer(body, used_locale)
+            html = (
+                _render_html(self.env_for(center_code, html=True), name, values)
+                if channel == "email"
+                else None
             )
-        if marketing and channel in ("sms", "whatsapp"):
-            body = with_opt_out_footer(body, used_locale)
-        html = self._render_html(name, {**variables, "locale": used_locale}) if channel == "email" else None
         return Rendered(body=body, subject=subject, template_name=name, locale=used_locale, html=html)
 
-    def _render_html(self, name: str, variables: Mapping[str, Any]) -> str:
-        """The HTML part: an ``html`` block if the template has one, else the body as paragraphs."""
+
+class _Drafts(BaseLoader):
+    """Unsaved texts by name; each "file" is its name, so errors point at the draft's lines."""
+
+    def __init__(self, sources: Mapping[str, str]) -> None:
+        self.sources = dict(sources)
+
+    def get_source(self, environment: Environment, template: str) -> tuple[str, str, Callable[[], bool]]:
+        if template not in self.sources:
+            raise TemplateNotFound(template)
+        return self.sources[template], template, lambda: True  # a draft store lives for one render
+
+    def list_templates(self) -> list[str]:
+        return sorted(self.sources)
+
+
+def _environment(loader: BaseLoader, *, autoescape: bool) -> BudgetedSandbox:
+    env = BudgetedSandbox(loader, autoescape=autoescape)
+    env.filters.update(CAREFLOW_FILTERS)
+    return env
+
+
+# What a template can do wrong while rendering; anything else is careflow's own failure.
+_RENDER_ERRORS = (
+    TemplateSyntaxError,
+    TemplateNotFound,  # an include of a missing template, or of another center's (ForeignTemplate)
+    TemplateRuntimeError,
+    UndefinedError,
+    SecurityError,  # the sandbox, and RenderBudgetExceeded
+    TypeError,
+    ValueError,
+    ArithmeticError,
+)
+
+
+@contextmanager
+def _reported(env: Environment, name: str) -> Iterator[None]:
+    """Jinja's errors inside as a ``TemplateError`` naming ``name``, the line and the cause."""
+    try:
         try:
-            tpl = self.html_env.get_template(name)
-            context = tpl.new_context(dict(variables))
-            block = "html" if "html" in tpl.blocks else "body" if "body" in tpl.blocks else None
-            try:
-                markup = "".join(tpl.blocks[block](context)) if block else tpl.render(dict(variables))
-            except Exception:
-                self.html_env.handle_exception()
-        except (TemplateSyntaxError, UndefinedError, SecurityError, TypeError, ValueError) as exc:
-            raise TemplateError(_describe(exc, name)) from None
-        if block == "html":
-            return markup.strip()
-        # Text written for both parts: blank lines separate paragraphs, newlines break lines.
-        # The text is already escaped, so only these tags are markup.
-        paragraphs = [p.strip() for p in markup.strip().split("\n\n") if p.strip()]
-        return "\n".join("<p>" + p.replace("\n", "<br>\n") + "</p>" for p in paragraphs)
+            yield
+        except RecursionError:
+            # An include that includes itself; macros are stopped earlier (MAX_CALL_DEPTH).
+            raise RenderBudgetExceeded("includes or calls itself without end") from None
+        except Exception:
+            # Blocks called directly skip Template.render's traceback rewriting, without which
+            # error lines would be lines of the compiled Python, not of the template.
+            env.handle_exception()
+    except _RENDER_ERRORS as exc:
+        cls = TemplateBudgetError if isinstance(exc, RenderBudgetExceeded) else TemplateError
+        line, cause = _cause(exc, name)
+        raise cls(_describe(exc, name), line=line, cause=cause) from None
+
+
+def _render_html(env: Environment, name: str, variables: Mapping[str, Any]) -> str:
+    """The HTML part: an ``html`` block if the template has one, else the body as paragraphs."""
+    with _reported(env, name):
+        tpl = env.get_template(name)
+        context = tpl.new_context(dict(variables))
+        block = "html" if "html" in tpl.blocks else "body" if "body" in tpl.blocks else None
+        markup = joined(tpl.blocks[block](context) if block else tpl.root_render_func(context))
+    if block == "html":
+        return markup.strip()
+    # Text written for both parts: blank lines separate paragraphs, newlines break lines.
+    # The text is already escaped, so only these tags are markup.
+    paragraphs = [p.strip() for p in markup.strip().split("\n\n") if p.strip()]
+    return "\n".join("<p>" + p.replace("\n", "<br>\n") + "</p>" for p in paragraphs)
 
 
 def with_opt_out_footer(body: str, locale: str) -> str:
@@ -316,12 +383,20 @@ def _template_line(exc: BaseException, name: str) -> int | None:
 
 
 def _describe(exc: BaseException, name: str) -> str:
-    line = _template_line(exc, name)
+    line, cause = _cause(exc, name)
     where = f"{name} line {line}" if line else name
+    return f"{where}: {cause}"
+
+
+def _cause(exc: BaseException, name: str) -> tuple[int | None, str]:
+    """(template line or None, "kind: message") for an error raised while loading or rendering."""
     kind = {
         TemplateSyntaxError: "syntax error",
         UndefinedError: "undefined variable",
         SecurityError: "not allowed in templates",
+        RenderBudgetExceeded: "render budget exceeded",
+        ForeignTemplate: "another center's template",
+        TemplateNotFound: "template not found",
     }.get(type(exc), type(exc).__name__)
     message = exc.message if isinstance(exc, TemplateSyntaxError) and exc.message else str(exc)
-    return f"{where}: {kind}: {message}"
+    return _template_line(exc, name), f"{kind}: {message}"

@@ -52,9 +52,6 @@ class BirthdayPlugin(CarePlugin):
     }
     samples: ClassVar[Mapping[str, Any]] = {"age": 38}
 
-    # What the console's template preview uses when no real customer is chosen.
-    sample_context: ClassVar[Mapping[str, Any]] = {"age": 36}
-
     def occasions(self, ctx: PlanContext) -> Iterable[Occasion]:
         # The batch's id range inside every term: each is then one index range (month, day, id),
         # so a window reads only its own customers' entries, not the whole day's.

@@ -111,6 +111,7 @@ def test_templates_lint_command_exit_status_and_json(tmp_path: Path, fake_twilio
         {
             "template": "birthday/sms.en.j2",
             "line": 2,
+            "severity": "error",
             "kind": "undefined-variable",
             "message": findings[0]["message"],
         }

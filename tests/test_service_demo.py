@@ -14,7 +14,9 @@ from rich.console import Console
 from sqlalchemy import create_engine, text
 
 from careflow.cli import main
+from careflow.config import load_settings
 from careflow.demo import run_demo
+from careflow.doctor import run_checks
 from careflow.testing import parse_instant
 
 
@@ -98,3 +100,15 @@ def test_a_second_demo_run_says_nothing_new_instead_of_listing_every_message_as_
     assert not [line for line in second.splitlines() if line.startswith("sent ")]
     this_run, _, earlier = second.partition("already recorded by earlier runs")
     assert "(nothing new)" in this_run and re.search(r"birthday\s*│\s*\d+", earlier)
+
+
+def test_a_fresh_demo_workspace_passes_doctor(tmp_path: Path) -> None:
+    """Doctor lints the shipped texts with the samples sends and `templates lint` use (issue 13, item 12)."""
+    quiet = Console(file=StringIO())
+    run_demo(tmp_path, customers=30, now=parse_instant("2026-11-23T09:00:00+08:00"), out=quiet, err=quiet)
+    settings = load_settings(tmp_path / "careflow.toml")
+
+    checks = {check.name: check for check in run_checks(lambda: settings)}
+
+    assert checks["templates"].ok, checks["templates"].detail
+    assert [name for name, check in checks.items() if not check.ok] == []

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from careflow.daily import run_day
-from careflow.errors import TemplateError
+from careflow.errors import TemplateBudgetError, TemplateError
 from careflow.hookspecs import hookimpl
 from careflow.models import CareEvent, Customer, EventStatus
 from careflow.runtime import Runtime
@@ -155,6 +155,89 @@ def test_missing_template_lists_every_name_tried(tmp_path: Path) -> None:
         "nosuch/sms.en.j2",
     ):
         assert name in message
+
+
+# --- one center's templates stay its own (issue 13, item 10) ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("centers/north/birthday/sms.en.j2", "Hi {% include 'centers/south/birthday/sms.en.j2' %}"),
+        ("centers/north/birthday/sms.en.j2", "Hi {% include './centers/south//birthday/sms.en.j2' %}"),
+        ("centers/north/birthday/sms.en.j2", "{% extends 'centers/south/birthday/sms.en.j2' %}"),
+        (
+            "centers/north/birthday/sms.en.j2",
+            "{% from 'centers/south/birthday/sms.en.j2' import offer %}{{ offer() }}",
+        ),
+        ("birthday/sms.en.j2", "{% include 'centers/south/birthday/sms.en.j2' %}"),  # a global text
+    ],
+)
+def test_a_render_for_one_center_cannot_reach_another_centers_template(
+    tmp_path: Path, name: str, text: str
+) -> None:
+    write(
+        tmp_path, "centers/south/birthday/sms.en.j2", "{% macro offer() %}South's 30% off{% endmacro %}SOUTH"
+    )
+    write(tmp_path, name, text)
+
+    message = render_error(TemplateStore(override_dir=tmp_path), "birthday", center_code="north")
+
+    assert message.startswith(name)
+    assert "another center's template" in message
+    assert "belongs to center south" in message
+    assert "South" not in message.replace("centers/south", "")
+
+
+def test_a_center_still_includes_its_own_and_global_templates(tmp_path: Path) -> None:
+    write(tmp_path, "snippets/sign.en.j2", "-- the team")
+    write(tmp_path, "centers/north/snippets/hours.en.j2", "open 8-18")
+    write(
+        tmp_path,
+        "centers/north/birthday/sms.en.j2",
+        "Hi {% include 'centers/north/snippets/hours.en.j2' %} {% include 'snippets/sign.en.j2' %}",
+    )
+
+    rendered = render(TemplateStore(override_dir=tmp_path), "birthday", center_code="north")
+
+    assert rendered.body == "Hi open 8-18 -- the team"
+
+
+# --- render budget (issue 13, item 13) ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        # nested loops over a long string: no output, all work
+        "{% for a in customer.name * 40 %}{% for b in customer.name * 40 %}{% endfor %}{% endfor %}x",
+        "{% for a in customer.name * 5000 if a == '!' %}{% endfor %}x",  # a filter that skips everything
+        "{% macro m(n) %}{{ m(n + 1) }}{% endmacro %}{{ m(0) }}",  # recursion
+        "x{% include 't/sms.en.j2' %}",  # a template that includes itself
+        "{{ ('x' * 100000000) | length }}",  # one operation building 100 MB
+    ],
+)
+def test_a_render_that_exceeds_the_budget_is_a_template_error(tmp_path: Path, source: str) -> None:
+    write(tmp_path, "t/sms.en.j2", source)
+
+    with pytest.raises(TemplateBudgetError) as info:
+        render(TemplateStore(override_dir=tmp_path), "t")
+
+    assert str(info.value).startswith("t/sms.en.j2")
+    assert "render budget exceeded" in str(info.value)
+
+
+def test_loops_within_the_budget_render_as_before(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "t/sms.en.j2",
+        "{% for v in vouchers if v.value %}{{ loop.index }}/{{ loop.length }} {{ v.code }} {% endfor %}",
+    )
+    vouchers = [{"code": f"V{i}", "value": i} for i in range(200)]
+
+    body = render(TemplateStore(override_dir=tmp_path), "t", vouchers=vouchers).body
+
+    assert body.startswith("1/199 V1 2/199 V2") and body.endswith("199/199 V199")
 
 
 # --- filters --------------------------------------------------------------------------------

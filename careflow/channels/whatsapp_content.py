@@ -92,8 +92,16 @@ def content_template(
     rendered: dict[str, str] = {}
     for key, expression in raw_vars.items():
         try:
-            value = store.env.from_string(expression).render(dict(variables)).strip()
-        except (TemplateSyntaxError, UndefinedError, SecurityError, TypeError, ValueError) as exc:
+            # The center's own environment: an expression includes no other center's template.
+            value = store.env_for(center_code).from_string(expression).render(dict(variables)).strip()
+        except (
+            TemplateSyntaxError,
+            TemplateNotFound,
+            UndefinedError,
+            SecurityError,
+            TypeError,
+            ValueError,
+        ) as exc:
             raise TemplateError(f"{name}: variable {key}: {type(exc).__name__}: {exc}") from None
         if not value:
             # WhatsApp rejects a template whose placeholder is empty.

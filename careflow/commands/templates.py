@@ -21,11 +21,14 @@ def templates() -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON finding per line.")
 @_friendly_errors
 def lint(as_json: bool) -> None:
-    """Lint every template: syntax, variables, unsafe constructs, SMS segments with the footer, locales.
+    """Lint every template: syntax, variables, unsafe constructs, other centers' templates, render
+    budget, SMS segments with the footer, locales.
 
-    Exits with status 1 when there is any finding: such a template is never used for a send.
+    The same linter the console publishes with and delivery sends with. Exits with status 1
+    when there is an error finding: such a template is never used for a send (a missing
+    locale is a warning).
     """
-    from careflow.template_lint import lint_store
+    from careflow.template_lint import blocking, lint_store
 
     with opened_runtime() as runtime:
         findings = lint_store(runtime)
@@ -35,12 +38,12 @@ def lint(as_json: bool) -> None:
             click.echo(json.dumps(finding.as_dict(), ensure_ascii=False))
     elif findings:
         table = Table(title=f"{len(findings)} template finding(s)")
-        for col in ("template", "line", "kind", "message"):
+        for col in ("template", "line", "severity", "kind", "message"):
             table.add_column(col, overflow="fold")
         for f in findings:
-            table.add_row(f.template, str(f.line or "-"), str(f.kind), escape(f.message))
+            table.add_row(f.template, str(f.line or "-"), str(f.severity), str(f.kind), escape(f.message))
         out.print(table)
     else:
         out.print(f"all templates pass lint (SMS segment budget {budget})")
-    if findings:
+    if blocking(findings):
         sys.exit(1)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
+from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy import select
@@ -170,6 +171,10 @@ class Ctx:
             Perm=Perm,
             **values,
         )
+
+    def center_today(self) -> date:
+        """The day it is in the center's time zone by the console's clock (not the server's date)."""
+        return self.console.clock().astimezone(ZoneInfo(self.center.timezone)).date()
 
     def check_center(self, center_id: int) -> None:
         """URL guessing ends here: a record of another center is forbidden, not just hidden."""

@@ -50,6 +50,7 @@ ZH: dict[str, str] = {
     "Filters": "过滤器",
     "Encoding": "编码",
     "Segments": "短信条数",
+    "Due date": "到期日",
     "characters": "字符",
     "Opt-out footer added": "已附加退订说明",
     "No opt-out footer (service message)": "无退订说明（服务类消息）",

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
 
-from jinja2 import ChoiceLoader, DictLoader
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -18,9 +14,10 @@ from careflow.delivery import render_event
 from careflow.errors import TemplateError
 from careflow.models import CareEvent, Center, Customer, Purpose
 from careflow.runtime import Runtime
+from careflow.sms_segments import Segments, count_segments
 from careflow.template_db import template_name
+from careflow.template_lint import lint_context
 from careflow.templates import OPT_OUT_FOOTERS
-from careflow.web.console.sms_segments import SegmentCount, count_segments
 
 SMS_CHANNELS = ("sms", "whatsapp")
 
@@ -45,9 +42,10 @@ class Preview:
     body: str | None
     subject: str | None
     error: str | None
-    segments: SegmentCount | None
+    segments: Segments | None
     footer: str | None  # the opt-out footer careflow appended, if it did
     recipient: str  # whom the preview was rendered for
+    due_date: date  # the day the previewed occasion falls on
 
 
 def sample_customer(center: Center) -> Customer:
@@ -65,38 +63,20 @@ def sample_customer(center: Center) -> Customer:
     )
 
 
-def sample_context(plugin: CarePlugin | None) -> dict[str, Any]:
-    """Occasion data for a preview: the plugin's ``sample_context`` if it offers one, else placeholders."""
-    offered = getattr(plugin, "sample_context", None)
-    if isinstance(offered, Mapping):
-        return dict(offered)
-    context: dict[str, Any] = {}
-    for name in plugin.variables if plugin else {}:
-        top = name.split(".")[0]
-        if top not in ("customer", "center"):
-            context[top] = f"‹{top}›"
-    return context
-
-
-def _latest_context(session: Session, customer: Customer, plugin: str) -> dict[str, Any] | None:
-    event = session.scalar(
-        select(CareEvent)
-        .where(CareEvent.customer_id == customer.id, CareEvent.plugin == plugin)
-        .order_by(CareEvent.id.desc())
-        .limit(1)
+def _recorded_event(session: Session, customer: Customer, plugin: str, today: date) -> CareEvent | None:
+    """The customer's event of ``plugin`` to preview: the next one due (from ``today``), else the latest."""
+    mine = select(CareEvent).where(CareEvent.customer_id == customer.id, CareEvent.plugin == plugin)
+    upcoming = session.scalar(
+        mine.where(CareEvent.due_date >= today).order_by(CareEvent.due_date, CareEvent.id).limit(1)
     )
-    return dict(event.context) if event is not None else None
+    if upcoming is not None:
+        return upcoming
+    return session.scalar(mine.order_by(CareEvent.due_date.desc(), CareEvent.id.desc()).limit(1))
 
 
 def runtime_with_draft(runtime: Runtime, draft: Draft) -> Runtime:
     """The same runtime, whose template store sees ``draft`` in place of its saved version."""
-    store = copy.copy(runtime.templates)
-    base_loader = runtime.templates.env.loader
-    assert base_loader is not None
-    store.env = runtime.templates.env.overlay(
-        loader=ChoiceLoader([DictLoader({draft.name: draft.source}), base_loader]), cache_size=0
-    )
-    return dataclasses.replace(runtime, templates=store)
+    return dataclasses.replace(runtime, templates=runtime.templates.with_sources({draft.name: draft.source}))
 
 
 def footer_for(body: str, channel: str, purpose: str, locale: str) -> str | None:
@@ -112,14 +92,23 @@ def preview_draft(
     draft: Draft,
     center: Center,
     plugin: CarePlugin | None,
+    *,
+    today: date,
     customer: Customer | None = None,
-    today: date | None = None,
 ) -> Preview:
-    """What ``customer`` (or a sample customer) would receive if ``draft`` were published now."""
+    """What ``customer`` (or a sample customer) would receive if ``draft`` were published now.
+
+    Dates are the occasion's: a real customer's recorded event (the next one due, else the
+    latest) gives its due date and context; otherwise the plugin's sample values fall on
+    ``today``, the day being planned in the center's time zone, never the server's clock.
+    """
     purpose = str(plugin.purpose) if plugin else str(Purpose.MARKETING)
-    context = sample_context(plugin)
-    if customer is not None:
-        context.update(_latest_context(session, customer, draft.template) or {})
+    context, _ = lint_context(runtime, draft.name).occasion_samples()
+    occasion, due_date = draft.template, today
+    recorded = _recorded_event(session, customer, draft.template, today) if customer is not None else None
+    if recorded is not None:
+        context.update(recorded.context or {})
+        occasion, due_date = recorded.occasion, recorded.due_date
     who = customer or sample_customer(center)
     event = CareEvent(
         template=draft.template,
@@ -127,16 +116,16 @@ def preview_draft(
         locale=draft.locale,
         purpose=purpose,
         plugin=draft.template,
-        occasion=draft.template,
-        due_date=today or date.today(),
+        occasion=occasion,
+        due_date=due_date,
         context=context,
     )
     label = f"{who.name} ({who.external_id})"
     try:
         body, subject = render_event(runtime_with_draft(runtime, draft), event, who, center)
     except TemplateError as exc:
-        return Preview(None, None, str(exc), None, None, label)
+        return Preview(None, None, str(exc), None, None, label, due_date)
     segments = count_segments(body) if draft.channel in SMS_CHANNELS else None
     return Preview(
-        body, subject, None, segments, footer_for(body, draft.channel, purpose, draft.locale), label
+        body, subject, None, segments, footer_for(body, draft.channel, purpose, draft.locale), label, due_date
     )

@@ -13,7 +13,7 @@ from careflow.errors import CareflowError
 from careflow.models import TemplateVersion
 from careflow.runtime import Runtime
 from careflow.template_db import template_name
-from careflow.web.console.lint import Finding, blocking
+from careflow.template_lint import Finding, Severity, blocking
 from careflow.web.console.preview import Draft
 
 
@@ -30,7 +30,7 @@ class LintFailed(CareflowError):
     """Raised when a save is attempted with blocking lint findings."""
 
     def __init__(self, findings: list[Finding]) -> None:
-        super().__init__("; ".join(f.message for f in findings if f.severity == "error"))
+        super().__init__("; ".join(str(f) for f in findings if f.severity is Severity.ERROR))
         self.findings = findings
 
 

@@ -7,9 +7,9 @@ from starlette.responses import Response
 
 from careflow.care import CarePlugin
 from careflow.models import Customer, TemplateVersion
+from careflow.template_lint import Finding, blocking, lint_draft
 from careflow.templates import CAREFLOW_FILTERS
 from careflow.web.console.app import Ctx, Forbidden, NotFound, guarded
-from careflow.web.console.lint import CORE_VARIABLES, Finding, blocking, lint_template
 from careflow.web.console.preview import Draft, Preview, preview_draft
 from careflow.web.console.security import Perm
 from careflow.web.console.template_versions import (
@@ -31,6 +31,7 @@ CORE_VARIABLE_DOCS = {
     "center.help_text": "the center's contact / help line text",
     "occasion": "what the message is about (e.g. birthday)",
     "due_date": "the day the occasion falls on (ISO date; format with | date)",
+    "segment.tier": "the customer's segment: A, B or C (also warranty, activity, rfm)",
     "locale": "the language the text is in",
 }
 
@@ -74,10 +75,16 @@ def _preview_customer(ctx: Ctx) -> Customer | None:
 
 
 def _check(ctx: Ctx, draft: Draft) -> tuple[Preview, list[Finding]]:
+    """The preview and the findings of the one linter (careflow.template_lint), as sends will see them."""
+    findings = lint_draft(ctx.runtime, draft.name, draft.source)
+    return _preview(ctx, draft, _preview_customer(ctx)), findings
+
+
+def _preview(ctx: Ctx, draft: Draft, customer: Customer | None = None) -> Preview:
     plugin = _plugin(ctx, draft.template)
-    findings = lint_template(ctx.runtime, ctx.db, draft, ctx.center, plugin)
-    preview = preview_draft(ctx.runtime, ctx.db, draft, ctx.center, plugin, _preview_customer(ctx))
-    return preview, findings
+    return preview_draft(
+        ctx.runtime, ctx.db, draft, ctx.center, plugin, today=ctx.center_today(), customer=customer
+    )
 
 
 @guarded(Perm.EDIT_TEMPLATES)
@@ -128,7 +135,6 @@ def _editor(ctx: Ctx, draft: Draft, preview: Preview, findings: list[Finding], s
         filters=sorted(CAREFLOW_FILTERS),
         scopes=_scopes_for(ctx),
         plugin=plugin,
-        core=CORE_VARIABLES,
     )
 
 
@@ -162,12 +168,10 @@ def template_rollback(ctx: Ctx) -> Response:
     if old.scope not in _scopes_for(ctx):
         raise Forbidden(f"version {old.id} belongs to scope {old.scope!r}")
     draft = draft_of(old)
-    plugin = _plugin(ctx, draft.template)
-    findings = lint_template(ctx.runtime, ctx.db, draft, ctx.center, plugin)
+    findings = lint_draft(ctx.runtime, draft.name, draft.source)
     if blocking(findings):
         ctx.notices.append(ctx.t("Cannot publish: fix the errors first."))
-        preview = preview_draft(ctx.runtime, ctx.db, draft, ctx.center, plugin)
-        return _editor(ctx, draft, preview, findings, status=422)
+        return _editor(ctx, draft, _preview(ctx, draft), findings, status=422)
     version = save_version(ctx.db, draft, ctx.user.email, findings, note=f"rollback to v{old.version}")
     return ctx.redirect(_edit_path(draft) + f"&saved={version.version}&rolledback={old.version}")
 
