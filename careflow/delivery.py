@@ -24,6 +24,7 @@ from sqlalchemy.types import TypeEngine
 
 from careflow.channels.base import OutgoingMessage, SendResult
 from careflow.channels.whatsapp_content import ContentTemplate, content_template
+from careflow.cities import display_name
 from careflow.config import CenterSettings
 from careflow.consent import withdraw_for_carrier_opt_out
 from careflow.email_content import with_footer
@@ -109,7 +110,8 @@ def template_variables(
         "customer": {
             "name": customer.name,
             "external_id": customer.external_id,
-            "city": customer.city,
+            # Cards keep one canonical name (深圳); a message says it in its own language.
+            "city": display_name(customer.city, event.locale) if customer.city else None,
             "birthday": birthday,
         },
         "center": {

@@ -491,6 +491,29 @@ def test_broken_override_fails_only_its_event_and_sends_nothing_half_rendered(
     assert "Alice Smith" not in printed
 
 
+def test_a_cards_city_is_written_in_the_messages_language(careflow_db_url: str, tmp_path: Path) -> None:
+    """Cards keep one canonical city (深圳, so weather alerts match); an English text says Shenzhen."""
+    override = tmp_path / "override"
+    write(override, "birthday/sms.en.j2", "{{ customer.name }} in {{ customer.city }}")
+    write(override, "birthday/sms.zh_CN.j2", "{{ customer.name }}在{{ customer.city }}")
+    settings = make_settings(
+        careflow_db_url, plugins={"birthday": {"enabled": True}}, templates={"dir": str(override)}
+    )
+    runtime = build_runtime(settings)
+    try:
+        with runtime.sessions.begin() as session:
+            add_customer(session, external_id="en", name="Emma", birthday=(1990, 5, 11), city="深圳")
+            add_customer(
+                session, external_id="zh", name="张伟", birthday=(1990, 5, 11), city="深圳", locale="zh_CN"
+            )
+        run_day(runtime, now=parse_instant("2026-05-11T10:00:00+08:00"))
+        with runtime.sessions() as session:
+            bodies = sorted(b for b in session.scalars(select(CareEvent.body)) if b)
+    finally:
+        runtime.close()
+    assert bodies[0].startswith("Emma in Shenzhen") and bodies[1].startswith("张伟在深圳")
+
+
 # --- e-mail templates of the built-in plugins -----------------------------------------------
 
 # Occasions that switch a template's wording, beyond each plugin's declared ``samples``.
