@@ -108,13 +108,18 @@ def earn_for_visits(session: Session, visits: Sequence[ServiceVisit], rules: Poi
 
 
 def live_lots(session: Session, customer_id: int, today: date) -> list[PointsEntry]:
-    """Unspent, unexpired lots in the order they are spent: soonest expiry first."""
+    """Lots earned by ``today``, unspent and unexpired, in the order they are spent: soonest expiry first.
+
+    Earned by ``today``: a redemption dated in the past (``points redeem --date``) cannot
+    spend points from a visit that came after it.
+    """
     return list(
         session.scalars(
             select(PointsEntry)
             .where(
                 PointsEntry.customer_id == customer_id,
                 PointsEntry.remaining > 0,
+                PointsEntry.entry_date <= today,
                 PointsEntry.expires_on > today,
             )
             .order_by(PointsEntry.expires_on, PointsEntry.id)
@@ -123,11 +128,12 @@ def live_lots(session: Session, customer_id: int, today: date) -> list[PointsEnt
 
 
 def balance(session: Session, customer_id: int, today: date) -> int:
-    """Points the customer can spend on ``today``."""
+    """Points the customer can spend on ``today``: earned by then, not yet spent or expired."""
     total = session.scalar(
         select(func.coalesce(func.sum(PointsEntry.remaining), 0)).where(
             PointsEntry.customer_id == customer_id,
             PointsEntry.remaining > 0,
+            PointsEntry.entry_date <= today,
             PointsEntry.expires_on > today,
         )
     )

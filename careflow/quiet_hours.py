@@ -52,6 +52,10 @@ class SendWindow:
             return self.start <= minute < self.end
         return minute >= self.start or minute < self.end  # a window across midnight
 
+    def deferral(self, opening: datetime, tz: ZoneInfo) -> str:
+        """The reason recorded on an event deferred to ``opening``."""
+        return f"quiet hours ({self} {tz.key}): deferred until {opening.astimezone(tz).isoformat()}"
+
     def next_opening(self, now: datetime, tz: ZoneInfo) -> datetime | None:
         """None when ``now`` is inside the window; otherwise the UTC instant it next opens."""
         local = now.astimezone(tz)
@@ -128,8 +132,7 @@ def _open_now(runtime: Runtime, session: Session, now: datetime) -> list[int]:
         if opening is None:
             due.append(event_id)
         else:
-            reason = f"quiet hours ({window} {tz.key}): deferred until {opening.astimezone(tz).isoformat()}"
-            later[(opening, reason)].append(event_id)
+            later[(opening, window.deferral(opening, tz))].append(event_id)
     for (opening, reason), ids in later.items():
         for start in range(0, len(ids), 1_000):
             session.execute(

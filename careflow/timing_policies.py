@@ -110,8 +110,4 @@ def send_timing(
             f"quiet hours ({window} {tz.key}): the occasion expires at {expires_at.isoformat()}, "
             f"before the sending window opens at {opening.isoformat()}",
         )
-    return Timing(
-        EventStatus.DEFERRED,
-        opening,
-        f"quiet hours ({window} {tz.key}): deferred until {opening.astimezone(tz).isoformat()}",
-    )
+    return Timing(EventStatus.DEFERRED, opening, window.deferral(opening, tz))

@@ -9,10 +9,10 @@ from rich.table import Table
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from careflow.cli import _center, _friendly_errors, main, opened_runtime, out
+from careflow.cli import _center, _friendly_errors, customer_by_external_id, main, opened_runtime, out
 from careflow.errors import CareflowError
 from careflow.importing import FieldProblem
-from careflow.models import Center, Customer, PointsEntry, ServiceVisit, Vehicle, Voucher
+from careflow.models import Customer, PointsEntry, ServiceVisit, Vehicle, Voucher
 from careflow.points import (
     VOUCHER_KINDS,
     PointsRules,
@@ -36,15 +36,6 @@ def _rules(runtime: Runtime) -> PointsRules:
     return rules
 
 
-def _customer(session: Session, center: Center, external_id: str) -> Customer:
-    customer = session.scalar(
-        select(Customer).where(Customer.center_id == center.id, Customer.external_id == external_id)
-    )
-    if customer is None:
-        raise CareflowError(f"no customer {external_id!r} in center {center.code}")
-    return customer
-
-
 _center_option = click.option(
     "--center", "center_code", help="Center code from careflow.toml (default: the first)."
 )
@@ -63,7 +54,7 @@ def points_show(customer_id: str, center_code: str | None) -> None:
     """Show CUSTOMER_ID's balance, ledger (with expiry) and vouchers."""
     with opened_runtime() as runtime, runtime.sessions() as session:
         center = _center(session, runtime.settings, center_code)
-        customer = _customer(session, center, customer_id)
+        customer = customer_by_external_id(session, center, customer_id)
         today = center_today(center)
         entries = session.scalars(
             select(PointsEntry).where(PointsEntry.customer_id == customer.id).order_by(PointsEntry.id)
@@ -118,7 +109,7 @@ def points_adjust(customer_id: str, amount: int, reason: str, center_code: str |
     with opened_runtime() as runtime, runtime.sessions() as session:
         rules = _rules(runtime)
         center = _center(session, runtime.settings, center_code)
-        customer = _customer(session, center, customer_id)
+        customer = customer_by_external_id(session, center, customer_id)
         today = center_today(center)
         adjust(session, customer, amount, reason=reason, today=today, rules=rules)
         session.commit()
@@ -157,7 +148,7 @@ def points_redeem(
     with opened_runtime() as runtime, runtime.sessions() as session:
         rules = _rules(runtime)
         center = _center(session, runtime.settings, center_code)
-        customer = _customer(session, center, customer_id)
+        customer = customer_by_external_id(session, center, customer_id)
         today = center_today(center)
         on = day.date() if day else today
         if on > today:

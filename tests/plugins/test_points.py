@@ -126,9 +126,11 @@ def test_reimporting_a_visit_never_earns_twice(runtime: Runtime) -> None:
 # --- vouchers ---------------------------------------------------------------------------------
 
 
-def rich_customer(session: Session, external_id: str = "C1", points: int = 2500) -> tuple[Customer, Vehicle]:
+def rich_customer(
+    session: Session, external_id: str = "C1", points: int = 2500, earned: date = date(2026, 1, 10)
+) -> tuple[Customer, Vehicle]:
     customer, car = customer_with_car(session, external_id)
-    add_visit(session, car, day=date(2026, 1, 10), kind="repair", amount=points * 10, points=RULES)
+    add_visit(session, car, day=earned, kind="repair", amount=points * 10, points=RULES)
     return customer, car
 
 
@@ -145,6 +147,14 @@ def test_redeem_makes_a_unique_voucher_and_refuses_without_enough_points(session
     assert second.code != first.code and second.code.startswith("V-")
     with pytest.raises(PointsError, match="unknown voucher kind"):
         redeem(session, customer, kind="fuel", blocks=1, today=today, rules=RULES)
+
+
+def test_a_redemption_dated_in_the_past_cannot_spend_points_earned_after_it(session: Session) -> None:
+    customer, _ = rich_customer(session, points=1000, earned=date(2026, 3, 1))
+    with pytest.raises(PointsError, match="not enough points: 1000 needed, 0 available"):
+        redeem(session, customer, kind="repair", blocks=1, today=date(2026, 2, 1), rules=RULES)
+    assert balance(session, customer.id, date(2026, 2, 1)) == 0
+    assert balance(session, customer.id, date(2026, 3, 1)) == 1000
 
 
 def use(session: Session, customer: Customer, code: str, day: date, kind: str = "maintenance") -> Voucher:
@@ -331,8 +341,8 @@ def test_points_expiring_within_30_days_are_told_once(runtime: Runtime) -> None:
 
 def test_voucher_expiring_within_14_days_unused_is_told_once(runtime: Runtime) -> None:
     with runtime.sessions() as s:
-        customer, _ = rich_customer(s, points=1000)
-        other, other_car = rich_customer(s, "C2", points=1000)
+        customer, _ = rich_customer(s, points=1000, earned=date(2025, 12, 1))
+        other, other_car = rich_customer(s, "C2", points=1000, earned=date(2025, 12, 1))
         voucher = redeem(s, customer, kind="repair", blocks=1, today=date(2026, 1, 1), rules=RULES)
         lapsed = redeem(s, other, kind="repair", blocks=1, today=date(2026, 1, 1), rules=RULES)
         add_visit(s, other_car, day=date(2026, 2, 1))  # C2's next maintenance came and went
@@ -347,7 +357,7 @@ def test_voucher_expiring_within_14_days_unused_is_told_once(runtime: Runtime) -
 
 def test_a_voucher_redeemed_at_a_maintenance_checkout_is_reminded_before_it_expires(runtime: Runtime) -> None:
     with runtime.sessions() as s:
-        customer, car = rich_customer(s, points=1000)
+        customer, car = rich_customer(s, points=1000, earned=date(2025, 12, 1))
         add_visit(s, car, day=date(2026, 1, 1))  # redeemed at this visit's checkout, said by date only
         untied = redeem(s, customer, kind="accessory", blocks=1, today=date(2026, 1, 1), rules=RULES)
         s.commit()
@@ -355,7 +365,7 @@ def test_a_voucher_redeemed_at_a_maintenance_checkout_is_reminded_before_it_expi
     plan(runtime, now=NOW, day=date(2026, 6, 20))  # unused, and no maintenance visit since
     assert occasions(runtime) == [("C1", "voucher-expiring", untied.code)]
     with runtime.sessions() as s:
-        other, other_car = rich_customer(s, "C2", points=1000)
+        other, other_car = rich_customer(s, "C2", points=1000, earned=date(2025, 12, 1))
         checkout = add_visit(s, other_car, day=date(2026, 1, 2))
         tied = redeem(
             s, other, kind="repair", blocks=1, today=date(2026, 1, 2), rules=RULES, at_visit=checkout
