@@ -9,13 +9,24 @@ import enum
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import suppress
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, Integer, Table, Text, bindparam, column, func, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    Table,
+    Text,
+    bindparam,
+    column,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, joinedload
@@ -29,7 +40,7 @@ from careflow.config import CenterSettings
 from careflow.consent import withdraw_for_carrier_opt_out
 from careflow.email_content import with_footer
 from careflow.errors import SendError, TemplateError
-from careflow.models import CareEvent, Center, Consent, Customer, EventStatus, Purpose, utcnow
+from careflow.models import CareEvent, Center, Customer, EventStatus, Purpose, utcnow
 from careflow.policies import load_consents
 from careflow.provider_status import CARRIER_OPT_OUT, apply_parked
 from careflow.rate_limit import back_off, pace
@@ -550,6 +561,7 @@ def _send_many(
     pending: list[tuple[_Prepared, SendResult]] = []
     oldest = 0.0
     index = 0
+    consent = _ConsentNow(runtime)
     try:
         for index, item in enumerate(prepared):
             if deadline is not None and index and time.monotonic() > deadline:
@@ -558,7 +570,7 @@ def _send_many(
                 result.released.extend(p.event_id for p in rest)
                 log.info("batch out of time: %d event(s) handed back to the queue", len(rest))
                 break
-            sent = _send_one(runtime, item, clock)
+            sent = _send_one(runtime, item, clock, consent)
             if not isinstance(sent, SendResult):
                 _note(result, item.event_id, item.attempt, sent)
                 continue
@@ -587,6 +599,8 @@ def _send_many(
         with suppress(Exception):
             _release(runtime, [(p.event_id, p.attempt) for p in prepared[index + 1 :]])
         raise
+    finally:
+        consent.close()
     _recorded(runtime, pending, result)
 
 
@@ -598,7 +612,9 @@ def _recorded(runtime: Runtime, accepted: list[tuple[_Prepared, SendResult]], re
     _announce_delivered(runtime, [item.event_id for item, _ in accepted])
 
 
-def _send_one(runtime: Runtime, item: _Prepared, clock: Callable[[], datetime]) -> SendResult | Outcome:
+def _send_one(
+    runtime: Runtime, item: _Prepared, clock: Callable[[], datetime], consent: _ConsentNow
+) -> SendResult | Outcome:
     """One provider call (or a look-up first, after an unclear attempt); failures are recorded here."""
     event_id, message, attempt = item.event_id, item.message, item.attempt
     channel = runtime.channel(message.channel)
@@ -626,7 +642,7 @@ def _send_one(runtime: Runtime, item: _Prepared, clock: Callable[[], datetime]) 
                     claimed_at=None,
                 )
                 return Outcome.DEFERRED if timing.status is EventStatus.DEFERRED else Outcome.EXPIRED
-            if not _still_consented(runtime, item):
+            if not consent.granted(item):
                 _finish(
                     runtime,
                     event_id,
@@ -650,26 +666,58 @@ def _send_one(runtime: Runtime, item: _Prepared, clock: Callable[[], datetime]) 
     return result
 
 
-_CONSENT_NOW = select(Consent.granted).where(
-    Consent.customer_id == bindparam("customer_id"),
-    Consent.channel == bindparam("channel"),
-    Consent.purpose == bindparam("purpose"),
-)
+# The look-up before each send, in the driver's own parameter style: it runs once per message,
+# so it goes straight to the driver's cursor (psycopg prepares it on the server), which costs
+# about a third of a SQLAlchemy execution.
+_CONSENT_NOW = "SELECT granted FROM consents WHERE customer_id = {0} AND channel = {0} AND purpose = {0}"
+_PLACEHOLDER = {"postgresql": "%s", "sqlite": "?"}
 
 
-def _still_consented(runtime: Runtime, item: _Prepared) -> bool:
-    """The customer's consent for this message right now: one unique-index look-up, no transaction.
+def _driver_errors(runtime: Runtime) -> tuple[type[Exception], ...]:
+    """Database errors, the driver's own included (a raw cursor's are not wrapped by SQLAlchemy)."""
+    error = getattr(runtime.engine.dialect.loaded_dbapi, "Error", None)
+    return (DBAPIError, error) if isinstance(error, type) and issubclass(error, Exception) else (DBAPIError,)
 
-    Asked immediately before each provider call, after the rate-limit wait, so a withdrawal
-    committed before the message is handed to the provider always wins.
+
+class _ConsentNow:
+    """The customer's consent right now, asked immediately before each provider call.
+
+    After the rate-limit wait, so a withdrawal committed before the message is handed to the
+    provider always wins. One unique-index look-up per send, on a connection kept for the
+    batch in autocommit: no transaction (and no lock) while the provider is called, and no
+    pool checkout (with its liveness ping) per message.
     """
-    params = {"customer_id": item.customer_id, "channel": item.message.channel, "purpose": item.purpose}
-    try:
-        with runtime.quick_read() as connection:
-            granted = connection.execute(_CONSENT_NOW, params).scalar()
-    except DBAPIError as exc:  # nothing was sent: an ordinary transient failure
-        raise SendError(f"could not re-check consent before sending: {exc.orig}", permanent=False) from exc
-    return bool(granted)
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+        self._open: ExitStack | None = None
+        self._cursor: Any = None
+        self._query = ""
+        self._options: dict[str, Any] = {}
+
+    def granted(self, item: _Prepared) -> bool:
+        params = (item.customer_id, item.message.channel, item.purpose)
+        try:
+            if self._cursor is None:
+                self._open = ExitStack()
+                connection = self._open.enter_context(self._runtime.quick_read())
+                dialect = connection.dialect.name
+                self._query = _CONSENT_NOW.format(_PLACEHOLDER.get(dialect, "%s"))
+                self._options = {"prepare": True} if dialect == "postgresql" else {}
+                self._cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+                self._open.callback(self._cursor.close)
+            self._cursor.execute(self._query, params, **self._options)
+            row = self._cursor.fetchone()
+        except _driver_errors(self._runtime) as exc:  # nothing was sent: transient
+            self.close()  # the next look-up takes a fresh connection
+            raise SendError(f"could not re-check consent before sending: {exc}", permanent=False) from exc
+        return bool(row and row[0])
+
+    def close(self) -> None:
+        if self._open is not None:
+            with suppress(Exception):
+                self._open.close()
+        self._open, self._cursor = None, None
 
 
 def _held(given: Mapping[str, Any]) -> tuple[ColumnElement[bool], ...]:
