@@ -49,7 +49,7 @@ from careflow.runtime import Runtime
 from careflow.segments import prefetch_segments
 from careflow.template_lint import lint_refusal
 from careflow.templates import Rendered
-from careflow.timing_policies import customer_zone, send_timing
+from careflow.timing_policies import Timing, customer_zone, send_timing
 from careflow.unsubscribe_links import unsubscribe_url
 
 log = logging.getLogger(__name__)
@@ -102,6 +102,22 @@ def _set_status(
         .execution_options(synchronize_session=False)
     )
     return getattr(result, "rowcount", 0) == 1
+
+
+_TIMING_OUTCOMES = {EventStatus.DEFERRED: Outcome.DEFERRED, EventStatus.EXPIRED: Outcome.EXPIRED}
+
+
+def _not_now(timing: Timing, attempt: int) -> dict[str, Any]:
+    """An event that may not go out now (quiet hours, or its occasion passed): handed back uncounted.
+
+    Not an attempt: a deferred one is released when its window opens, like a planned deferral.
+    """
+    return {
+        "status_reason": timing.reason,
+        "not_before": timing.not_before,
+        "attempts": attempt - 1,
+        "claimed_at": None,
+    }
 
 
 def _finish(runtime: Runtime, event_id: int, attempt: int, status: EventStatus, **values: Any) -> bool:
@@ -457,18 +473,8 @@ def _prepare_event(
     zone, center_cfg = customer_zone(customer), runtime.settings.centers.get(center.code)
     timing = send_timing(now, zone, center_cfg, event.expires_at)
     if timing.status is not EventStatus.PLANNED:
-        # Not an attempt: handed back uncounted, released (or expired) like a planned deferral.
-        _set_status(
-            session,
-            event_id,
-            attempt,
-            timing.status,
-            status_reason=timing.reason,
-            not_before=timing.not_before,
-            attempts=attempt - 1,
-            claimed_at=None,
-        )
-        return Outcome.DEFERRED if timing.status is EventStatus.DEFERRED else Outcome.EXPIRED
+        _set_status(session, event_id, attempt, timing.status, **_not_now(timing, attempt))
+        return _TIMING_OUTCOMES[timing.status]
     rendered_now = False
     if event.body is None:
         refusal = lint_refusal(runtime, event, center)
@@ -631,17 +637,8 @@ def _send_one(
             # occasion passed, or the customer's STOP been recorded meanwhile.
             timing = send_timing(clock(), item.zone, item.center, item.expires_at)
             if timing.status is not EventStatus.PLANNED:
-                _finish(
-                    runtime,
-                    event_id,
-                    attempt,
-                    timing.status,
-                    status_reason=timing.reason,
-                    not_before=timing.not_before,
-                    attempts=attempt - 1,
-                    claimed_at=None,
-                )
-                return Outcome.DEFERRED if timing.status is EventStatus.DEFERRED else Outcome.EXPIRED
+                _finish(runtime, event_id, attempt, timing.status, **_not_now(timing, attempt))
+                return _TIMING_OUTCOMES[timing.status]
             if not consent.granted(item):
                 _finish(
                     runtime,

@@ -117,22 +117,17 @@ def consent_grant(
     center_code: str | None,
 ) -> None:
     """Record CUSTOMER_ID's own, explicit re-consent: the one way besides a START reply to lift an opt-out."""
-    with opened_runtime() as runtime, runtime.sessions.begin() as session:
-        center = _center(session, runtime.settings, center_code)
-        customer = customer_by_external_id(session, center, customer_id)
-        result = record_consent(
-            session,
-            customer.id,
-            channel,
-            _purposes(purpose),
-            granted=True,
-            source=RE_CONSENT,
-            actor=actor or "careflow consent grant",
-            note=evidence,
-            effective_at=_given_at(customer, given),
-        )
-        changed = ", ".join(result.changed) or "nothing: it was already given"
-        out.print(f"{customer.external_id}: {channel} consent recorded as given ({changed})")
+    _record(
+        customer_id,
+        center_code,
+        channel,
+        purpose,
+        granted=True,
+        source=RE_CONSENT,
+        actor=actor or "careflow consent grant",
+        note=evidence,
+        given=given,
+    )
 
 
 @consent.command(name="withdraw")
@@ -147,6 +142,31 @@ def consent_withdraw(
     customer_id: str, channel: str, purpose: str, note: str | None, actor: str | None, center_code: str | None
 ) -> None:
     """Record that CUSTOMER_ID asked to stop (by phone, at the desk): it sticks like a STOP reply."""
+    _record(
+        customer_id,
+        center_code,
+        channel,
+        purpose,
+        granted=False,
+        source=CUSTOMER_REQUEST,
+        actor=actor or "careflow consent withdraw",
+        note=note,
+    )
+
+
+def _record(
+    customer_id: str,
+    center_code: str | None,
+    channel: str,
+    purpose: str,
+    *,
+    granted: bool,
+    source: str,
+    actor: str,
+    note: str | None,
+    given: datetime | None = None,
+) -> None:
+    """Record what the customer said, as of ``given`` (default: now), and say what changed."""
     with opened_runtime() as runtime, runtime.sessions.begin() as session:
         center = _center(session, runtime.settings, center_code)
         customer = customer_by_external_id(session, center, customer_id)
@@ -155,10 +175,12 @@ def consent_withdraw(
             customer.id,
             channel,
             _purposes(purpose),
-            granted=False,
-            source=CUSTOMER_REQUEST,
-            actor=actor or "careflow consent withdraw",
+            granted=granted,
+            source=source,
+            actor=actor,
             note=note,
+            effective_at=_given_at(customer, given) if given is not None else None,
         )
-        changed = ", ".join(result.changed) or "nothing: it was already withdrawn"
-        out.print(f"{customer.external_id}: {channel} consent recorded as withdrawn ({changed})")
+    word = "given" if granted else "withdrawn"
+    changed = ", ".join(result.changed) or f"nothing: it was already {word}"
+    out.print(f"{customer.external_id}: {channel} consent recorded as {word} ({changed})")
