@@ -296,7 +296,7 @@ def _check_re_consent(
     effective_at: datetime | None,
     now: datetime,
 ) -> None:
-    """A re-consent must be evidenced, dated, and given after the withdrawal it lifts."""
+    """A re-consent must be evidenced, dated, and given after the customer's withdrawal it lifts."""
     if not note or not note.strip():
         raise ConsentRefused("a re-consent needs its evidence: how and where the customer gave it")
     if effective_at is None:
@@ -312,6 +312,7 @@ def _check_re_consent(
             ConsentChange.channel == channel,
             ConsentChange.purpose.in_(purposes),
             ConsentChange.granted.is_(False),
+            ConsentChange.source.in_(sorted(_CUSTOMERS_OWN)),
         )
         .order_by(ConsentChange.effective_at.desc())
         .limit(1)

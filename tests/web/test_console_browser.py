@@ -251,6 +251,38 @@ def test_customer_card_dashboard_and_dry_run(page: Page, server: str, world: Wor
     expect(page.locator("#dry-run")).not_to_contain_text("Emma")
 
 
+def test_record_a_customers_reconsent_on_the_card_and_see_it_in_the_history(
+    page: Page, server: str, world: World
+) -> None:
+    sign_in(page, server, "manager@north.example")
+    page.goto(server + f"/customers/{world.north_customer}")
+    form = page.locator("#record-consent")
+    form.get_by_label("The customer", exact=True).select_option("withdraw")
+    form.get_by_label("Channel").select_option("sms")
+    form.get_by_label("Purpose").select_option("marketing")
+    form.get_by_label("Evidence (how and where; required for a re-consent)").fill("phoned the desk")
+    form.get_by_role("button", name="Record").click()
+    history = page.locator("#consent-history table")
+    expect(history).to_contain_text("customer-request")
+    expect(history).to_contain_text("phoned the desk")
+    # A re-consent without its evidence is refused, with the reason, and nothing changes.
+    form = page.locator("#record-consent")
+    form.get_by_label("Purpose").select_option("marketing")
+    form.get_by_role("button", name="Record").click()
+    expect(page.get_by_role("alert")).to_contain_text("a re-consent needs its evidence")
+    form = page.locator("#record-consent")
+    form.get_by_label("Channel").select_option("sms")
+    form.get_by_label("Purpose").select_option("marketing")
+    form.get_by_label("Time (if known)").fill("18:30")
+    form.get_by_label("Evidence (how and where; required for a re-consent)").fill("signed form, ref 77")
+    form.get_by_role("button", name="Record").click()
+    row = page.locator("#consent-history tbody tr", has_text="signed form, ref 77")
+    expect(row).to_contain_text("2026-05-10 18:30")
+    expect(row).to_contain_text("re-consent")
+    expect(row).to_contain_text("Granted")
+    shot(page, "console-consent-history.png")
+
+
 def test_filter_events_and_retry_a_failed_one(page: Page, server: str, world: World) -> None:
     sign_in(page, server, "manager@north.example")
     page.get_by_role("link", name="Events").click()
