@@ -21,8 +21,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Table, func, insert, select, text
 
-from careflow.db import make_engine, migrate
-from careflow.models import Center, Consent, Customer, ServiceVisit, Vehicle
+from careflow.storage.db import make_engine, migrate
+from careflow.storage.models import Center, Consent, Customer, ServiceVisit, Vehicle
 
 # Centers the benchmark configuration declares (bench/run.py writes the same codes to careflow.toml).
 CENTERS: tuple[tuple[str, str, str, str], ...] = (

@@ -46,7 +46,7 @@ from alembic.script import ScriptDirectory  # noqa: E402
 from sqlalchemy import and_, create_engine, func, or_, select, text, update  # noqa: E402
 
 from careflow.config import load_settings  # noqa: E402
-from careflow.models import (  # noqa: E402
+from careflow.storage.models import (  # noqa: E402
     CareEvent,
     Center,
     Consent,
@@ -130,7 +130,7 @@ def ensure_data(url: str, customers: int) -> None:
 
 def upgrade_schema(url: str) -> None:
     """Bring an existing bench database to the newest migration (new indexes), then refresh statistics."""
-    from careflow.db import alembic_config, make_engine, migrate
+    from careflow.storage.db import alembic_config, make_engine, migrate
 
     engine = make_engine(url)
     try:

@@ -14,9 +14,9 @@ from typing import Any, ClassVar
 from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
-from careflow.care import CarePlugin, Occasion, PlanContext
+from careflow.care import CarePlugin, Occasion, PlanContext, Purpose
 from careflow.hookspecs import hookimpl
-from careflow.models import Center, Customer, Purpose
+from careflow.storage.models import Center, Customer
 
 STORM_CENTER = "bj"  # bench/generate.py gives each of its five centers a fifth of the customers
 FIXED_DUE = 300

@@ -1,3 +1,3 @@
 """careflow: plugin-based customer care automation for service centers."""
 
-__version__ = "0.1.0"
+from careflow.version import __version__ as __version__

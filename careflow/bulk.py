@@ -18,7 +18,7 @@ from sqlalchemy import Row, Table, text
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 
-from careflow.models import CareEvent
+from careflow.storage.models import CareEvent
 
 _STAGE = "careflow_new_care_events"
 

@@ -19,7 +19,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from careflow.models import CareEvent, EventStatus, Purpose
+from careflow.care import Purpose
+from careflow.storage.models import CareEvent, EventStatus
 
 BUNDLE = "bundle"  # the bundle rows' plugin and template name
 

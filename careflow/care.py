@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -12,12 +13,19 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import ColumnElement
 from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
-from careflow.models import Customer, Purpose
+from careflow.storage.models import Customer
 
 # Offsets of the earliest and latest time zones on Earth: at any instant, local dates
 # span at most these hours either side of UTC.
 _EARLIEST_OFFSET = timedelta(hours=-12)
 _LATEST_OFFSET = timedelta(hours=14)
+
+
+class Purpose(enum.StrEnum):
+    """Consent is given per purpose: service messages and marketing are separate choices."""
+
+    SERVICE = "service"
+    MARKETING = "marketing"
 
 
 # Segment labels by dimension (careflow.segments computes them); a plugin's ``segments``

@@ -19,8 +19,8 @@ from sqlalchemy.orm import Session
 
 from careflow.care import CarePlugin, PluginSettings, priority_of
 from careflow.config import Settings
-from careflow.models import Center, CenterPluginSetting
-from careflow.plugins import PluginRegistry
+from careflow.plugin_manager import PluginRegistry
+from careflow.storage.models import Center, CenterPluginSetting
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from functools import cache
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
-from careflow.models import Customer
+from careflow.storage.models import Customer
 
 log = logging.getLogger(__name__)
 

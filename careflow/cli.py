@@ -21,12 +21,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from sqlalchemy import select
 
-from careflow import __version__
 from careflow.config import CONFIG_ENV, DEFAULT_FILE, Settings, load_settings
 from careflow.errors import CareflowError
-from careflow.models import CareEvent, Center, Customer, EventStatus, utcnow
 from careflow.runtime import Runtime
+from careflow.storage.models import CareEvent, Center, Customer, EventStatus, utcnow
 from careflow.terminal import OutputConsole
+from careflow.version import __version__
 
 if TYPE_CHECKING:
     from careflow.dry_run import FirstPerPlugin
@@ -567,8 +567,8 @@ def worker(threads: int | None, metrics_port: int | None) -> None:
 def plugins() -> None:
     """List care plugins and channel providers, where they come from, and whether each is enabled."""
     from careflow.care import priority_of
+    from careflow.plugin_manager import load_plugins
     from careflow.plugin_runs import last_run_of
-    from careflow.plugins import load_plugins
 
     settings = load_settings()
     registry = load_plugins()

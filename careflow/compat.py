@@ -10,8 +10,8 @@ from __future__ import annotations
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
 
-from careflow import __version__
 from careflow.hookspecs import HOOKSPEC_VERSION
+from careflow.version import __version__
 
 REQUIRES_ATTRIBUTE = "careflow_requires"
 

@@ -24,9 +24,10 @@ from datetime import datetime
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from careflow.care import Purpose
 from careflow.config import CenterSettings
 from careflow.errors import CareflowError
-from careflow.models import AddressOptOut, Consent, ConsentChange, Customer, Purpose, utcnow
+from careflow.storage.models import AddressOptOut, Consent, ConsentChange, Customer, utcnow
 
 # Carrier and CTIA conventions plus the Chinese industry ones (T / TD / 退订).
 STOP_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "T", "TD", "退订"})

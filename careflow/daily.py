@@ -19,11 +19,11 @@ from careflow.config import CenterSettings, Settings
 from careflow.delivery import stale_event_ids
 from careflow.enqueue import enqueue_many
 from careflow.frequency import Cap, apply_frequency_cap
-from careflow.models import CareEvent, EventStatus
 from careflow.quiet_hours import release_deferred
 from careflow.runtime import Runtime
 from careflow.scheduler import PlanReport, customer_id_span, plan
 from careflow.sharding import create_run, shard_count, wait_for_run
+from careflow.storage.models import CareEvent, EventStatus
 from careflow.tasks import Actors, build_actors
 from careflow.timing_policies import customer_zone, send_timing
 

@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session, joinedload
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.types import TypeEngine
 
+from careflow.care import Purpose
 from careflow.channels.base import OutgoingMessage, SendResult
 from careflow.channels.whatsapp_content import ContentTemplate, content_template
 from careflow.cities import display_name
@@ -40,13 +41,13 @@ from careflow.config import CenterSettings
 from careflow.consent import withdraw_for_carrier_opt_out
 from careflow.email_content import with_footer
 from careflow.errors import SendError, TemplateError
-from careflow.models import CareEvent, Center, Customer, EventStatus, Purpose, utcnow
 from careflow.policies import load_consents
 from careflow.provider_status import CARRIER_OPT_OUT, apply_parked
 from careflow.rate_limit import back_off, pace
 from careflow.recovery import recover_stuck_sends
 from careflow.runtime import Runtime
 from careflow.segments import prefetch_segments
+from careflow.storage.models import CareEvent, Center, Customer, EventStatus, utcnow
 from careflow.template_lint import lint_refusal
 from careflow.templates import Rendered
 from careflow.timing_policies import Timing, customer_zone, send_timing

@@ -20,12 +20,12 @@ from careflow.daily import run_day
 from careflow.demo_records import import_sample_records
 from careflow.importing import CUSTOMER_COLUMNS, CustomerImporter
 from careflow.invocation import careflow_command
-from careflow.models import CareEvent, Center, Customer, ServiceVisit, utcnow
 from careflow.points import points_rules
 from careflow.quiet_hours import SendWindow
 from careflow.run_summary import new_keys, run_tables
 from careflow.runtime import Runtime
 from careflow.scheduler import PlanReport
+from careflow.storage.models import CareEvent, Center, Customer, ServiceVisit, utcnow
 
 DEMO_CONFIG = """\
 # careflow demo workspace: SQLite and the in-process broker, messages printed to the console.

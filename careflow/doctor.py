@@ -10,8 +10,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
 from careflow.config import Settings, load_settings
-from careflow.db import alembic_config, make_engine
 from careflow.errors import CareflowError
+from careflow.storage.db import alembic_config, make_engine
 
 
 @dataclass(frozen=True)

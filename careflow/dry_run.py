@@ -20,8 +20,8 @@ from sqlalchemy.orm import selectinload
 
 from careflow.delivery import render_event_parts
 from careflow.errors import TemplateError
-from careflow.models import CareEvent, Customer
 from careflow.runtime import Runtime
+from careflow.storage.models import CareEvent, Customer
 from careflow.template_lint import lint_refusal
 
 _CHUNK = 1_000

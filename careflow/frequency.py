@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from careflow.config import CenterSettings
-from careflow.models import CareEvent, EventStatus
+from careflow.storage.models import CareEvent, EventStatus
 
 # Statuses that mean "the customer got, or is about to get, a message": they use up the cap.
 COUNTED = (

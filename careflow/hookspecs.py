@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
     from careflow.care import CarePlugin, InboundReply, WeatherProvider
     from careflow.channels.base import ChannelProvider
-    from careflow.models import CareEvent, Customer
+    from careflow.storage.models import CareEvent, Customer
 
 HOOKSPEC_VERSION = 1
 

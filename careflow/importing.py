@@ -23,7 +23,7 @@ from careflow.consent import IMPORT, record_consent
 from careflow.countries import center_country
 from careflow.csv_files import CsvText, decode_csv, sniff_delimiter
 from careflow.errors import ImportDataError
-from careflow.models import Center, Customer
+from careflow.storage.models import Center, Customer
 
 CUSTOMER_COLUMNS = (
     "external_id",

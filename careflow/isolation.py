@@ -25,8 +25,8 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from careflow.care import CarePlugin, Occasion, PlanContext
-from careflow.db import SQLITE_BUSY_TIMEOUT_MS
-from careflow.models import Customer
+from careflow.storage.db import SQLITE_BUSY_TIMEOUT_MS
+from careflow.storage.models import Customer
 
 
 @dataclass

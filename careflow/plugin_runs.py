@@ -15,8 +15,8 @@ from sqlalchemy import Engine, delete, func, inspect, make_url, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from careflow.db import make_engine
-from careflow.models import PluginRun
+from careflow.storage.db import make_engine
+from careflow.storage.models import PluginRun
 
 log = logging.getLogger(__name__)
 

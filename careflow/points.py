@@ -15,8 +15,8 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from careflow.config import Settings, format_validation_error
 from careflow.errors import CareflowError, ConfigError
-from careflow.models import Customer, PointsEntry, ServiceVisit, Voucher
 from careflow.service_due import MAINTENANCE, add_months
+from careflow.storage.models import Customer, PointsEntry, ServiceVisit, Voucher
 
 VOUCHER_KINDS = ("repair", "accessory")
 # No 0/O, 1/I/L: a code read out over the phone must not be misheard.

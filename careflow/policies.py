@@ -9,7 +9,7 @@ from sqlalchemy import BigInteger, any_, literal, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
-from careflow.models import Consent, Customer
+from careflow.storage.models import Consent, Customer
 
 # Which customer field holds the address for each channel.
 ADDRESS_FIELDS: dict[str, str] = {"sms": "phone", "whatsapp": "whatsapp", "email": "email"}

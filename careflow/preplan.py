@@ -9,9 +9,9 @@ from datetime import date, datetime
 from sqlalchemy import select
 
 from careflow.care import CarePlugin, PluginSettings, PrepareContext
-from careflow.models import Center
 from careflow.runtime import Runtime
 from careflow.segments import refresh_segments
+from careflow.storage.models import Center
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from sqlalchemy import delete, exists, select, update
 from sqlalchemy.orm import Session
 
 from careflow.consent import withdraw_for_carrier_opt_out
-from careflow.models import CareEvent, EarlyStatus, EventStatus, utcnow
+from careflow.storage.models import CareEvent, EarlyStatus, EventStatus, utcnow
 
 log = logging.getLogger(__name__)
 

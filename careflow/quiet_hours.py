@@ -18,8 +18,8 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from careflow.config import CenterSettings
-from careflow.models import CareEvent, Center, Customer, EventStatus
 from careflow.runtime import Runtime
+from careflow.storage.models import CareEvent, Center, Customer, EventStatus
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
-from careflow.models import CareEvent, EventStatus, SenderPace
 from careflow.runtime import Runtime
+from careflow.storage.models import CareEvent, EventStatus, SenderPace
 
 # Twilio keeps a message in a sender's queue for at most this long (its validity period).
 PROVIDER_QUEUE_VALIDITY_SECONDS = 10 * 60 * 60

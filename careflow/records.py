@@ -24,7 +24,6 @@ from careflow.importing import (
     read_rows,
     tick,
 )
-from careflow.models import Center, Customer, ServiceVisit, Vehicle, utcnow
 from careflow.points import (
     PointsError,
     PointsRules,
@@ -35,6 +34,7 @@ from careflow.points import (
     use_voucher,
 )
 from careflow.service_due import MAINTENANCE, VISIT_KINDS, VisitFact, next_service
+from careflow.storage.models import Center, Customer, ServiceVisit, Vehicle, utcnow
 
 VEHICLE_COLUMNS = (
     "customer_external_id",

@@ -8,8 +8,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 
 from careflow.config import Settings
-from careflow.models import CareEvent, EventStatus, utcnow
 from careflow.runtime import Runtime
+from careflow.storage.models import CareEvent, EventStatus, utcnow
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from careflow.channels.base import Channel
 from careflow.config import CHANNEL_NAMES, Settings
-from careflow.db import make_engine, make_session_factory, migrate
 from careflow.errors import ConfigError
-from careflow.models import Center, utcnow
-from careflow.plugins import PluginRegistry, load_plugins
+from careflow.plugin_manager import PluginRegistry, load_plugins
+from careflow.storage.db import make_engine, make_session_factory, migrate
+from careflow.storage.models import Center, utcnow
 from careflow.template_db import DatabaseTemplates
 from careflow.templates import TemplateStore
 

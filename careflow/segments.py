@@ -40,9 +40,9 @@ from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction, object_sess
 
 from careflow.care import SEGMENT_DIMENSIONS
 from careflow.config import SegmentSettings
-from careflow.daily_jobs import is_done, record_done
 from careflow.hookspecs import hookimpl
-from careflow.models import (
+from careflow.storage.job_runs import is_done, record_done
+from careflow.storage.models import (
     CareEvent,
     Center,
     Customer,

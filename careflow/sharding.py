@@ -22,10 +22,10 @@ import dramatiq
 from dramatiq import Broker
 from sqlalchemy import func, select, update
 
-from careflow.models import CareEvent, EventStatus, PlanRun, PlanShard, utcnow
 from careflow.preplan import prepare_run
 from careflow.runtime import Runtime
 from careflow.scheduler import PlanReport, PluginFailure, customer_id_span, plan
+from careflow.storage.models import CareEvent, EventStatus, PlanRun, PlanShard, utcnow
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from careflow.models import Center, SurveyResponse
+from careflow.storage.models import Center, SurveyResponse
 
 
 @dataclass(frozen=True)

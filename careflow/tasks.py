@@ -117,7 +117,7 @@ def _observe(runtime: Runtime, outcomes: dict[int, Outcome]) -> None:
     """Count delivery outcomes per plugin and center (one small query, only with metrics on)."""
     from sqlalchemy import select
 
-    from careflow.models import CareEvent, Center, utcnow
+    from careflow.storage.models import CareEvent, Center, utcnow
 
     if not outcomes:
         return

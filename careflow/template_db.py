@@ -13,7 +13,7 @@ from collections.abc import Callable
 from jinja2 import BaseLoader, Environment, TemplateNotFound
 from sqlalchemy import Engine, create_engine, event, func, select
 
-from careflow.models import TemplateVersion
+from careflow.storage.models import TemplateVersion
 
 # A database template's "filename" (db:v<id>/<name>), so errors say which version failed.
 DB_PREFIX = "db:"

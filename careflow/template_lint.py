@@ -22,11 +22,11 @@ from typing import Any
 from jinja2 import TemplateNotFound, TemplateSyntaxError, meta, nodes
 
 from careflow.bundling import BUNDLE, BUNDLE_SAMPLES, BUNDLE_VARIABLES
-from careflow.care import CarePlugin
+from careflow.care import CarePlugin, Purpose
 from careflow.errors import TemplateBudgetError, TemplateError
-from careflow.models import CareEvent, Center, Purpose
 from careflow.runtime import Runtime
 from careflow.sms_segments import count_segments
+from careflow.storage.models import CareEvent, Center
 from careflow.template_scope import may_use, refusal, scope_of
 from careflow.templates import TemplateStore
 

@@ -13,9 +13,9 @@ from sqlalchemy.orm import Session
 from careflow.bundling import bundle_rows
 from careflow.config import CenterSettings
 from careflow.frequency import Cap, apply_frequency_cap
-from careflow.models import CareEvent, Customer, EventStatus
 from careflow.quiet_hours import SendWindow
 from careflow.runtime import Runtime
+from careflow.storage.models import CareEvent, Customer, EventStatus
 
 
 def apply_timing_and_caps(

@@ -16,9 +16,9 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.orm import selectinload
 
-from careflow.care import CarePlugin, Occasion, PlanContext
+from careflow.care import CarePlugin, Occasion, PlanContext, Purpose
 from careflow.hookspecs import hookimpl
-from careflow.models import Customer, Purpose
+from careflow.storage.models import Customer
 
 from .lunar import lunar_birthdays_on
 

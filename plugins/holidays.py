@@ -9,9 +9,9 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 from sqlalchemy import ColumnElement, and_, false, func, or_, select
 
-from careflow.care import CarePlugin, Occasion, PlanContext, PluginSettings
+from careflow.care import CarePlugin, Occasion, PlanContext, PluginSettings, Purpose
 from careflow.hookspecs import hookimpl
-from careflow.models import Center, Customer, Purpose
+from careflow.storage.models import Center, Customer
 
 from .lunar import lunar_to_solar
 

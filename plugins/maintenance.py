@@ -12,11 +12,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from sqlalchemy import ColumnElement, String, and_, cast, exists, func, literal, or_, select
 from sqlalchemy.orm import selectinload
 
-from careflow.care import CarePlugin, Occasion, PlanContext, PluginSettings
+from careflow.care import CarePlugin, Occasion, PlanContext, PluginSettings, Purpose
 from careflow.hookspecs import hookimpl
-from careflow.models import CareEvent, Center, Customer, Purpose, Vehicle, Voucher
 from careflow.pacing import PacedItem, pace
 from careflow.points import voucher_lapsed
+from careflow.storage.models import CareEvent, Center, Customer, Vehicle, Voucher
 
 SOON, DUE, OVERDUE, WARRANTY = "service-soon", "service-due", "service-overdue", "warranty-ending"
 # Reminders that invite a booking and so take a slot of a center's daily capacity; a

@@ -9,10 +9,10 @@ from typing import Any, ClassVar
 from pydantic import Field
 from sqlalchemy import and_, func, select
 
-from careflow.care import CarePlugin, Occasion, PlanContext, PluginSettings
+from careflow.care import CarePlugin, Occasion, PlanContext, PluginSettings, Purpose
 from careflow.hookspecs import hookimpl
-from careflow.models import Customer, PointsEntry, Purpose, Voucher
 from careflow.points import PointsRules, voucher_lapsed
+from careflow.storage.models import Customer, PointsEntry, Voucher
 
 THRESHOLD, POINTS_EXPIRING, VOUCHER_EXPIRING = "threshold", "points-expiring", "voucher-expiring"
 

@@ -21,16 +21,23 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import String, cast, exists, literal, select
 from sqlalchemy.orm import Session, aliased
 
-from careflow.care import CarePlugin, InboundReply, Occasion, PlanContext, PluginSettings, PrepareContext
+from careflow.care import (
+    CarePlugin,
+    InboundReply,
+    Occasion,
+    PlanContext,
+    PluginSettings,
+    PrepareContext,
+    Purpose,
+)
 from careflow.consent import record_consent
 from careflow.hookspecs import hookimpl
 from careflow.importing import FieldProblem, parse_email, parse_phone
-from careflow.models import (
+from careflow.storage.models import (
     CareEvent,
     Center,
     Customer,
     EventStatus,
-    Purpose,
     ServiceVisit,
     SurveyResponse,
     utcnow,

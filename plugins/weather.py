@@ -24,10 +24,18 @@ from sqlalchemy import or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
-from careflow.care import CarePlugin, Occasion, PlanContext, PluginSettings, PrepareContext, WeatherProvider
+from careflow.care import (
+    CarePlugin,
+    Occasion,
+    PlanContext,
+    PluginSettings,
+    PrepareContext,
+    Purpose,
+    WeatherProvider,
+)
 from careflow.cities import canonical_city, canonicalise_cards, display_name, label
 from careflow.hookspecs import hookimpl
-from careflow.models import Center, Customer, Purpose, WeatherReport
+from careflow.storage.models import Center, Customer, WeatherReport
 
 from .weather_sources import (
     WEATHER_KINDS,

@@ -16,10 +16,10 @@ from typing import Any, ClassVar, Literal, get_args
 from pydantic import Field
 from sqlalchemy import ColumnElement, String, case, cast, exists, func, or_, select
 
-from careflow.care import CarePlugin, Occasion, PlanContext, PluginSettings
+from careflow.care import CarePlugin, Occasion, PlanContext, PluginSettings, Purpose
 from careflow.hookspecs import hookimpl
-from careflow.models import CareEvent, Customer, CustomerSegment, Purpose, ServiceVisit
 from careflow.segments import months_before
+from careflow.storage.models import CareEvent, Customer, CustomerSegment, ServiceVisit
 
 Tier = Literal["A", "B", "C"]
 Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]

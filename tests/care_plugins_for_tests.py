@@ -9,9 +9,9 @@ from typing import Any, ClassVar
 
 from sqlalchemy import select
 
-from careflow.care import CarePlugin, Occasion, PlanContext
+from careflow.care import CarePlugin, Occasion, PlanContext, Purpose
 from careflow.hookspecs import hookimpl
-from careflow.models import Customer, Purpose
+from careflow.storage.models import Customer
 
 
 class EveryoneToday(CarePlugin):

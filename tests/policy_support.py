@@ -15,8 +15,8 @@ import uvicorn
 from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 
-from careflow.models import CareEvent, Consent
 from careflow.runtime import Runtime
+from careflow.storage.models import CareEvent, Consent
 from careflow.testing import build_runtime, make_settings
 from careflow.testing.twilio_server import FakeTwilio
 from careflow.web.app import create_app

@@ -13,9 +13,9 @@ from sqlalchemy import delete, select
 from careflow.cli import main
 from careflow.errors import ImportDataError
 from careflow.importing import CustomerImporter
-from careflow.models import CareEvent, Consent, Customer, EventStatus
 from careflow.runtime import Runtime
 from careflow.scheduler import plan
+from careflow.storage.models import CareEvent, Consent, Customer, EventStatus
 from careflow.testing import add_customer, build_runtime, center, make_settings, parse_instant
 
 NOW = parse_instant("2026-05-11T10:00:00+08:00")

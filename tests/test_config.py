@@ -14,7 +14,7 @@ from careflow import cli
 from careflow.cli import main
 from careflow.config import Settings, config_path, load_settings
 from careflow.errors import ConfigError
-from careflow.plugins import load_plugins
+from careflow.plugin_manager import load_plugins
 from careflow.runtime import Runtime
 
 TOKEN = "tok_5e3f0c1d9a8b7c6d5e4f3a2b1c0d9e8f"
@@ -283,7 +283,7 @@ def test_a_centers_country_is_configured_else_its_time_zones_else_its_locales(
 def test_the_center_row_gets_the_country_in_effect_and_follows_the_config(tmp_path: Path) -> None:
     from sqlalchemy import select
 
-    from careflow.models import Center
+    from careflow.storage.models import Center
 
     url = f"sqlite:///{tmp_path / 'c.db'}"
     text = (

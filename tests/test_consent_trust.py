@@ -15,15 +15,16 @@ import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy import select
 
+from careflow.care import Purpose
 from careflow.channels.base import OutgoingMessage, SendResult
 from careflow.cli import main
 from careflow.consent import REPLY_STOP, history, record_consent
 from careflow.daily import run_day
 from careflow.delivery import Outcome, deliver_many
 from careflow.importing import CustomerImporter
-from careflow.models import AddressOptOut, Center, Customer, EventStatus, Purpose
 from careflow.runtime import Runtime
 from careflow.scheduler import plan
+from careflow.storage.models import AddressOptOut, Center, Customer, EventStatus
 from careflow.testing import add_customer, parse_instant
 from careflow.testing.twilio_server import FakeTwilio
 from tests.policy_support import SENDER, consents, events, inbound, serving, signed_post, twilio_runtime

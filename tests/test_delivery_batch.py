@@ -12,10 +12,10 @@ from dramatiq.brokers.stub import StubBroker
 from sqlalchemy import select, update
 
 from careflow.delivery import Outcome, _claim_attempt, deliver, deliver_many
-from careflow.models import CareEvent, Consent, Customer, EventStatus, utcnow
 from careflow.recovery import recover_stuck_sends
 from careflow.runtime import Runtime
 from careflow.scheduler import plan
+from careflow.storage.models import CareEvent, Consent, Customer, EventStatus, utcnow
 from careflow.tasks import build_actors
 from careflow.testing.twilio_server import FakeTwilio, Fault
 from tests.test_delivery_e2e import NOW, runtime_for, seed_birthdays, write_config

@@ -23,8 +23,8 @@ from sqlalchemy import select
 from careflow.config import load_settings
 from careflow.daily import run_day
 from careflow.delivery import Outcome, deliver
-from careflow.models import CareEvent, EventStatus
 from careflow.runtime import Runtime
+from careflow.storage.models import CareEvent, EventStatus
 from careflow.testing import add_customer, build_runtime, parse_instant
 from careflow.testing.twilio_server import FakeTwilio, Fault
 from tests.conftest import AMQP_URL, REDIS_URL

@@ -19,7 +19,7 @@ import pytest
 
 from careflow.devtools import hookdocs
 from careflow.hookspecs import hookimpl
-from careflow.plugins import make_plugin_manager
+from careflow.plugin_manager import make_plugin_manager
 from careflow.testing import Factories, run_care_day
 from careflow.testing.fixtures import RuntimeFactory
 

@@ -6,8 +6,8 @@ from datetime import date
 from pathlib import Path
 
 from careflow.daily import run_day
-from careflow.models import CareEvent, EventStatus
 from careflow.scheduler import plan
+from careflow.storage.models import CareEvent, EventStatus
 from careflow.testing import add_customer, parse_instant
 from careflow.testing.twilio_server import FakeTwilio
 from tests.care_plugins_for_tests import EveryoneToday, ExtraCarePlugins

@@ -13,10 +13,10 @@ from sqlalchemy.orm import Session
 
 from careflow.cli import main
 from careflow.errors import ImportDataError
-from careflow.models import Center, PointsEntry, ServiceVisit, Vehicle, Voucher
 from careflow.points import PointsRules, redeem
 from careflow.records import VehicleImporter, VisitImporter
 from careflow.runtime import Runtime
+from careflow.storage.models import Center, PointsEntry, ServiceVisit, Vehicle, Voucher
 from careflow.testing import add_customer, build_runtime, make_settings
 
 TODAY = date(2026, 6, 1)
@@ -204,7 +204,7 @@ def test_a_voucher_recorded_on_a_maintenance_visit_is_used_once(session: Session
         "customer_external_id,plate,date,amount,kind\nC1,沪A12345,2026-01-10,10000,repair\n"
     )
     c1 = session.scalars(select(Vehicle).where(Vehicle.plate == "沪A12345")).one().customer_id
-    from careflow.models import Customer
+    from careflow.storage.models import Customer
 
     customer = session.get(Customer, c1)
     assert customer is not None
@@ -242,7 +242,7 @@ def test_a_voucher_redeemed_at_a_checkout_is_accepted_at_the_next_visit_of_the_s
     visits(session, points=rules).run_text(
         "customer_external_id,plate,date,amount,kind\nC1,沪A12345,2026-01-10,10000,repair\n"
     )
-    from careflow.models import Customer
+    from careflow.storage.models import Customer
 
     customer = session.scalars(select(Customer).where(Customer.external_id == "C1")).one()
     # Redeemed at the checkout of the May 1 service; the visits arrive later, in one file.
@@ -263,7 +263,7 @@ def test_a_voucher_tied_to_its_checkout_visit_is_refused_on_that_visit_by_row_an
     head = "customer_external_id,plate,date,amount,kind,voucher_code\n"
     visits(session, points=rules).run_text(f"{head}C1,沪A12345,2026-05-01,10000,maintenance,\n")
     checkout = session.scalars(select(ServiceVisit)).one()
-    from careflow.models import Customer
+    from careflow.storage.models import Customer
 
     customer = session.scalars(select(Customer).where(Customer.external_id == "C1")).one()
     voucher = redeem(

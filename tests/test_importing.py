@@ -19,8 +19,8 @@ from sqlalchemy import func, select
 from careflow import cli
 from careflow.cli import main
 from careflow.config import load_settings
-from careflow.db import make_engine, make_session_factory
-from careflow.models import Consent, Customer
+from careflow.storage.db import make_engine, make_session_factory
+from careflow.storage.models import Consent, Customer
 
 COLUMNS = [
     "external_id",

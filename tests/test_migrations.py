@@ -6,8 +6,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from careflow.db import alembic_config, make_engine, migrate
-from careflow.models import Base
+from careflow.storage.db import alembic_config, make_engine, migrate
+from careflow.storage.models import Base
 
 
 def test_one_head_and_the_migrated_schema_matches_the_models(db_url: str) -> None:

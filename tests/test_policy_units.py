@@ -12,10 +12,10 @@ from careflow.config import CenterSettings, load_settings
 from careflow.consent import Keyword, keyword_of, mask_phone
 from careflow.daily import run_day
 from careflow.errors import ConfigError
-from careflow.models import EventStatus
 from careflow.quiet_hours import SendWindow
 from careflow.rate_limit import backlog_warning
 from careflow.scheduler import plan
+from careflow.storage.models import EventStatus
 from careflow.testing import add_customer, make_settings, parse_instant
 from careflow.testing.twilio_server import FakeTwilio, Fault
 from tests.policy_support import consents, events, twilio_runtime

@@ -14,18 +14,18 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, select, update
 
-from careflow import leases
 from careflow.channels.base import OutgoingMessage
 from careflow.cli import main
 from careflow.config import load_settings
 from careflow.delivery import DEAD_LETTER, Outcome, _claim_attempt, _finish, _prepare, deliver
 from careflow.hookspecs import hookimpl
-from careflow.models import CareEvent, Customer, EarlyStatus, EventStatus, SchedulerRun, utcnow
 from careflow.provider_status import apply_report
 from careflow.recovery import lost_planned_ids, recover_stuck_sends
 from careflow.runtime import Runtime
 from careflow.scheduler import plan
 from careflow.service import LEASE_NAME, JobContext, SchedulerService, default_jobs
+from careflow.storage import leases
+from careflow.storage.models import CareEvent, Customer, EarlyStatus, EventStatus, SchedulerRun, utcnow
 from careflow.testing import build_runtime, parse_instant
 from careflow.testing.twilio_server import FakeTwilio, Fault
 from tests.test_delivery_e2e import NOW, runtime_for, seed_birthdays, worker_env, write_config

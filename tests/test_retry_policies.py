@@ -18,10 +18,10 @@ from sqlalchemy import select
 from careflow.cli import main
 from careflow.daily import retry_events
 from careflow.delivery import Outcome, deliver_many
-from careflow.models import CareEvent, EventStatus, utcnow
 from careflow.quiet_hours import release_deferred
 from careflow.runtime import Runtime
 from careflow.scheduler import plan
+from careflow.storage.models import CareEvent, EventStatus, utcnow
 from careflow.testing import add_customer, parse_instant
 from careflow.testing.twilio_server import FakeTwilio, Fault
 from tests.care_plugins_for_tests import EveryoneToday, ExtraCarePlugins

@@ -20,9 +20,9 @@ from sqlalchemy import select
 from careflow.care import CarePlugin, Occasion, PlanContext
 from careflow.cli import main
 from careflow.config import load_settings
-from careflow.models import CareEvent, Customer, EventStatus
 from careflow.runtime import Runtime
 from careflow.scheduler import plan
+from careflow.storage.models import CareEvent, Customer, EventStatus
 from careflow.testing import add_customer, parse_instant, run_care_day
 
 NOW = parse_instant("2026-05-11T10:00:00+08:00")

@@ -15,10 +15,10 @@ from sqlalchemy import func, select
 
 from careflow.config import load_settings
 from careflow.daily import run_day
-from careflow.models import CareEvent, EventStatus, PlanShard
 from careflow.runtime import Runtime
 from careflow.scheduler import IdWindows, plan
 from careflow.sharding import DONE, RUNNING, create_run, plan_shard
+from careflow.storage.models import CareEvent, EventStatus, PlanShard
 from careflow.testing import build_runtime, parse_instant
 from tests.conftest import AMQP_URL, REDIS_URL
 
@@ -246,7 +246,7 @@ def _seed_everyday(url: str, alerts: Path) -> None:
 
     from sqlalchemy import create_engine, update
 
-    from careflow.models import ServiceVisit, Vehicle
+    from careflow.storage.models import ServiceVisit, Vehicle
 
     engine = create_engine(url)
     with engine.begin() as conn:
@@ -334,7 +334,7 @@ def test_narrowing_plugins_find_in_wide_windows_exactly_what_a_full_scan_finds(
 
 
 def _plugin(url: str, name: str) -> object:
-    from careflow.plugins import load_plugins
+    from careflow.plugin_manager import load_plugins
 
     return load_plugins().care_plugins[name]
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from careflow.daily import run_day
-from careflow.models import EventStatus
 from careflow.sms_segments import count_segments
+from careflow.storage.models import EventStatus
 from careflow.template_lint import FindingKind, LintContext, lint_source, lint_store
 from careflow.templates import TemplateStore
 from careflow.testing import add_customer, build_runtime, make_settings, parse_instant

@@ -13,9 +13,9 @@ from sqlalchemy import select
 from careflow.config import Settings
 from careflow.daily import run_day
 from careflow.delivery import Outcome, deliver
-from careflow.models import CareEvent, Customer, EventStatus
 from careflow.runtime import Runtime
 from careflow.scheduler import plan
+from careflow.storage.models import CareEvent, Customer, EventStatus
 from careflow.testing import add_customer, build_runtime, make_settings, parse_instant
 from careflow.testing.twilio_server import FakeTwilio, Fault
 from tests.smtp_server import LocalSmtpServer

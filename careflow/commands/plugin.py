@@ -27,7 +27,7 @@ def plugin() -> None:
 def new(name: str, directory: Path | None) -> None:
     """Create an installable care plugin package NAME, with templates, settings and passing tests."""
     from careflow.devtools.scaffold import PluginNames, create_plugin_package
-    from careflow.plugins import load_plugins
+    from careflow.plugin_manager import load_plugins
 
     wanted = PluginNames.from_name(name).plugin
     registry = load_plugins()

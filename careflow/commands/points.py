@@ -12,7 +12,6 @@ from sqlalchemy.orm import Session
 from careflow.cli import _center, _friendly_errors, customer_by_external_id, main, opened_runtime, out
 from careflow.errors import CareflowError
 from careflow.importing import FieldProblem
-from careflow.models import Customer, PointsEntry, ServiceVisit, Vehicle, Voucher
 from careflow.points import (
     VOUCHER_KINDS,
     PointsRules,
@@ -25,6 +24,7 @@ from careflow.points import (
 from careflow.records import center_today, parse_plate
 from careflow.runtime import Runtime
 from careflow.service_due import VISIT_KINDS
+from careflow.storage.models import Customer, PointsEntry, ServiceVisit, Vehicle, Voucher
 
 
 def _rules(runtime: Runtime) -> PointsRules:

@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from careflow.cli import _friendly_errors, main, opened_runtime, out
 from careflow.errors import CareflowError
-from careflow.models import CareEvent, EventStatus
+from careflow.storage.models import CareEvent, EventStatus
 
 
 @main.command()

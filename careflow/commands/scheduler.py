@@ -10,7 +10,7 @@ import threading
 import click
 
 from careflow.cli import _friendly_errors, main, opened_runtime
-from careflow.models import utcnow
+from careflow.storage.models import utcnow
 
 
 def _say(message: str) -> None:
@@ -30,9 +30,9 @@ def scheduler(holder: str | None, once: bool) -> None:
     """
     from dramatiq import Worker
 
-    from careflow import leases
     from careflow.broker import LOCAL, make_broker
     from careflow.service import LEASE_NAME, SchedulerService
+    from careflow.storage import leases
     from careflow.tasks import build_actors
 
     with opened_runtime(long_running=True) as runtime:

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from careflow.cli import _friendly_errors, main, opened_runtime, out
 from careflow.errors import CareflowError
-from careflow.models import Center, ConsoleUser, Role
+from careflow.storage.models import Center, ConsoleUser, Role
 
 PASSWORD_ENV = "CAREFLOW_USER_PASSWORD"
 

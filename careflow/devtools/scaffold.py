@@ -10,8 +10,8 @@ from string import Template
 
 from packaging.version import Version
 
-from careflow import __version__
 from careflow.errors import CareflowError
+from careflow.version import __version__
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*$")
 MAX_NAME = 40

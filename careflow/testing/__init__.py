@@ -17,9 +17,9 @@ from sqlalchemy.orm import Session
 
 from careflow.config import Settings
 from careflow.consent import record_consent
-from careflow.models import Center, Customer, ServiceVisit
-from careflow.plugins import load_plugins
+from careflow.plugin_manager import load_plugins
 from careflow.runtime import Runtime
+from careflow.storage.models import Center, Customer, ServiceVisit
 
 
 def make_settings(database_url: str, **sections: Any) -> Settings:

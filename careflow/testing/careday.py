@@ -12,10 +12,10 @@ from sqlalchemy import select
 from careflow.care import CarePlugin
 from careflow.daily import run_day
 from careflow.hookspecs import hookimpl
-from careflow.models import CareEvent, Customer, EventStatus
-from careflow.plugins import PluginRegistry, make_plugin_manager, registry_from_manager
+from careflow.plugin_manager import PluginRegistry, make_plugin_manager, registry_from_manager
 from careflow.runtime import Runtime
 from careflow.scheduler import PlanReport
+from careflow.storage.models import CareEvent, Customer, EventStatus
 from careflow.testing.capture import CAPTURE_PROVIDER, CapturingProvider
 
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from careflow.db import make_engine, make_session_factory, migrate
 from careflow.runtime import Runtime
+from careflow.storage.db import make_engine, make_session_factory, migrate
 from careflow.testing import build_runtime, make_settings
 from careflow.testing.capture import CapturingProvider
 from careflow.testing.clock import DEFAULT_INSTANT, FrozenClock

@@ -7,9 +7,9 @@ from decimal import Decimal
 
 from sqlalchemy.orm import Session
 
-from careflow.models import Customer, ServiceVisit, Vehicle
 from careflow.points import PointsRules, earn_for_visit
 from careflow.records import refresh_service_due
+from careflow.storage.models import Customer, ServiceVisit, Vehicle
 
 
 def add_vehicle(

@@ -35,9 +35,9 @@ from careflow.consent import (
     record_consent,
     remember_by_address,
 )
-from careflow.models import Customer, Reply, utcnow
 from careflow.provider_status import STATUS_MAP, apply_parked, apply_report
 from careflow.runtime import Runtime
+from careflow.storage.models import Customer, Reply, utcnow
 from careflow.web.body_limit import BodyTooLarge, capped, too_large
 
 log = logging.getLogger(__name__)

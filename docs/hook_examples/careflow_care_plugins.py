@@ -3,9 +3,9 @@ from typing import ClassVar
 
 from sqlalchemy import extract, select, tuple_
 
-from careflow.care import CarePlugin, Occasion, PlanContext, PluginSettings
+from careflow.care import CarePlugin, Occasion, PlanContext, PluginSettings, Purpose
 from careflow.hookspecs import hookimpl
-from careflow.models import Customer, Purpose, Vehicle
+from careflow.storage.models import Customer, Vehicle
 
 
 class CarAnniversarySettings(PluginSettings):

@@ -1,7 +1,7 @@
 import logging
 
 from careflow.hookspecs import hookimpl
-from careflow.models import CareEvent
+from careflow.storage.models import CareEvent
 
 audit = logging.getLogger("acme.audit")
 

@@ -1,7 +1,7 @@
 from typing import Any
 
 from careflow.hookspecs import hookimpl
-from careflow.models import CareEvent, Customer
+from careflow.storage.models import CareEvent, Customer
 
 
 @hookimpl

@@ -20,8 +20,8 @@ from typing import Any
 from sqlalchemy import func, insert, select
 
 from careflow.config import load_settings
-from careflow.models import CareEvent, Center, Consent, Customer
 from careflow.runtime import Runtime
+from careflow.storage.models import CareEvent, Center, Consent, Customer
 from careflow.testing import build_runtime, parse_instant
 from careflow.testing.twilio_server import FakeTwilio
 

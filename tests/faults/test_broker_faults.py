@@ -11,7 +11,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from careflow.daily import run_day
-from careflow.models import CareEvent
+from careflow.storage.models import CareEvent
 from careflow.testing.twilio_server import FakeTwilio, Fault
 from tests.faults.harness import (
     NOW,

@@ -6,8 +6,8 @@ from datetime import timedelta
 from pathlib import Path
 
 from careflow.daily import run_day
-from careflow.models import EventStatus
 from careflow.quiet_hours import release_deferred
+from careflow.storage.models import EventStatus
 from careflow.testing import add_customer, parse_instant
 from careflow.testing.twilio_server import FakeTwilio
 from tests.care_plugins_for_tests import EveryoneToday, ExtraCarePlugins
@@ -82,7 +82,7 @@ def test_an_occasion_that_passes_before_the_window_opens_expires_with_a_reason(
 
         # The rain alert is withdrawn overnight by a shorter validity: it expires at release.
         with runtime.sessions.begin() as session:
-            from careflow.models import CareEvent
+            from careflow.storage.models import CareEvent
 
             event = session.get(CareEvent, by_plugin["rain"].id)
             assert event is not None

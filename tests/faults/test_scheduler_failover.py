@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 
-from careflow.models import CareEvent, SchedulerRun
+from careflow.storage.models import CareEvent, SchedulerRun
 from careflow.testing.twilio_server import FakeTwilio
 from tests.faults.harness import Deployment, RedisServer, seed_birthdays, wait_until
 

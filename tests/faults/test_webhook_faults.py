@@ -19,9 +19,9 @@ from sqlalchemy.orm import Session
 from careflow.care import InboundReply
 from careflow.daily import run_day
 from careflow.hookspecs import hookimpl
-from careflow.models import CareEvent, EventStatus, Reply
 from careflow.runtime import Runtime
 from careflow.scheduler import plan
+from careflow.storage.models import CareEvent, EventStatus, Reply
 from careflow.testing import add_customer, parse_instant
 from careflow.testing.twilio_server import FakeTwilio
 from tests.care_plugins_for_tests import EveryoneToday, ExtraCarePlugins

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from careflow.daily import run_day
 from careflow.delivery import DEAD_LETTER
-from careflow.models import CareEvent
+from careflow.storage.models import CareEvent
 from careflow.testing.twilio_server import FakeTwilio, Fault
 from tests.faults.harness import (
     NOW,

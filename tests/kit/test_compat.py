@@ -14,7 +14,7 @@ from careflow.care import CarePlugin
 from careflow.cli import main
 from careflow.compat import incompatibility
 from careflow.hookspecs import HOOKSPEC_VERSION, hookimpl
-from careflow.plugins import load_plugins
+from careflow.plugin_manager import load_plugins
 
 
 def declares(requires: object) -> types.SimpleNamespace:

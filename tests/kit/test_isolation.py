@@ -16,10 +16,10 @@ from careflow.care import CarePlugin, Occasion, PlanContext
 from careflow.cli import main
 from careflow.daily import run_day
 from careflow.hookspecs import hookimpl
-from careflow.models import CareEvent, Customer, EventStatus, PluginRun
 from careflow.plugin_runs import last_run
 from careflow.runtime import Runtime
 from careflow.scheduler import plan
+from careflow.storage.models import CareEvent, Customer, EventStatus, PluginRun
 from careflow.testing import FrozenClock, add_customer, build_runtime, make_settings
 
 NOW = "2026-05-11T09:00:00+08:00"

@@ -6,8 +6,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from careflow.models import CareEvent
 from careflow.runtime import Runtime
+from careflow.storage.models import CareEvent
 from careflow.testing import build_runtime, make_settings
 
 
@@ -35,7 +35,7 @@ def events(runtime: Runtime, plugin: str | None = None) -> list[CareEvent]:
 
 def recipients(runtime: Runtime, plugin: str) -> list[str]:
     """External ids of the customers the plugin's events are for, in order."""
-    from careflow.models import Customer
+    from careflow.storage.models import Customer
 
     with runtime.sessions() as session:
         rows = session.execute(

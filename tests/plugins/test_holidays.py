@@ -12,9 +12,9 @@ from sqlalchemy import select
 from careflow.daily import run_day
 from careflow.errors import ImportDataError
 from careflow.importing import CustomerImporter
-from careflow.models import Customer
 from careflow.runtime import Runtime
 from careflow.scheduler import plan
+from careflow.storage.models import Customer
 from careflow.testing import add_customer, center, loaded_customers, parse_instant
 from careflow_plugins.holidays import HOLIDAY_DATES, holidays_on
 from careflow_plugins.lunar import lunar_birthdays_on, lunar_to_solar

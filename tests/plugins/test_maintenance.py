@@ -12,11 +12,11 @@ import pytest
 from sqlalchemy import event, select
 
 from careflow.daily import run_day
-from careflow.models import CareEvent, Customer, Vehicle
 from careflow.pacing import PacedItem, pace
 from careflow.runtime import Runtime
 from careflow.scheduler import plan
 from careflow.service_due import VisitFact, add_months, km_per_day, next_service
+from careflow.storage.models import CareEvent, Customer, Vehicle
 from careflow.testing import add_customer, build_runtime, make_settings, parse_instant
 from careflow.testing.records import add_vehicle, add_visit
 
@@ -504,7 +504,7 @@ def test_messages_render_in_both_locales_with_plate_due_date_reason_and_voucher(
         serviced_car(rt, "ZH", date(2026, 1, 31), months=1, locale="zh_CN", name="王伟")
         serviced_car(rt, "EN", date(2026, 1, 31), months=1, locale="en", name="Emma Clarke")
         with rt.sessions() as session:
-            from careflow.models import Voucher
+            from careflow.storage.models import Voucher
 
             zh = session.scalar(select(Customer).where(Customer.external_id == "ZH"))
             assert zh is not None

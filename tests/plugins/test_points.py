@@ -14,7 +14,6 @@ from sqlalchemy.orm import Session
 
 from careflow.daily import run_day
 from careflow.errors import ConfigError
-from careflow.models import CareEvent, Customer, PointsEntry, Vehicle, Voucher
 from careflow.points import (
     PointsError,
     PointsRules,
@@ -27,6 +26,7 @@ from careflow.points import (
 )
 from careflow.runtime import Runtime
 from careflow.scheduler import plan
+from careflow.storage.models import CareEvent, Customer, PointsEntry, Vehicle, Voucher
 from careflow.testing import add_customer, build_runtime, make_settings, parse_instant
 from careflow.testing.records import add_vehicle, add_visit
 

@@ -18,11 +18,11 @@ from careflow.cities import ambiguity, canonical_city
 from careflow.daily import run_day
 from careflow.errors import ConfigError, ImportDataError
 from careflow.importing import CustomerImporter
-from careflow.models import Customer, WeatherReport
 from careflow.runtime import Runtime
 from careflow.scheduler import plan
 from careflow.segments import refresh_segments
 from careflow.service import SchedulerService
+from careflow.storage.models import Customer, WeatherReport
 from careflow.testing import add_customer, center, loaded_customers, parse_instant
 from careflow.testing.openmeteo_server import FakeOpenMeteo
 from careflow_plugins.weather import WeatherSettings

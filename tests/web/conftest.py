@@ -13,8 +13,8 @@ import pytest
 from starlette.testclient import TestClient
 
 from careflow.config import Settings
-from careflow.models import CareEvent, Consent, Customer, EventStatus, Role, ServiceVisit, Vehicle
 from careflow.runtime import Runtime
+from careflow.storage.models import CareEvent, Consent, Customer, EventStatus, Role, ServiceVisit, Vehicle
 from careflow.testing import add_customer, build_runtime, center, make_settings
 from careflow.web.console import console_app
 from careflow.web.console.security import add_user

@@ -187,7 +187,7 @@ def test_toggle_a_plugin_for_one_center_changes_what_is_planned(
 def world_center_ids(world: World) -> list[tuple[int, str]]:
     from sqlalchemy import select
 
-    from careflow.models import Center
+    from careflow.storage.models import Center
 
     with world.runtime.sessions() as session:
         return [(c.id, c.code) for c in session.scalars(select(Center))]

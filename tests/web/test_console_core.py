@@ -13,9 +13,9 @@ from starlette.testclient import TestClient
 
 from careflow.center_plugins import plugin_runs
 from careflow.delivery import deliver
-from careflow.models import CareEvent, Center, CenterPluginSetting, ConsoleUser, EventStatus
 from careflow.scheduler import plan
 from careflow.sms_segments import count_segments
+from careflow.storage.models import CareEvent, Center, CenterPluginSetting, ConsoleUser, EventStatus
 from careflow.template_lint import lint_draft
 from careflow.web.console import console_app
 from careflow.web.console.preview import Draft
@@ -222,7 +222,7 @@ def test_another_processs_publish_reaches_sends_once_the_generation_is_rechecked
     from sqlalchemy import insert
 
     from careflow import template_db
-    from careflow.models import TemplateVersion
+    from careflow.storage.models import TemplateVersion
 
     store = world.runtime.templates
     kwargs = {

@@ -7,7 +7,7 @@ from sqlalchemy import func, select
 from starlette.testclient import TestClient
 
 from careflow.errors import ConfigError
-from careflow.models import CareEvent, Consent, ConsoleSession, EventStatus
+from careflow.storage.models import CareEvent, Consent, ConsoleSession, EventStatus
 from careflow.web.console import console_app
 from tests.web.conftest import PASSWORD, World, csrf_of, sign_in
 
@@ -327,8 +327,8 @@ def test_the_customer_card_says_whether_each_voucher_can_still_be_used(
 ) -> None:
     from datetime import date
 
-    from careflow.models import Customer, ServiceVisit
     from careflow.points import PointsRules, adjust, redeem
+    from careflow.storage.models import Customer, ServiceVisit
 
     rules = PointsRules()
     with world.runtime.sessions.begin() as session:

@@ -14,7 +14,7 @@ from starlette.testclient import TestClient
 from careflow.care import CarePlugin, Occasion, PlanContext, PluginSettings
 from careflow.center_plugins import plugin_runs
 from careflow.hookspecs import hookimpl
-from careflow.models import Center, Role
+from careflow.storage.models import Center, Role
 from careflow.testing import build_runtime, center
 from careflow.web.console import console_app
 from careflow.web.console.security import add_user

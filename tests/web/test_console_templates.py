@@ -11,7 +11,7 @@ from sqlalchemy import func, insert, select
 from starlette.testclient import TestClient
 
 from careflow.delivery import deliver
-from careflow.models import CareEvent, EventStatus, TemplateVersion
+from careflow.storage.models import CareEvent, EventStatus, TemplateVersion
 from tests.web.conftest import World, csrf_of, sign_in
 
 EDITOR = "/templates/edit?template=birthday&channel=sms&locale=en"

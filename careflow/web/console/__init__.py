@@ -11,8 +11,8 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from careflow.models import utcnow
 from careflow.runtime import Runtime
+from careflow.storage.models import utcnow
 from careflow.web.console import views_auth, views_ops, views_templates
 from careflow.web.console.app import HERE, Clock, Console, resolve_secret_key
 

@@ -21,8 +21,8 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from careflow.config import WebSettings
 from careflow.errors import ConfigError
-from careflow.models import Center, utcnow
 from careflow.runtime import Runtime
+from careflow.storage.models import Center, utcnow
 from careflow.web.body_limit import BodyTooLarge, capped, too_large
 from careflow.web.console.i18n import LANG_COOKIE, pick_language, translate
 from careflow.web.console.security import (

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from careflow.config import WebSettings
 from careflow.errors import CareflowError
-from careflow.models import Center, ConsoleSession, ConsoleUser, Role, SignInFailure
+from careflow.storage.models import Center, ConsoleSession, ConsoleUser, Role, SignInFailure
 
 SESSION_COOKIE = "careflow_session"
 LOGIN_COOKIE = "careflow_login"  # carries the sign-in form's CSRF token before there is a session

@@ -10,8 +10,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from careflow.errors import CareflowError
-from careflow.models import TemplateVersion
 from careflow.runtime import Runtime
+from careflow.storage.models import TemplateVersion
 from careflow.template_db import template_name
 from careflow.template_lint import Finding, Severity, blocking
 from careflow.web.console.preview import Draft

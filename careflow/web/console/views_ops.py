@@ -27,7 +27,8 @@ from careflow.daily import retry_events
 from careflow.delivery import render_event
 from careflow.errors import ImportDataError, TemplateError
 from careflow.importing import CUSTOMER_COLUMNS, CustomerImporter
-from careflow.models import (
+from careflow.scheduler import plan
+from careflow.storage.models import (
     CareEvent,
     CenterPluginSetting,
     Consent,
@@ -36,7 +37,6 @@ from careflow.models import (
     ServiceVisit,
     Vehicle,
 )
-from careflow.scheduler import plan
 from careflow.tasks import build_actors
 from careflow.web.console import reports
 from careflow.web.console.app import Ctx, NotFound, guarded

@@ -6,7 +6,7 @@ from sqlalchemy import select
 from starlette.responses import Response
 
 from careflow.care import CarePlugin
-from careflow.models import Customer, TemplateVersion
+from careflow.storage.models import Customer, TemplateVersion
 from careflow.template_lint import Finding, blocking, lint_draft
 from careflow.templates import CAREFLOW_FILTERS
 from careflow.web.console.app import Ctx, Forbidden, NotFound, guarded

@@ -6,9 +6,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import ClassVar
 
-from careflow.care import CarePlugin, Occasion, PlanContext, PluginSettings
+from careflow.care import CarePlugin, Occasion, PlanContext, PluginSettings, Purpose
 from careflow.hookspecs import hookimpl
-from careflow.models import Customer, Purpose
+from careflow.storage.models import Customer
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy import func, select
 

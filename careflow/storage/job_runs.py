@@ -13,7 +13,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from careflow.models import SchedulerRun, utcnow
+from careflow.storage.models import SchedulerRun, utcnow
 
 
 def is_done(session: Session, job: str, day: date) -> bool:

@@ -185,13 +185,6 @@ class Customer(Base):
         return (self.birth_month, self.birth_day)
 
 
-class Purpose(enum.StrEnum):
-    """Consent is given per purpose: service messages and marketing are separate choices."""
-
-    SERVICE = "service"
-    MARKETING = "marketing"
-
-
 class Consent(Base):
     __tablename__ = "consents"
     __table_args__ = (UniqueConstraint("customer_id", "channel", "purpose"),)

@@ -48,7 +48,7 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
 
 def alembic_config(engine: Engine) -> AlembicConfig:
     cfg = AlembicConfig()
-    cfg.set_main_option("script_location", str(files("careflow") / "migrations"))
+    cfg.set_main_option("script_location", str(files("careflow.storage") / "migrations"))
     cfg.attributes["connection_engine"] = engine
     return cfg
 

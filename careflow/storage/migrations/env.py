@@ -8,7 +8,7 @@ from alembic import context
 from alembic.autogenerate.api import AutogenContext
 from sqlalchemy import Connection
 
-from careflow.models import Base, UTCDateTime
+from careflow.storage.models import Base, UTCDateTime
 
 target_metadata = Base.metadata
 
@@ -39,7 +39,7 @@ def run() -> None:
         _run(connection)
         return
     from careflow.config import load_settings
-    from careflow.db import make_engine
+    from careflow.storage.db import make_engine
 
     engine = make_engine(load_settings().database.url)
     with engine.begin() as conn:

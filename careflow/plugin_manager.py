@@ -8,17 +8,19 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
 from types import ModuleType
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import pluggy
 from pydantic import ValidationError
 
 from careflow import hookspecs
 from careflow.care import CarePlugin, PluginSettings, priority_of
-from careflow.channels.base import ChannelProvider
 from careflow.compat import incompatibility
 from careflow.config import Settings, format_validation_error
 from careflow.errors import ConfigError
+
+if TYPE_CHECKING:
+    from careflow.channels.base import ChannelProvider
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from sqlalchemy import or_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
-from careflow.models import SchedulerLease
+from careflow.storage.models import SchedulerLease
 
 
 def acquire(

@@ -1,0 +1,1 @@
+"""What careflow keeps: the relational model, engines, sessions, leases, job records, migrations."""
