@@ -221,7 +221,7 @@ def _plugin_sections(scenario: str, directory: Path) -> str:
 
 def forget_segments(url: str) -> None:
     """Drop the record that today's segments are computed (an earlier run of the bench may have)."""
-    from careflow.segments import SEGMENTS_JOB
+    from careflow.customers.segments import SEGMENTS_JOB
 
     engine = create_engine(url)
     with engine.begin() as conn:

@@ -28,7 +28,7 @@ class Purpose(enum.StrEnum):
     MARKETING = "marketing"
 
 
-# Segment labels by dimension (careflow.segments computes them); a plugin's ``segments``
+# Segment labels by dimension (careflow.customers.segments computes them); a plugin's ``segments``
 # setting names labels: any of them within a dimension, all dimensions named.
 SEGMENT_DIMENSIONS: dict[str, frozenset[str]] = {
     "tier": frozenset({"A", "B", "C"}),
@@ -203,7 +203,7 @@ class WeatherProvider:
     def alerts(self, city: str, day: date, settings: PluginSettings) -> list[Mapping[str, Any]]:
         """Alerts for ``city`` on ``day``: dicts with at least ``kind`` and ``id``; raise on failure.
 
-        ``city`` is careflow's canonical name (``careflow.cities.canonical_city``: 深圳, not
+        ``city`` is careflow's canonical name (``careflow.customers.cities.canonical_city``: 深圳, not
         Shenzhen); ``settings`` is the weather plugin's validated ``[plugins.weather]`` section.
         An alert may say ``ends`` (ISO date, its last day): it is not sent once that day is over.
         """

@@ -238,7 +238,7 @@ def import_customers(file: Path, center_code: str | None, skip_invalid: bool, en
     Only external_id and name are required; a column left out leaves that field unchanged.
     """
     from careflow.commands.records import run_import
-    from careflow.importing import CustomerImporter
+    from careflow.customers.import_customers import CustomerImporter
 
     run_import(
         center_code,

@@ -163,7 +163,7 @@ class CenterSettings(_Section):
     frequency_cap: int = Field(default=2, ge=0)
     frequency_window_days: int = Field(default=7, ge=1, le=366)
     plan_at: str = "08:00"  # local time at which `careflow scheduler` plans this center's day
-    # Merge a customer's occasions due on one day and channel into one message (careflow.bundling).
+    # Merge a customer's occasions due on one day and channel into one message (careflow.policies.bundling).
     bundling: bool = False
 
     @field_validator("timezone")

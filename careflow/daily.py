@@ -18,14 +18,14 @@ from careflow.broker import LOCAL, make_broker
 from careflow.config import CenterSettings, Settings
 from careflow.delivery import stale_event_ids
 from careflow.enqueue import enqueue_many
-from careflow.frequency import Cap, apply_frequency_cap
-from careflow.quiet_hours import release_deferred
+from careflow.policies.frequency_cap import Cap, apply_frequency_cap
+from careflow.policies.quiet_hours import release_deferred
+from careflow.policies.timing import customer_zone, send_timing
 from careflow.runtime import Runtime
 from careflow.scheduler import PlanReport, customer_id_span, plan
 from careflow.sharding import create_run, shard_count, wait_for_run
 from careflow.storage.models import CareEvent, EventStatus
 from careflow.tasks import Actors, build_actors
-from careflow.timing_policies import customer_zone, send_timing
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def planning_instant(settings: Settings, now: datetime, day: date | None) -> dat
     first center's time zone: expiry, quiet hours and the "deferred until" they record are D's,
     in a dry run and in the real run alike, while the time of day, which quiet hours judge, is
     the real one. A deferral of a past day whose window has passed goes out when the window is
-    next open (``careflow.quiet_hours.release_deferred``).
+    next open (``careflow.policies.quiet_hours.release_deferred``).
     """
     if day is None:
         return now

@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import ExitStack, suppress
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, cast
 from zoneinfo import ZoneInfo
@@ -33,25 +33,22 @@ from sqlalchemy.orm import Session, joinedload
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.types import TypeEngine
 
-from careflow.care import Purpose
 from careflow.channels.base import OutgoingMessage, SendResult
-from careflow.channels.whatsapp_content import ContentTemplate, content_template
-from careflow.cities import display_name
 from careflow.config import CenterSettings
-from careflow.consent import withdraw_for_carrier_opt_out
-from careflow.email_content import with_footer
+from careflow.customers.segments import prefetch_segments
 from careflow.errors import SendError, TemplateError
-from careflow.policies import load_consents
+from careflow.policies.channel_choice import load_consents
+from careflow.policies.consent import withdraw_for_carrier_opt_out
+from careflow.policies.timing import Timing, customer_zone, send_timing
 from careflow.provider_status import CARRIER_OPT_OUT, apply_parked
 from careflow.rate_limit import back_off, pace
 from careflow.recovery import recover_stuck_sends
+from careflow.rendering.event import render_event_parts, template_variables
+from careflow.rendering.lint import lint_refusal
+from careflow.rendering.unsubscribe_links import unsubscribe_url
+from careflow.rendering.whatsapp_content import ContentTemplate, content_template
 from careflow.runtime import Runtime
-from careflow.segments import prefetch_segments
 from careflow.storage.models import CareEvent, Center, Customer, EventStatus, utcnow
-from careflow.template_lint import lint_refusal
-from careflow.templates import Rendered
-from careflow.timing_policies import Timing, customer_zone, send_timing
-from careflow.unsubscribe_links import unsubscribe_url
 
 log = logging.getLogger(__name__)
 
@@ -124,71 +121,6 @@ def _not_now(timing: Timing, attempt: int) -> dict[str, Any]:
 def _finish(runtime: Runtime, event_id: int, attempt: int, status: EventStatus, **values: Any) -> bool:
     with runtime.sessions.begin() as session:
         return _set_status(session, event_id, attempt, status, **values)
-
-
-def template_variables(
-    event: CareEvent, customer: Customer, center: Center, runtime: Runtime
-) -> dict[str, Any]:
-    """Plain data only: the sandbox never sees ORM objects or anything with behaviour."""
-    birthday = None
-    if customer.birth_month and customer.birth_day:
-        birthday = {"month": customer.birth_month, "day": customer.birth_day, "year": customer.birth_year}
-    center_cfg = runtime.settings.centers.get(center.code)
-    variables: dict[str, Any] = {
-        "customer": {
-            "name": customer.name,
-            "external_id": customer.external_id,
-            # Cards keep one canonical name (深圳); a message says it in its own language.
-            "city": display_name(customer.city, event.locale) if customer.city else None,
-            "birthday": birthday,
-        },
-        "center": {
-            "code": center.code,
-            "name": center.name,
-            "help_text": center_cfg.help_text if center_cfg else "",
-        },
-        "occasion": event.occasion,
-        "due_date": event.due_date.isoformat(),
-        **event.context,
-    }
-    for extra in runtime.registry.pm.hook.careflow_template_context(event=event, customer=customer):
-        if extra:
-            variables.update(extra)
-    return variables
-
-
-def render_event(
-    runtime: Runtime, event: CareEvent, customer: Customer, center: Center
-) -> tuple[str, str | None]:
-    rendered = render_event_parts(runtime, event, customer, center)
-    return rendered.body, rendered.subject
-
-
-def render_event_parts(runtime: Runtime, event: CareEvent, customer: Customer, center: Center) -> Rendered:
-    """Render the event's template; an e-mail also gets its HTML part and the center's footer."""
-    rendered = runtime.templates.render(
-        event.template,
-        event.channel or "sms",
-        locale=event.locale,
-        center_code=center.code,
-        center_locale=center.locale,
-        variables=template_variables(event, customer, center, runtime),
-        marketing=event.purpose == Purpose.MARKETING,
-    )
-    center_cfg = runtime.settings.centers.get(center.code)
-    if event.channel == "email" and rendered.subject is None:
-        # Written from an SMS template: the center's name is an honest subject line.
-        rendered = replace(rendered, subject=center.name)
-    if event.channel == "email" and rendered.html is not None and center_cfg is not None:
-        text, html = with_footer(
-            rendered.body,
-            rendered.html,
-            center=center_cfg,
-            locale=rendered.locale,
-            unsubscribe_url=unsubscribe_url(runtime.settings, customer.id),
-        )
-        rendered = replace(rendered, body=text, html=html)
-    return rendered
 
 
 def deliver(runtime: Runtime, event_id: int, *, now: datetime | None = None) -> Outcome:

@@ -11,9 +11,9 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from careflow.points import PointsRules, balance, redeem
-from careflow.records import VEHICLE_COLUMNS, VISIT_COLUMNS, VehicleImporter, VisitImporter
-from careflow.service_due import add_months
+from careflow.customers.import_records import VEHICLE_COLUMNS, VISIT_COLUMNS, VehicleImporter, VisitImporter
+from careflow.customers.points import PointsRules, balance, redeem
+from careflow.customers.service_due import add_months
 from careflow.storage.models import Center, Customer, Voucher
 
 MODELS = ["丰田凯美瑞", "本田雅阁", "大众帕萨特", "别克君越", "日产天籁", "Toyota RAV4", "Honda CR-V"]

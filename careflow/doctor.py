@@ -160,10 +160,10 @@ def _twilio_auth_problem(settings: Settings) -> tuple[str, str] | None:
 
 
 def check_templates(settings: Settings) -> Iterator[Check]:
-    """Every template passes the one linter sends go through (careflow.template_lint), samples and all."""
+    """Every template passes the one linter sends go through (careflow.rendering.lint), samples and all."""
+    from careflow.rendering.database import parse_name
+    from careflow.rendering.lint import Severity, lint_store
     from careflow.runtime import Runtime
-    from careflow.template_db import parse_name
-    from careflow.template_lint import Severity, lint_store
 
     try:
         runtime = Runtime.build(settings)

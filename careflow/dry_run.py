@@ -2,7 +2,7 @@
 
 A dry run writes nothing, so its messages exist only as planning rows. They are rendered
 here exactly as a worker would render them (the lint refusal first, then
-``careflow.delivery.render_event_parts``), batch by batch as planning finds them: a dry run
+``careflow.rendering.event.render_event_parts``), batch by batch as planning finds them: a dry run
 over a million customers holds one batch, or the few messages per plugin it will show.
 """
 
@@ -18,11 +18,11 @@ from rich.markup import escape
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from careflow.delivery import render_event_parts
 from careflow.errors import TemplateError
+from careflow.rendering.event import render_event_parts
+from careflow.rendering.lint import lint_refusal
 from careflow.runtime import Runtime
 from careflow.storage.models import CareEvent, Customer
-from careflow.template_lint import lint_refusal
 
 _CHUNK = 1_000
 

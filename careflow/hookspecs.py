@@ -89,7 +89,7 @@ def careflow_weather_providers() -> list[WeatherProvider]:
     one (the first registered under a name wins, so an outside plugin overrides a built-in).
     ``provider.alerts(city, day, settings)`` is called at most once per city, local day and
     ``refresh_minutes`` across all processes (the latest answer is stored in
-    ``weather_reports``); ``city`` is the canonical name (``careflow.cities``: 深圳, not
+    ``weather_reports``); ``city`` is the canonical name (``careflow.customers.cities``: 深圳, not
     Shenzhen). It returns dicts with ``id`` (stable for one weather event: it keys the
     message, so an alert seen again on a later look-up is not sent twice), ``kind`` (typhoon,
     rainstorm, snow, cold_wave, heat, hail, strong_wind), and optionally ``day`` and ``ends``

@@ -31,7 +31,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "careflow.channels.console",
     "careflow.channels.twilio_sms",
     "careflow.channels.smtp_email",
-    "careflow.segments",
+    "careflow.customers.segments",
 )
 
 

@@ -9,8 +9,8 @@ from datetime import date, datetime
 from sqlalchemy import select
 
 from careflow.care import CarePlugin, PluginSettings, PrepareContext
+from careflow.customers.segments import refresh_segments
 from careflow.runtime import Runtime
-from careflow.segments import refresh_segments
 from careflow.storage.models import Center
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, exists, select, update
 from sqlalchemy.orm import Session
 
-from careflow.consent import withdraw_for_carrier_opt_out
+from careflow.policies.consent import withdraw_for_carrier_opt_out
 from careflow.storage.models import CareEvent, EarlyStatus, EventStatus, utcnow
 
 log = logging.getLogger(__name__)

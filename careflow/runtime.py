@@ -15,10 +15,10 @@ from careflow.channels.base import Channel
 from careflow.config import CHANNEL_NAMES, Settings
 from careflow.errors import ConfigError
 from careflow.plugin_manager import PluginRegistry, load_plugins
+from careflow.rendering.database import DatabaseTemplates
+from careflow.rendering.store import TemplateStore
 from careflow.storage.db import make_engine, make_session_factory, migrate
 from careflow.storage.models import Center, utcnow
-from careflow.template_db import DatabaseTemplates
-from careflow.templates import TemplateStore
 
 
 @dataclass

@@ -20,14 +20,14 @@ from careflow import metrics
 from careflow.bulk import insert_ignoring_duplicates
 from careflow.care import CarePlugin, Occasion, PlanContext, PluginSettings, priority_of
 from careflow.center_plugins import PluginRun, plugin_runs
+from careflow.customers.segments import load_labels, matches
 from careflow.isolation import PLANNING_READS, planning_sessions, run_plugin_batch
 from careflow.plugin_runs import record_run
-from careflow.policies import choose_channel, load_consents
+from careflow.policies.channel_choice import choose_channel, load_consents
+from careflow.policies.timing import apply_timing_and_caps
 from careflow.preplan import prepare_run
 from careflow.runtime import Runtime
-from careflow.segments import load_labels, matches
 from careflow.storage.models import CareEvent, Center, Customer, EventStatus
-from careflow.timing_policies import apply_timing_and_caps
 
 log = logging.getLogger(__name__)
 

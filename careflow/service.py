@@ -19,12 +19,12 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 
 from careflow.center_plugins import plugin_runs
+from careflow.customers.segments import refresh_segments
+from careflow.policies.quiet_hours import release_deferred
 from careflow.provider_status import apply_parked
-from careflow.quiet_hours import release_deferred
 from careflow.recovery import lost_planned_ids, recover_stuck_sends
 from careflow.runtime import Runtime
 from careflow.scheduler import plan
-from careflow.segments import refresh_segments
 from careflow.storage import leases
 from careflow.storage.job_runs import is_done, record_done
 from careflow.storage.models import Center, utcnow

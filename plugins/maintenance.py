@@ -13,9 +13,9 @@ from sqlalchemy import ColumnElement, String, and_, cast, exists, func, literal,
 from sqlalchemy.orm import selectinload
 
 from careflow.care import CarePlugin, Occasion, PlanContext, PluginSettings, Purpose
+from careflow.customers.points import voucher_lapsed
 from careflow.hookspecs import hookimpl
-from careflow.pacing import PacedItem, pace
-from careflow.points import voucher_lapsed
+from careflow.planning.capacity import PacedItem, pace
 from careflow.storage.models import CareEvent, Center, Customer, Vehicle, Voucher
 
 SOON, DUE, OVERDUE, WARRANTY = "service-soon", "service-due", "service-overdue", "warranty-ending"

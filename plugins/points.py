@@ -10,8 +10,8 @@ from pydantic import Field
 from sqlalchemy import and_, func, select
 
 from careflow.care import CarePlugin, Occasion, PlanContext, PluginSettings, Purpose
+from careflow.customers.points import PointsRules, voucher_lapsed
 from careflow.hookspecs import hookimpl
-from careflow.points import PointsRules, voucher_lapsed
 from careflow.storage.models import Customer, PointsEntry, Voucher
 
 THRESHOLD, POINTS_EXPIRING, VOUCHER_EXPIRING = "threshold", "points-expiring", "voucher-expiring"

@@ -30,9 +30,9 @@ from careflow.care import (
     PrepareContext,
     Purpose,
 )
-from careflow.consent import record_consent
+from careflow.customers.import_customers import FieldProblem, parse_email, parse_phone
 from careflow.hookspecs import hookimpl
-from careflow.importing import FieldProblem, parse_email, parse_phone
+from careflow.policies.consent import record_consent
 from careflow.storage.models import (
     CareEvent,
     Center,

@@ -33,7 +33,7 @@ from careflow.care import (
     Purpose,
     WeatherProvider,
 )
-from careflow.cities import canonical_city, canonicalise_cards, display_name, label
+from careflow.customers.cities import canonical_city, canonicalise_cards, display_name, label
 from careflow.hookspecs import hookimpl
 from careflow.storage.models import Center, Customer, WeatherReport
 
@@ -56,7 +56,7 @@ class WeatherSettings(PluginSettings):
     provider: str = "open-meteo"
     kinds: list[Kind] = Field(default_factory=lambda: list(WEATHER_KINDS))  # type: ignore[arg-type]
     # City -> [latitude, longitude] (no geocoding API call); any spelling (Shanghai, 上海市),
-    # stored under its canonical name (careflow.cities).
+    # stored under its canonical name (careflow.customers.cities).
     cities: dict[str, tuple[float, float]] = Field(default_factory=dict)
     open_meteo_url: str = "https://api.open-meteo.com/v1/forecast"
     timeout_seconds: float = Field(default=10, gt=0, le=120)

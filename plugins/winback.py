@@ -17,8 +17,8 @@ from pydantic import Field
 from sqlalchemy import ColumnElement, String, case, cast, exists, func, or_, select
 
 from careflow.care import CarePlugin, Occasion, PlanContext, PluginSettings, Purpose
+from careflow.customers.segments import months_before
 from careflow.hookspecs import hookimpl
-from careflow.segments import months_before
 from careflow.storage.models import CareEvent, Customer, CustomerSegment, ServiceVisit
 
 Tier = Literal["A", "B", "C"]

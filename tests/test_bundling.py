@@ -8,15 +8,15 @@ from typing import Any
 
 import pytest
 
-from careflow.bundling import BUNDLE_SAMPLES, bundle_key
 from careflow.care import Purpose
-from careflow.consent import record_consent
+from careflow.customers.points import PointsRules
 from careflow.daily import run_day
-from careflow.points import PointsRules
+from careflow.policies.bundling import BUNDLE_SAMPLES, bundle_key
+from careflow.policies.consent import record_consent
+from careflow.rendering.lint import lint_refusal
 from careflow.runtime import Runtime
 from careflow.scheduler import plan
 from careflow.storage.models import CareEvent, EventStatus
-from careflow.template_lint import lint_refusal
 from careflow.testing import add_customer, build_runtime, center, make_settings, parse_instant
 from careflow.testing.records import add_vehicle, add_visit
 from careflow.testing.twilio_server import FakeTwilio

@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from sqlalchemy import delete, select
 
 from careflow.cli import main
+from careflow.customers.import_customers import CustomerImporter
 from careflow.errors import ImportDataError
-from careflow.importing import CustomerImporter
 from careflow.runtime import Runtime
 from careflow.scheduler import plan
 from careflow.storage.models import CareEvent, Consent, Customer, EventStatus

@@ -18,10 +18,10 @@ from sqlalchemy import select
 from careflow.care import Purpose
 from careflow.channels.base import OutgoingMessage, SendResult
 from careflow.cli import main
-from careflow.consent import REPLY_STOP, history, record_consent
+from careflow.customers.import_customers import CustomerImporter
 from careflow.daily import run_day
 from careflow.delivery import Outcome, deliver_many
-from careflow.importing import CustomerImporter
+from careflow.policies.consent import REPLY_STOP, history, record_consent
 from careflow.runtime import Runtime
 from careflow.scheduler import plan
 from careflow.storage.models import AddressOptOut, Center, Customer, EventStatus

@@ -14,12 +14,12 @@ from starlette.testclient import TestClient
 
 from careflow.daily import run_day
 from careflow.delivery import Outcome, deliver
-from careflow.policies import choose_channel, load_consents
+from careflow.policies.channel_choice import choose_channel, load_consents
+from careflow.rendering.unsubscribe_links import make_token
 from careflow.runtime import Runtime
 from careflow.scheduler import plan
 from careflow.storage.models import CareEvent, Consent, Customer, EventStatus
 from careflow.testing import add_customer, build_runtime, make_settings, parse_instant
-from careflow.unsubscribe_links import make_token
 from careflow.web.unsubscribe import unsubscribe_routes
 from tests.smtp_server import LocalSmtpServer, self_signed_cert
 

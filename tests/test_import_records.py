@@ -12,9 +12,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from careflow.cli import main
+from careflow.customers.import_records import VehicleImporter, VisitImporter
+from careflow.customers.points import PointsRules, redeem
 from careflow.errors import ImportDataError
-from careflow.points import PointsRules, redeem
-from careflow.records import VehicleImporter, VisitImporter
 from careflow.runtime import Runtime
 from careflow.storage.models import Center, PointsEntry, ServiceVisit, Vehicle, Voucher
 from careflow.testing import add_customer, build_runtime, make_settings

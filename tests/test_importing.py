@@ -598,7 +598,7 @@ def test_a_column_absent_from_a_reimport_leaves_the_field_unchanged(workspace: P
     assert result.exit_code == 0, result.output
     assert "created 0, updated 1" in result.stdout
     after = cards()["C1"]
-    assert after.city == "杭州"  # cities stored canonical (careflow.cities)
+    assert after.city == "杭州"  # cities stored canonical (careflow.customers.cities)
     assert (after.phone, after.email, after.birthday) == (before.phone, before.email, before.birthday)
     assert (after.locale, after.timezone) == (before.locale, before.timezone)
     assert after.consents == granted(sms=True, email=True)
@@ -647,7 +647,7 @@ def test_a_terminal_shows_progress_per_thousand_rows(
     from rich.console import Console
 
     from careflow.commands import records
-    from careflow.importing import Progress
+    from careflow.customers.import_customers import Progress
 
     screen = io.StringIO()
     monkeypatch.setattr(records, "out", Console(file=screen, force_terminal=True, width=100))

@@ -9,10 +9,10 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from careflow.config import CenterSettings, load_settings
-from careflow.consent import Keyword, keyword_of, mask_phone
 from careflow.daily import run_day
 from careflow.errors import ConfigError
-from careflow.quiet_hours import SendWindow
+from careflow.policies.consent import Keyword, keyword_of, mask_phone
+from careflow.policies.quiet_hours import SendWindow
 from careflow.rate_limit import backlog_warning
 from careflow.scheduler import plan
 from careflow.storage.models import EventStatus

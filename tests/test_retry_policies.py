@@ -18,7 +18,7 @@ from sqlalchemy import select
 from careflow.cli import main
 from careflow.daily import retry_events
 from careflow.delivery import Outcome, deliver_many
-from careflow.quiet_hours import release_deferred
+from careflow.policies.quiet_hours import release_deferred
 from careflow.runtime import Runtime
 from careflow.scheduler import plan
 from careflow.storage.models import CareEvent, EventStatus, utcnow

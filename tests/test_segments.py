@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 from sqlalchemy import event, select
 
+from careflow.customers.segments import matches, refresh_segments
 from careflow.daily import run_day
 from careflow.errors import ConfigError
 from careflow.runtime import Runtime
 from careflow.scheduler import plan
-from careflow.segments import matches, refresh_segments
 from careflow.storage.models import Customer, CustomerSegment, Vehicle
 from careflow.testing import add_customer, add_visit, loaded_customers, parse_instant
 from tests.plugins.helpers import events, recipients, runtime_with

@@ -13,9 +13,9 @@ from sqlalchemy import select
 from careflow.daily import run_day
 from careflow.errors import TemplateBudgetError, TemplateError
 from careflow.hookspecs import hookimpl
+from careflow.rendering.store import MAX_OUTPUT_CHARS, Rendered, TemplateStore
 from careflow.runtime import Runtime
 from careflow.storage.models import CareEvent, Customer, EventStatus
-from careflow.templates import MAX_OUTPUT_CHARS, Rendered, TemplateStore
 from careflow.testing import add_customer, build_runtime, make_settings, parse_instant
 
 CUSTOMER = {"name": "Alice Smith", "external_id": "C-1", "city": "Shanghai", "birthday": None}
@@ -535,7 +535,7 @@ EMAIL_VARIANTS: dict[str, list[dict[str, Any]]] = {
 @pytest.mark.parametrize("plugin", ["maintenance", "weather", "holidays", "points", "survey", "winback"])
 def test_every_builtin_plugin_has_its_own_email_with_subject_text_and_html(plugin: str, locale: str) -> None:
     from careflow.plugin_manager import load_plugins
-    from careflow.template_lint import core_samples
+    from careflow.rendering.lint import core_samples
 
     samples = load_plugins().care_plugins[plugin].samples
     store = TemplateStore()
@@ -556,7 +556,7 @@ def test_every_builtin_plugin_has_its_own_email_with_subject_text_and_html(plugi
 @pytest.mark.parametrize("locale", ["zh_CN", "en"])
 def test_maintenance_email_for_a_late_car_says_it_was_due_not_that_today_is_the_day(locale: str) -> None:
     from careflow.plugin_manager import load_plugins
-    from careflow.template_lint import core_samples
+    from careflow.rendering.lint import core_samples
 
     samples = load_plugins().care_plugins["maintenance"].samples
     variables = {

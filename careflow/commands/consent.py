@@ -15,7 +15,7 @@ from rich.table import Table
 from careflow.care import Purpose
 from careflow.cli import _center, _friendly_errors, customer_by_external_id, main, opened_runtime, out
 from careflow.config import CHANNEL_NAMES
-from careflow.consent import ALL_PURPOSES, CUSTOMER_REQUEST, RE_CONSENT, history, record_consent
+from careflow.policies.consent import ALL_PURPOSES, CUSTOMER_REQUEST, RE_CONSENT, history, record_consent
 from careflow.storage.models import Consent, Customer, utcnow
 
 _center_option = click.option(

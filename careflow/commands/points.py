@@ -10,9 +10,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from careflow.cli import _center, _friendly_errors, customer_by_external_id, main, opened_runtime, out
-from careflow.errors import CareflowError
-from careflow.importing import FieldProblem
-from careflow.points import (
+from careflow.customers.import_customers import FieldProblem
+from careflow.customers.import_records import center_today, parse_plate
+from careflow.customers.points import (
     VOUCHER_KINDS,
     PointsRules,
     adjust,
@@ -21,9 +21,9 @@ from careflow.points import (
     redeem,
     voucher_statuses,
 )
-from careflow.records import center_today, parse_plate
+from careflow.customers.service_due import VISIT_KINDS
+from careflow.errors import CareflowError
 from careflow.runtime import Runtime
-from careflow.service_due import VISIT_KINDS
 from careflow.storage.models import Customer, PointsEntry, ServiceVisit, Vehicle, Voucher
 
 

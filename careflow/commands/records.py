@@ -15,12 +15,18 @@ from rich.progress import Progress as RichProgress
 from sqlalchemy.orm import Session
 
 from careflow.cli import _center, _friendly_errors, encoding_option, err, import_, main, opened_runtime, out
+from careflow.customers.import_customers import ImportReport, Progress
+from careflow.customers.import_records import (
+    VISIT_COLUMNS,
+    VehicleImporter,
+    VisitImporter,
+    center_today,
+    without_row_prefix,
+)
+from careflow.customers.points import points_rules
+from careflow.customers.service_due import VISIT_KINDS
 from careflow.errors import ImportDataError
-from careflow.importing import ImportReport, Progress
-from careflow.points import points_rules
-from careflow.records import VISIT_COLUMNS, VehicleImporter, VisitImporter, center_today, without_row_prefix
 from careflow.runtime import Runtime
-from careflow.service_due import VISIT_KINDS
 from careflow.storage.models import Center
 
 

@@ -8,8 +8,8 @@ import click
 from rich.table import Table
 
 from careflow.cli import _friendly_errors, main, opened_runtime, out
+from careflow.customers.survey_report import survey_figures
 from careflow.errors import ConfigError
-from careflow.survey_report import survey_figures
 
 
 @main.group()

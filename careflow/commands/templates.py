@@ -28,7 +28,7 @@ def lint(as_json: bool) -> None:
     when there is an error finding: such a template is never used for a send (a missing
     locale is a warning).
     """
-    from careflow.template_lint import blocking, lint_store
+    from careflow.rendering.lint import blocking, lint_store
 
     with opened_runtime() as runtime:
         findings = lint_store(runtime)

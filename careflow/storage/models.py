@@ -204,7 +204,7 @@ class ConsentChange(Base):
     """One change of one consent, never updated or deleted: the history a card shows and an audit reads.
 
     Its id grows with every change, so "any withdrawal since id N?" is one indexed range read:
-    delivery asks it just before each send (see ``careflow.consent.withdrawals_since``).
+    delivery asks it just before each send (see ``careflow.policies.consent.withdrawals_since``).
     """
 
     __tablename__ = "consent_changes"
@@ -234,7 +234,7 @@ class AddressOptOut(Base):
 
     id: Mapped[intpk]
     channel: Mapped[str] = mapped_column(String(32))
-    address_hash: Mapped[str] = mapped_column(String(64))  # sha256, see careflow.consent.address_key
+    address_hash: Mapped[str] = mapped_column(String(64))  # sha256, see careflow.policies.consent.address_key
     purpose: Mapped[str] = mapped_column(String(32))
     source: Mapped[str] = mapped_column(String(64))  # "reply:STOP", "unsubscribe-link", ...
     created_at: Mapped[created_at]
@@ -258,7 +258,7 @@ class Vehicle(Base):
     warranty_end: Mapped[date | None] = mapped_column(Date)
     interval_months: Mapped[int | None] = mapped_column(SmallInteger)
     interval_km: Mapped[int | None] = mapped_column(Integer)
-    # Kept current by careflow.records whenever the vehicle or its visits change, so the
+    # Kept current by careflow.customers.import_records whenever the vehicle or its visits change, so the
     # maintenance plugin narrows candidates with an index instead of replaying every history.
     next_service_due: Mapped[date | None] = mapped_column(Date)
     next_service_reason: Mapped[str | None] = mapped_column(String(16))  # "time" or "mileage"
@@ -458,7 +458,7 @@ class WeatherReport(Base):
 
     id: Mapped[intpk]
     provider: Mapped[str] = mapped_column(String(64))
-    city: Mapped[str] = mapped_column(String(100))  # canonical (careflow.cities)
+    city: Mapped[str] = mapped_column(String(100))  # canonical (careflow.customers.cities)
     day: Mapped[date] = mapped_column(Date)
     alerts: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     fetched_at: Mapped[datetime | None]  # the latest answer; None until the first one

@@ -16,8 +16,8 @@ from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from careflow.config import Settings
-from careflow.consent import record_consent
 from careflow.plugin_manager import load_plugins
+from careflow.policies.consent import record_consent
 from careflow.runtime import Runtime
 from careflow.storage.models import Center, Customer, ServiceVisit
 

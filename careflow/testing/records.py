@@ -7,8 +7,8 @@ from decimal import Decimal
 
 from sqlalchemy.orm import Session
 
-from careflow.points import PointsRules, earn_for_visit
-from careflow.records import refresh_service_due
+from careflow.customers.import_records import refresh_service_due
+from careflow.customers.points import PointsRules, earn_for_visit
 from careflow.storage.models import Customer, ServiceVisit, Vehicle
 
 

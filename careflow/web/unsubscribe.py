@@ -15,10 +15,10 @@ from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
 from careflow.config import CHANNEL_NAMES
-from careflow.consent import UNSUBSCRIBE_LINK, record_consent
+from careflow.policies.consent import UNSUBSCRIBE_LINK, record_consent
+from careflow.rendering.unsubscribe_links import BadToken, read_token, secret_key
 from careflow.runtime import Runtime
 from careflow.storage.models import Customer
-from careflow.unsubscribe_links import BadToken, read_token, secret_key
 
 _CHANNEL_WORDS = {"email": "e-mails", "sms": "text messages", "whatsapp": "WhatsApp messages"}
 

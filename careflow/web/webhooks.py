@@ -25,7 +25,7 @@ from twilio.request_validator import RequestValidator
 
 from careflow.care import InboundReply
 from careflow.channels.twilio_sms import INBOUND_PATH, STATUS_CALLBACK_PATH
-from careflow.consent import (
+from careflow.policies.consent import (
     REPLY_START,
     REPLY_STOP,
     Keyword,

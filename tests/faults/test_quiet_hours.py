@@ -6,7 +6,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from careflow.daily import run_day
-from careflow.quiet_hours import release_deferred
+from careflow.policies.quiet_hours import release_deferred
 from careflow.storage.models import EventStatus
 from careflow.testing import add_customer, parse_instant
 from careflow.testing.twilio_server import FakeTwilio

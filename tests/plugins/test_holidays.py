@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from careflow.customers.import_customers import CustomerImporter
 from careflow.daily import run_day
 from careflow.errors import ImportDataError
-from careflow.importing import CustomerImporter
 from careflow.runtime import Runtime
 from careflow.scheduler import plan
 from careflow.storage.models import Customer

@@ -12,9 +12,7 @@ import pytest
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
-from careflow.daily import run_day
-from careflow.errors import ConfigError
-from careflow.points import (
+from careflow.customers.points import (
     PointsError,
     PointsRules,
     VisitForVoucher,
@@ -24,6 +22,8 @@ from careflow.points import (
     points_rules,
     redeem,
 )
+from careflow.daily import run_day
+from careflow.errors import ConfigError
 from careflow.runtime import Runtime
 from careflow.scheduler import plan
 from careflow.storage.models import CareEvent, Customer, PointsEntry, Vehicle, Voucher
@@ -108,7 +108,7 @@ def test_adjustments_need_a_reason_and_add_a_lot(session: Session) -> None:
 
 
 def test_reimporting_a_visit_never_earns_twice(runtime: Runtime) -> None:
-    from careflow.records import VisitImporter
+    from careflow.customers.import_records import VisitImporter
 
     csv = "customer_external_id,plate,date,mileage,amount,kind\nC1,沪AC1,2026-05-01,10000,2500,maintenance\n"
     with runtime.sessions() as s:
@@ -174,7 +174,7 @@ def test_voucher_only_at_a_maintenance_visit_once_before_expiry_by_its_owner(ses
     with pytest.raises(PointsError, match="no such voucher"):
         use(session, customer, "V-NOPE-NOPE", date(2026, 6, 5))
     assert use(session, customer, voucher.code.lower(), date(2026, 11, 28)) is voucher  # last valid day
-    from careflow.points import use_voucher
+    from careflow.customers.points import use_voucher
 
     visit = add_visit(session, car, day=date(2026, 6, 5))
     use_voucher(voucher, visit)
@@ -244,7 +244,7 @@ def test_a_voucher_tied_to_its_checkout_visit_is_never_used_there(session: Sessi
 
 def test_voucher_statuses_say_used_lapsed_expired_or_unused(session: Session) -> None:
     customer, car = customer_with_car(session)
-    from careflow.points import voucher_statuses
+    from careflow.customers.points import voucher_statuses
 
     adjust(session, customer, 5000, reason="opening balance", today=date(2025, 12, 1), rules=RULES)
     checkout = add_visit(session, car, day=date(2026, 1, 5))
@@ -257,7 +257,7 @@ def test_voucher_statuses_say_used_lapsed_expired_or_unused(session: Session) ->
         at_checkout.id: "unused",  # its own checkout visit is not its next maintenance visit
         forgotten.id: "lapsed: not used at the maintenance visit on 2026-01-05",
     }
-    from careflow.points import use_voucher
+    from careflow.customers.points import use_voucher
 
     later = add_visit(session, car, day=date(2026, 3, 1))
     use_voucher(at_checkout, later)

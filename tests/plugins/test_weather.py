@@ -14,13 +14,13 @@ import pytest
 from sqlalchemy import select
 
 from careflow.care import PluginSettings
-from careflow.cities import ambiguity, canonical_city
+from careflow.customers.cities import ambiguity, canonical_city
+from careflow.customers.import_customers import CustomerImporter
+from careflow.customers.segments import refresh_segments
 from careflow.daily import run_day
 from careflow.errors import ConfigError, ImportDataError
-from careflow.importing import CustomerImporter
 from careflow.runtime import Runtime
 from careflow.scheduler import plan
-from careflow.segments import refresh_segments
 from careflow.service import SchedulerService
 from careflow.storage.models import Customer, WeatherReport
 from careflow.testing import add_customer, center, loaded_customers, parse_instant

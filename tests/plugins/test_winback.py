@@ -8,10 +8,10 @@ from datetime import date
 import pytest
 from sqlalchemy import select
 
+from careflow.customers.segments import months_before
 from careflow.daily import run_day
 from careflow.runtime import Runtime
 from careflow.scheduler import plan
-from careflow.segments import months_before
 from careflow.storage.models import CareEvent, Customer
 from careflow.testing import add_customer, add_visit, loaded_customers, parse_instant
 from tests.plugins.helpers import events, recipients, runtime_with

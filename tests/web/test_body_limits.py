@@ -15,7 +15,7 @@ from starlette.applications import Starlette
 from starlette.testclient import TestClient
 from starlette.types import Message
 
-from careflow.unsubscribe_links import make_token, secret_key
+from careflow.rendering.unsubscribe_links import make_token, secret_key
 from careflow.web.app import create_app
 from careflow.web.body_limit import SMALL_FORM_BYTES
 from careflow.web.console.security import LOGIN_COOKIE, SESSION_COOKIE

@@ -13,10 +13,10 @@ from starlette.testclient import TestClient
 
 from careflow.center_plugins import plugin_runs
 from careflow.delivery import deliver
+from careflow.rendering.lint import lint_draft
+from careflow.rendering.sms_segments import count_segments
 from careflow.scheduler import plan
-from careflow.sms_segments import count_segments
 from careflow.storage.models import CareEvent, Center, CenterPluginSetting, ConsoleUser, EventStatus
-from careflow.template_lint import lint_draft
 from careflow.web.console import console_app
 from careflow.web.console.preview import Draft
 from careflow.web.console.template_versions import LintFailed, save_version
@@ -221,7 +221,7 @@ def test_another_processs_publish_reaches_sends_once_the_generation_is_rechecked
 ) -> None:
     from sqlalchemy import insert
 
-    from careflow import template_db
+    from careflow.rendering import database as template_db
     from careflow.storage.models import TemplateVersion
 
     store = world.runtime.templates

@@ -327,7 +327,7 @@ def test_the_customer_card_says_whether_each_voucher_can_still_be_used(
 ) -> None:
     from datetime import date
 
-    from careflow.points import PointsRules, adjust, redeem
+    from careflow.customers.points import PointsRules, adjust, redeem
     from careflow.storage.models import Customer, ServiceVisit
 
     rules = PointsRules()

@@ -58,7 +58,7 @@ def test_the_console_refuses_to_publish_what_every_send_would_refuse(
 
 
 def test_the_console_publishes_what_sends_accept(client: TestClient, world: World) -> None:
-    # ``segment`` is a core variable of sends (careflow.segments); the console's own list lacked it.
+    # ``segment`` is a core variable of sends (careflow.customers.segments); the console's own list lacked it.
     sign_in(client, "marketer@north.example")
     status, _ = _post(client, "/templates/save", "Hi {{ customer.name }}, tier {{ segment.tier }}")
     assert status == 303

@@ -10,14 +10,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from careflow.care import CarePlugin, Purpose
-from careflow.delivery import render_event
 from careflow.errors import TemplateError
+from careflow.rendering.database import template_name
+from careflow.rendering.event import render_event
+from careflow.rendering.lint import lint_context
+from careflow.rendering.sms_segments import Segments, count_segments
+from careflow.rendering.store import OPT_OUT_FOOTERS
 from careflow.runtime import Runtime
-from careflow.sms_segments import Segments, count_segments
 from careflow.storage.models import CareEvent, Center, Customer
-from careflow.template_db import template_name
-from careflow.template_lint import lint_context
-from careflow.templates import OPT_OUT_FOOTERS
 
 SMS_CHANNELS = ("sms", "whatsapp")
 

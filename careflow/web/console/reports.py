@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Date, Table, func, inspect, select
 from sqlalchemy.orm import Session
 
-from careflow.points import voucher_statuses
+from careflow.customers.points import voucher_statuses
 from careflow.storage.models import Base, CareEvent, Consent, Customer, EventStatus, Voucher
 
 DASHBOARD_STATUSES = ("planned", "sent", "delivered", "failed", "suppressed")

@@ -10,10 +10,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from careflow.errors import CareflowError
+from careflow.rendering.database import template_name
+from careflow.rendering.lint import Finding, Severity, blocking
 from careflow.runtime import Runtime
 from careflow.storage.models import TemplateVersion
-from careflow.template_db import template_name
-from careflow.template_lint import Finding, Severity, blocking
 from careflow.web.console.preview import Draft
 
 

@@ -15,7 +15,10 @@ from starlette.responses import Response
 from careflow.broker import LOCAL, make_broker
 from careflow.center_plugins import center_settings, load_overrides
 from careflow.config import CHANNEL_NAMES
-from careflow.consent import (
+from careflow.customers.import_customers import CUSTOMER_COLUMNS, CustomerImporter
+from careflow.daily import retry_events
+from careflow.errors import ImportDataError, TemplateError
+from careflow.policies.consent import (
     ALL_PURPOSES,
     CUSTOMER_REQUEST,
     RE_CONSENT,
@@ -23,10 +26,7 @@ from careflow.consent import (
     history,
     record_consent,
 )
-from careflow.daily import retry_events
-from careflow.delivery import render_event
-from careflow.errors import ImportDataError, TemplateError
-from careflow.importing import CUSTOMER_COLUMNS, CustomerImporter
+from careflow.rendering.event import render_event
 from careflow.scheduler import plan
 from careflow.storage.models import (
     CareEvent,

@@ -6,9 +6,9 @@ from sqlalchemy import select
 from starlette.responses import Response
 
 from careflow.care import CarePlugin
+from careflow.rendering.lint import Finding, blocking, lint_draft
+from careflow.rendering.store import CAREFLOW_FILTERS
 from careflow.storage.models import Customer, TemplateVersion
-from careflow.template_lint import Finding, blocking, lint_draft
-from careflow.templates import CAREFLOW_FILTERS
 from careflow.web.console.app import Ctx, Forbidden, NotFound, guarded
 from careflow.web.console.preview import Draft, Preview, preview_draft
 from careflow.web.console.security import Perm
@@ -75,7 +75,7 @@ def _preview_customer(ctx: Ctx) -> Customer | None:
 
 
 def _check(ctx: Ctx, draft: Draft) -> tuple[Preview, list[Finding]]:
-    """The preview and the findings of the one linter (careflow.template_lint), as sends will see them."""
+    """The preview and the findings of the one linter (careflow.rendering.lint), as sends will see them."""
     findings = lint_draft(ctx.runtime, draft.name, draft.source)
     return _preview(ctx, draft, _preview_customer(ctx)), findings
 

@@ -14,8 +14,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
-from careflow.errors import ImportDataError
-from careflow.importing import (
+from careflow.customers.import_customers import (
     FieldProblem,
     ImportReport,
     Progress,
@@ -24,7 +23,7 @@ from careflow.importing import (
     read_rows,
     tick,
 )
-from careflow.points import (
+from careflow.customers.points import (
     PointsError,
     PointsRules,
     VisitForVoucher,
@@ -33,7 +32,8 @@ from careflow.points import (
     release_voucher,
     use_voucher,
 )
-from careflow.service_due import MAINTENANCE, VISIT_KINDS, VisitFact, next_service
+from careflow.customers.service_due import MAINTENANCE, VISIT_KINDS, VisitFact, next_service
+from careflow.errors import ImportDataError
 from careflow.storage.models import Center, Customer, ServiceVisit, Vehicle, utcnow
 
 VEHICLE_COLUMNS = (

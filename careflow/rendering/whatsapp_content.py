@@ -26,7 +26,7 @@ from jinja2 import TemplateNotFound, TemplateSyntaxError, UndefinedError
 from jinja2.exceptions import SecurityError
 
 from careflow.errors import TemplateError
-from careflow.templates import TemplateStore, locale_chain
+from careflow.rendering.store import TemplateStore, locale_chain
 
 _CONTENT_SID = re.compile(r"^HX[0-9a-fA-F]{32}$")
 

@@ -14,8 +14,8 @@ from sqlalchemy import ColumnElement, Exists, and_, func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from careflow.config import Settings, format_validation_error
+from careflow.customers.service_due import MAINTENANCE, add_months
 from careflow.errors import CareflowError, ConfigError
-from careflow.service_due import MAINTENANCE, add_months
 from careflow.storage.models import Customer, PointsEntry, ServiceVisit, Voucher
 
 VOUCHER_KINDS = ("repair", "accessory")

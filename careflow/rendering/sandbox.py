@@ -5,7 +5,7 @@ loops over a long string, or a macro that calls itself, used to take a preview t
 and a send minutes. Every render now has a budget: loop iterations and calls (``MAX_STEPS``),
 wall time (``MAX_SECONDS``, checked every few hundred steps), characters of output
 (``MAX_RENDER_CHARS``) and the size of what ``*`` may build. Exceeding it raises
-``RenderBudgetExceeded``, which careflow.templates reports as a ``TemplateBudgetError`` naming
+``RenderBudgetExceeded``, which careflow.rendering.store reports as a ``TemplateBudgetError`` naming
 the template. Counting is a few attribute updates per loop iteration; nothing per render but a
 context variable, so the thousands of renders of a delivery run stay as fast as before.
 """

@@ -441,7 +441,7 @@ def _table() -> _Table:
             continue
         chinese, english, *others = (part.strip() for part in line.split("|"))
         if chinese in cities:
-            raise ValueError(f"careflow.cities: {chinese} is listed twice")
+            raise ValueError(f"careflow.customers.cities: {chinese} is listed twice")
         cities[chinese] = City(chinese, english, province)
         for spelling in (chinese, english, *others):
             claims.setdefault(_key(spelling), set()).add(chinese)
@@ -512,23 +512,11 @@ def label(name: str) -> str:
     return f"{name} ({found.english})" if found else name
 
 
-def parse_city(value: str) -> str:
-    """The customer import's parser for the ``city`` column: the canonical name, or why not."""
-    from careflow.importing import FieldProblem  # imported here: careflow.importing uses this parser
-
-    name = canonical_city(value)
-    if not name:
-        raise FieldProblem("no letters of a city name")
-    if len(name) > MAX_LENGTH:
-        raise FieldProblem(f"too long; at most {MAX_LENGTH} characters")
-    return name
-
-
 def canonicalise_cards(sessions: sessionmaker[Session], stored: Iterable[str]) -> dict[str, str]:
     """Rewrite cards whose city is not in canonical form (written before, or by other means than import).
 
     ``stored`` are the distinct city values on cards; one indexed UPDATE per spelling that
-    changes, so cards match alerts even when ``careflow.cities`` learns a name after import.
+    changes, so cards match alerts even when ``careflow.customers.cities`` learns a name after import.
     Returns the spellings changed, old -> new ("" for a blank one, stored as NULL).
     """
     renamed = {old: new for old in stored if (new := canonical_city(old)) != old and len(new) <= MAX_LENGTH}

@@ -3,7 +3,7 @@
 Template names share one namespace (``centers/<code>/…`` beside the global names) and one
 loader chain, so without a fence ``{% include 'centers/<other>/…' %}`` would read, and send,
 another center's text. ``CenterScopedLoader`` is that fence: every render for a center goes
-through one (careflow.templates.TemplateStore.env_for), so includes, imports and extends,
+through one (careflow.rendering.store.TemplateStore.env_for), so includes, imports and extends,
 from files or from versions published in the console, see only what that center may use.
 """
 

@@ -32,9 +32,9 @@ from jinja2.exceptions import SecurityError
 from jinja2.runtime import Context
 
 from careflow.errors import TemplateBudgetError, TemplateError
-from careflow.template_db import DatabaseTemplates, PublishedFirstLoader
-from careflow.template_sandbox import BudgetedSandbox, RenderBudgetExceeded, joined, render_budget
-from careflow.template_scope import CenterScopedLoader, ForeignTemplate
+from careflow.rendering.database import DatabaseTemplates, PublishedFirstLoader
+from careflow.rendering.sandbox import BudgetedSandbox, RenderBudgetExceeded, joined, render_budget
+from careflow.rendering.scope import CenterScopedLoader, ForeignTemplate
 
 MAX_OUTPUT_CHARS = 5_000
 T = TypeVar("T")
@@ -134,7 +134,7 @@ class TemplateStore:
 
     ``env`` sees every name (listing, reading sources, lint's parsing); a render goes through
     ``env_for(center)``, which sees only that center's overrides, the global ones and the
-    shipped texts (careflow.template_scope).
+    shipped texts (careflow.rendering.scope).
     """
 
     def __init__(
@@ -149,7 +149,7 @@ class TemplateStore:
         self.search_path = dirs
         self.database = database
         files: BaseLoader = ChoiceLoader([FileSystemLoader(str(d)) for d in dirs])
-        # Versions published in the console come before every file (see careflow.template_db).
+        # Versions published in the console come before every file (see careflow.rendering.database).
         self._use_loader(PublishedFirstLoader(database, files) if database is not None else files)
 
     def _use_loader(self, loader: BaseLoader) -> None:
@@ -261,7 +261,7 @@ class TemplateStore:
     ) -> Rendered:
         """Render the template called ``name`` for ``center_code`` ("" for none), as a send would.
 
-        Text, subject and HTML part count against one render budget (careflow.template_sandbox).
+        Text, subject and HTML part count against one render budget (careflow.rendering.sandbox).
         """
         used_locale = name.rsplit(".", 2)[-2]
         values = {**variables, "locale": used_locale}

@@ -18,11 +18,12 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from careflow.cities import parse_city
-from careflow.consent import IMPORT, record_consent
 from careflow.countries import center_country
-from careflow.csv_files import CsvText, decode_csv, sniff_delimiter
+from careflow.customers.cities import MAX_LENGTH as CITY_MAX_LENGTH
+from careflow.customers.cities import canonical_city
+from careflow.customers.csv_files import CsvText, decode_csv, sniff_delimiter
 from careflow.errors import ImportDataError
+from careflow.policies.consent import IMPORT, record_consent
 from careflow.storage.models import Center, Customer
 
 CUSTOMER_COLUMNS = (
@@ -127,6 +128,16 @@ def parse_email(value: str) -> str:
         return str(validate_email(value, check_deliverability=False).normalized)
     except EmailNotValidError as exc:
         raise FieldProblem(f"not a valid e-mail address ({exc})") from None
+
+
+def parse_city(value: str) -> str:
+    """The ``city`` column: the canonical name (careflow.customers.cities), or why not."""
+    name = canonical_city(value)
+    if not name:
+        raise FieldProblem("no letters of a city name")
+    if len(name) > CITY_MAX_LENGTH:
+        raise FieldProblem(f"too long; at most {CITY_MAX_LENGTH} characters")
+    return name
 
 
 def parse_preferred_channel(value: str) -> str:

@@ -21,14 +21,14 @@ from typing import Any
 
 from jinja2 import TemplateNotFound, TemplateSyntaxError, meta, nodes
 
-from careflow.bundling import BUNDLE, BUNDLE_SAMPLES, BUNDLE_VARIABLES
 from careflow.care import CarePlugin, Purpose
 from careflow.errors import TemplateBudgetError, TemplateError
+from careflow.policies.bundling import BUNDLE, BUNDLE_SAMPLES, BUNDLE_VARIABLES
+from careflow.rendering.scope import may_use, refusal, scope_of
+from careflow.rendering.sms_segments import count_segments
+from careflow.rendering.store import TemplateStore
 from careflow.runtime import Runtime
-from careflow.sms_segments import count_segments
 from careflow.storage.models import CareEvent, Center
-from careflow.template_scope import may_use, refusal, scope_of
-from careflow.templates import TemplateStore
 
 # Locales every care template should exist in (careflow's two shipped languages).
 REQUIRED_LOCALES = ("zh_CN", "en")
@@ -45,7 +45,7 @@ class FindingKind(enum.StrEnum):
     UNSAFE = "unsafe"
     OTHER_CENTER = "other-center"  # includes, imports or extends another center's template
     MISSING_TEMPLATE = "missing-template"  # includes, imports or extends a template that does not exist
-    BUDGET = "budget"  # the render budget (careflow.template_sandbox) ran out
+    BUDGET = "budget"  # the render budget (careflow.rendering.sandbox) ran out
     SEGMENTS = "segments"
     MISSING_LOCALE = "missing-locale"
     RENDER = "render"
@@ -89,7 +89,7 @@ def blocking(findings: Iterable[Finding]) -> bool:
     return any(f.severity is Severity.ERROR for f in findings)
 
 
-# Variables careflow itself passes to every template (see delivery.template_variables).
+# Variables careflow itself passes to every template (see careflow.rendering.event.template_variables).
 CORE_VARIABLES: dict[str, str] = {
     "customer": "the customer: name, external_id, city, birthday (month, day, year)",
     "center": "the service center: code, name, help_text",
@@ -235,7 +235,7 @@ def _references(store: TemplateStore, tree: nodes.Template, name: str) -> list[F
     """Templates this one includes, imports or extends: in its center's reach, and existing.
 
     Checked for every branch, taken or not: the render at send time would fail only for the
-    customers who reach it (careflow.template_scope fences renders the same way).
+    customers who reach it (careflow.rendering.scope fences renders the same way).
     """
     scope = scope_of(name)
     env = store.env_for(scope)
@@ -321,7 +321,7 @@ def lint_context(runtime: Runtime, name: str, plugin_name: str | None = None) ->
     center_name = center.name if center else "Service Center"
     budget = runtime.settings.templates.sms_segment_budget
     if plugin is None and BUNDLE in (plugin_name, template):
-        # Bundles are planned by careflow itself (careflow.bundling), not by a care plugin.
+        # Bundles are planned by careflow itself (careflow.policies.bundling), not by a care plugin.
         return LintContext(BUNDLE_VARIABLES, BUNDLE_SAMPLES, True, budget, center_name)
     return LintContext.for_plugin(plugin, list(plugins.values()), budget, center_name)
 

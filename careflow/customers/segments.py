@@ -328,7 +328,7 @@ def load_labels(session: Session, customer_ids: Iterable[int]) -> dict[int, froz
     return found
 
 
-_PREFETCHED = "careflow.segments"  # session.info key: customer id -> segment (or None)
+_PREFETCHED = "careflow.customers.segments"  # session.info key: customer id -> segment (or None)
 
 
 def prefetch_segments(session: Session, customer_ids: Iterable[int]) -> None:

@@ -10,10 +10,10 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from careflow.bundling import bundle_rows
 from careflow.config import CenterSettings
-from careflow.frequency import Cap, apply_frequency_cap
-from careflow.quiet_hours import SendWindow
+from careflow.policies.bundling import bundle_rows
+from careflow.policies.frequency_cap import Cap, apply_frequency_cap
+from careflow.policies.quiet_hours import SendWindow
 from careflow.runtime import Runtime
 from careflow.storage.models import CareEvent, Customer, EventStatus
 

@@ -1,0 +1,1 @@
+"""Planning a day: due occasions asked of the plugins in id windows and shards, the outbox written."""
