@@ -244,9 +244,9 @@ def reset_events(url: str) -> None:
 @contextmanager
 def planning_runtime(config: Path) -> Iterator[tuple[Any, Callable[[Sequence[int]], None]]]:
     """The runtime ``careflow run`` would plan with (heap settled), and how it queues events."""
-    from careflow.broker import LOCAL, make_broker
+    from careflow.delivery.actors import build_actors
+    from careflow.delivery.broker import LOCAL, make_broker
     from careflow.heap import settle_after_startup
-    from careflow.tasks import build_actors
     from careflow.testing import build_runtime
 
     runtime = build_runtime(load_settings(config), extra_plugins=[storm_day])
@@ -531,7 +531,7 @@ def measure_delivery(
     """Messages per second from enqueue to the last event recorded as sent, with ``workers``
     processes, and the CPU milliseconds per message each part of the pipeline spent meanwhile."""
     auth_token = twilio["auth_token"]
-    from careflow.broker import make_broker
+    from careflow.delivery.broker import make_broker
     from careflow.testing import build_runtime
 
     engine = create_engine(url)
@@ -568,7 +568,7 @@ def measure_delivery(
                 time.sleep(0.1)
         runtime = build_runtime(load_settings(config, environ={"CAREFLOW_TWILIO__AUTH_TOKEN": auth_token}))
         broker = make_broker(runtime.settings.broker.url)
-        from careflow.tasks import build_actors
+        from careflow.delivery.actors import build_actors
 
         actors = build_actors(broker, runtime)
         with engine.connect() as conn:

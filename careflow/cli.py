@@ -30,6 +30,7 @@ from careflow.version import __version__
 
 if TYPE_CHECKING:
     from careflow.dry_run import FirstPerPlugin
+    from careflow.scheduler import PlanReport
 
 # soft_wrap: a problem line stays one line when output goes to a file or a pipe; tables there
 # keep their full width too (careflow.terminal).
@@ -308,7 +309,7 @@ def run(
     now = _parse_now(now_text)
     plan_day = day.date() if day else None
     with opened_runtime(long_running=True) as runtime:
-        from careflow.rate_limit import backlog_warning
+        from careflow.delivery.rate_limit import backlog_warning
 
         warning = backlog_warning(runtime)
         if warning:  # before anything is queued: the operator can still stop and fix it
@@ -344,8 +345,6 @@ def run(
             raise CareflowError(str(exc)) from None
         report = result.report
         if result.shards:
-            from careflow.sharding import print_sharded_summary
-
             print_sharded_summary(result.shards, report, as_json=as_json)
         elif as_json:
             if not dry_run:
@@ -381,6 +380,27 @@ def run(
                 f"[red]plugin {failure.plugin} failed[/] ({where}{who}): {escape(failure.error)}",
                 highlight=False,
             )
+
+
+def print_sharded_summary(shards: int, report: PlanReport, *, as_json: bool) -> None:
+    """The summary of a sharded run: per-plugin outcomes (the events themselves stay in the outbox)."""
+    # What this run recorded, apart from what earlier runs had (those are not sent again).
+    outcomes = ("planned", "deferred", "expired", "suppressed", "already recorded")
+    if as_json:
+        for plugin, counts in sorted(report.per_plugin.items()):
+            line = {"plugin": plugin, "shards": shards, **{k: counts[k] for k in outcomes}}
+            click.echo(json.dumps(line))
+        return
+    table = Table(title=f"care run (planned by workers in {shards} shards)")
+    table.add_column("plugin")
+    for outcome in outcomes:
+        table.add_column(outcome, justify="right")
+    for plugin, counts in sorted(report.per_plugin.items()):
+        table.add_row(plugin, *[str(counts[k]) for k in outcomes])
+    if not report.per_plugin:
+        table.add_row("(nothing due)", *["" for _ in outcomes])
+    out.print(table)
+    out.print("all shards planned; queued for delivery: 'careflow events' shows their progress")
 
 
 @contextmanager
@@ -528,8 +548,8 @@ def worker(threads: int | None, metrics_port: int | None) -> None:
     """Deliver queued care events from the Redis or RabbitMQ broker until stopped (SIGTERM/Ctrl-C)."""
     from dramatiq import Worker
 
-    from careflow.broker import LOCAL, make_broker
-    from careflow.tasks import build_actors
+    from careflow.delivery.actors import build_actors
+    from careflow.delivery.broker import LOCAL, make_broker
 
     with opened_runtime(long_running=True) as runtime:
         if runtime.settings.broker.url == LOCAL:

@@ -14,10 +14,11 @@ from dramatiq.brokers.stub import StubBroker
 from sqlalchemy import case, select, update
 from sqlalchemy.orm import joinedload
 
-from careflow.broker import LOCAL, make_broker
 from careflow.config import CenterSettings, Settings
-from careflow.delivery import stale_event_ids
-from careflow.enqueue import enqueue_many
+from careflow.delivery.actors import Actors, build_actors
+from careflow.delivery.broker import LOCAL, make_broker
+from careflow.delivery.enqueue import enqueue_many
+from careflow.delivery.recovery import stale_event_ids
 from careflow.policies.frequency_cap import Cap, apply_frequency_cap
 from careflow.policies.quiet_hours import release_deferred
 from careflow.policies.timing import customer_zone, send_timing
@@ -25,7 +26,6 @@ from careflow.runtime import Runtime
 from careflow.scheduler import PlanReport, customer_id_span, plan
 from careflow.sharding import create_run, shard_count, wait_for_run
 from careflow.storage.models import CareEvent, EventStatus
-from careflow.tasks import Actors, build_actors
 
 log = logging.getLogger(__name__)
 

@@ -20,9 +20,9 @@ from sqlalchemy import select
 
 from careflow.center_plugins import plugin_runs
 from careflow.customers.segments import refresh_segments
+from careflow.delivery.provider_status import apply_parked
+from careflow.delivery.recovery import lost_planned_ids, recover_stuck_sends
 from careflow.policies.quiet_hours import release_deferred
-from careflow.provider_status import apply_parked
-from careflow.recovery import lost_planned_ids, recover_stuck_sends
 from careflow.runtime import Runtime
 from careflow.scheduler import plan
 from careflow.storage import leases

@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-import dramatiq
-from dramatiq import Broker
 from sqlalchemy import func, select, update
 
 from careflow.preplan import prepare_run
@@ -196,49 +194,3 @@ def run_report(runtime: Runtime, run_id: int) -> PlanReport:
         report.already_recorded += outcomes["already recorded"]
     report.occasions = report.new + report.already_recorded
     return report
-
-
-def build_shard_actor(broker: Broker, runtime: Runtime, enqueue: Callable[[Sequence[int]], None]) -> Any:
-    """The ``careflow_plan_shard`` actor on the delivery queue, so every worker can plan shards."""
-
-    def plan_one_shard(shard_id: int) -> None:
-        plan_shard(runtime, shard_id, enqueue)
-
-    return dramatiq.actor(
-        broker=broker,
-        actor_name="careflow_plan_shard",
-        queue_name=runtime.settings.broker.queue,
-        max_retries=10,
-        min_backoff=1_000,
-        max_backoff=60_000,
-        time_limit=60 * 60 * 1000,  # a shard of a busy day may take minutes, never an hour
-        max_age=None,
-    )(plan_one_shard)
-
-
-def print_sharded_summary(shards: int, report: PlanReport, *, as_json: bool) -> None:
-    """The summary of a sharded run: per-plugin outcomes (the events themselves stay in the outbox)."""
-    import json
-
-    import click
-    from rich.table import Table
-
-    from careflow.cli import out
-
-    # What this run recorded, apart from what earlier runs had (those are not sent again).
-    outcomes = ("planned", "deferred", "expired", "suppressed", "already recorded")
-    if as_json:
-        for plugin, counts in sorted(report.per_plugin.items()):
-            line = {"plugin": plugin, "shards": shards, **{k: counts[k] for k in outcomes}}
-            click.echo(json.dumps(line))
-        return
-    table = Table(title=f"care run (planned by workers in {shards} shards)")
-    table.add_column("plugin")
-    for outcome in outcomes:
-        table.add_column(outcome, justify="right")
-    for plugin, counts in sorted(report.per_plugin.items()):
-        table.add_row(plugin, *[str(counts[k]) for k in outcomes])
-    if not report.per_plugin:
-        table.add_row("(nothing due)", *["" for _ in outcomes])
-    out.print(table)
-    out.print("all shards planned; queued for delivery: 'careflow events' shows their progress")

@@ -15,7 +15,7 @@ from sqlalchemy.orm import selectinload
 from careflow.care import CarePlugin, Occasion, PlanContext, PluginSettings, Purpose
 from careflow.customers.points import voucher_lapsed
 from careflow.hookspecs import hookimpl
-from careflow.planning.capacity import PacedItem, pace
+from careflow.planning.capacity import PacedItem, pace_to_capacity
 from careflow.storage.models import CareEvent, Center, Customer, Vehicle, Voucher
 
 SOON, DUE, OVERDUE, WARRANTY = "service-soon", "service-due", "service-overdue", "warranty-ending"
@@ -401,7 +401,7 @@ def _center_plan(
         if old and free > 0
         else frozenset()
     )
-    soon = pace(
+    soon = pace_to_capacity(
         items,
         today=today,
         capacity=capacity,

@@ -20,7 +20,8 @@ from careflow.channels.base import OutgoingMessage, SendResult
 from careflow.cli import main
 from careflow.customers.import_customers import CustomerImporter
 from careflow.daily import run_day
-from careflow.delivery import Outcome, deliver_many
+from careflow.delivery.batch import deliver_many
+from careflow.delivery.results import Outcome
 from careflow.policies.consent import REPLY_STOP, history, record_consent
 from careflow.runtime import Runtime
 from careflow.scheduler import plan

@@ -11,19 +11,21 @@ from dramatiq import Message, Worker
 from dramatiq.brokers.stub import StubBroker
 from sqlalchemy import select, update
 
-from careflow.delivery import Outcome, _claim_attempt, deliver, deliver_many
-from careflow.recovery import recover_stuck_sends
+from careflow.delivery.actors import build_actors
+from careflow.delivery.batch import deliver, deliver_many
+from careflow.delivery.claims import claim_attempt
+from careflow.delivery.recovery import recover_stuck_sends
+from careflow.delivery.results import Outcome
 from careflow.runtime import Runtime
 from careflow.scheduler import plan
 from careflow.storage.models import CareEvent, Consent, Customer, EventStatus, utcnow
-from careflow.tasks import build_actors
 from careflow.testing.twilio_server import FakeTwilio, Fault
 from tests.test_delivery_e2e import NOW, runtime_for, seed_birthdays, write_config
 
 
 @pytest.fixture
 def runtime(tmp_path: Path, db_url: str, fake_twilio: FakeTwilio) -> Iterator[Runtime]:
-    """On SQLite and on PostgreSQL: each writes a batch's rows its own way (see careflow.delivery)."""
+    """On SQLite and on PostgreSQL: each writes a batch's rows its own way (see careflow.delivery.rows)."""
     config = write_config(tmp_path, db_url=db_url, twilio=fake_twilio, max_attempts=3)
     with runtime_for(config, fake_twilio) as rt:
         yield rt
@@ -89,7 +91,7 @@ def test_a_batch_hands_events_tried_before_to_single_delivery(
     again (one poison event must not dead-letter the rest), single deliveries reconcile and send."""
     ids = list(planned(runtime, 4).values())
     for event_id in ids[:2]:
-        assert _claim_attempt(runtime, event_id, utcnow()) == 1  # claimed, then the worker died
+        assert claim_attempt(runtime, event_id, utcnow()) == 1  # claimed, then the worker died
     assert len(recover_stuck_sends(runtime, older_than=timedelta(0))) == 2
 
     result = deliver_many(runtime, ids, isolate_retried=True)

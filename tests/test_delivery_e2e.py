@@ -22,7 +22,8 @@ from sqlalchemy import select
 
 from careflow.config import load_settings
 from careflow.daily import run_day
-from careflow.delivery import Outcome, deliver
+from careflow.delivery.batch import deliver
+from careflow.delivery.results import Outcome
 from careflow.runtime import Runtime
 from careflow.storage.models import CareEvent, EventStatus
 from careflow.testing import add_customer, build_runtime, parse_instant

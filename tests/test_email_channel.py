@@ -13,7 +13,8 @@ from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from careflow.daily import run_day
-from careflow.delivery import Outcome, deliver
+from careflow.delivery.batch import deliver
+from careflow.delivery.results import Outcome
 from careflow.policies.channel_choice import choose_channel, load_consents
 from careflow.rendering.unsubscribe_links import make_token
 from careflow.runtime import Runtime

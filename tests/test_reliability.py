@@ -17,10 +17,14 @@ from sqlalchemy import func, select, update
 from careflow.channels.base import OutgoingMessage
 from careflow.cli import main
 from careflow.config import load_settings
-from careflow.delivery import DEAD_LETTER, Outcome, _claim_attempt, _finish, _prepare, deliver
+from careflow.delivery.batch import deliver
+from careflow.delivery.claims import DEAD_LETTER, claim_attempt
+from careflow.delivery.prepare import prepare_one
+from careflow.delivery.provider_status import apply_report
+from careflow.delivery.recovery import lost_planned_ids, recover_stuck_sends
+from careflow.delivery.results import Outcome
+from careflow.delivery.rows import finish
 from careflow.hookspecs import hookimpl
-from careflow.provider_status import apply_report
-from careflow.recovery import lost_planned_ids, recover_stuck_sends
 from careflow.runtime import Runtime
 from careflow.scheduler import plan
 from careflow.service import LEASE_NAME, JobContext, SchedulerService, default_jobs
@@ -46,9 +50,9 @@ def event(runtime: Runtime, event_id: int) -> CareEvent:
 
 def crash_after_provider_accepted(runtime: Runtime, event_id: int) -> None:
     """What a worker killed right after Twilio answered leaves behind: a sent message, a 'sending' row."""
-    attempt = _claim_attempt(runtime, event_id, utcnow())
+    attempt = claim_attempt(runtime, event_id, utcnow())
     assert isinstance(attempt, int)
-    prepared = _prepare(runtime, event_id, attempt)
+    prepared = prepare_one(runtime, event_id, attempt)
     assert not isinstance(prepared, Outcome)
     runtime.channel("sms").send(prepared[0])
 
@@ -68,7 +72,7 @@ def test_a_worker_killed_after_the_provider_accepted_does_not_cause_a_second_sen
     seed_birthdays(twilio_runtime, 2)
     accepted, never_sent = planned_ids(twilio_runtime)
     crash_after_provider_accepted(twilio_runtime, accepted)
-    _claim_attempt(twilio_runtime, never_sent, utcnow())  # killed before it reached the provider
+    claim_attempt(twilio_runtime, never_sent, utcnow())  # killed before it reached the provider
     assert len(fake_twilio.messages) == 1
 
     # A redelivered message meanwhile is a no-op: the row is still claimed.
@@ -184,11 +188,11 @@ def test_the_scheduler_applies_reports_parked_for_a_send_recorded_elsewhere_and_
 def test_a_claimant_that_lost_its_claim_cannot_overwrite_the_next_attempt(twilio_runtime: Runtime) -> None:
     seed_birthdays(twilio_runtime, 1)
     (event_id,) = planned_ids(twilio_runtime)
-    assert _claim_attempt(twilio_runtime, event_id, utcnow()) == 1
+    assert claim_attempt(twilio_runtime, event_id, utcnow()) == 1
     recover_stuck_sends(twilio_runtime, older_than=timedelta(0))
-    assert _claim_attempt(twilio_runtime, event_id, utcnow()) == 2
+    assert claim_attempt(twilio_runtime, event_id, utcnow()) == 2
     # The first worker wakes up and reports a failure: attempt 1 no longer holds the row.
-    assert not _finish(twilio_runtime, event_id, 1, EventStatus.FAILED, status_reason="stale")
+    assert not finish(twilio_runtime, event_id, 1, EventStatus.FAILED, status_reason="stale")
     assert event(twilio_runtime, event_id).status == EventStatus.SENDING
 
 
@@ -198,7 +202,7 @@ def test_a_poison_message_is_dead_lettered_after_max_attempts(
     seed_birthdays(twilio_runtime, 1)
     (event_id,) = planned_ids(twilio_runtime)
     for attempt in (1, 2, 3):  # max_attempts = 3; each attempt "kills the worker" after the claim
-        assert _claim_attempt(twilio_runtime, event_id, utcnow()) == attempt
+        assert claim_attempt(twilio_runtime, event_id, utcnow()) == attempt
         assert event(twilio_runtime, event_id).attempts == attempt  # counted before the dangerous work
         recover_stuck_sends(twilio_runtime, older_than=timedelta(0))
     assert deliver(twilio_runtime, event_id) is Outcome.FAILED

@@ -17,7 +17,8 @@ from sqlalchemy import select
 
 from careflow.cli import main
 from careflow.daily import retry_events
-from careflow.delivery import Outcome, deliver_many
+from careflow.delivery.batch import deliver_many
+from careflow.delivery.results import Outcome
 from careflow.policies.quiet_hours import release_deferred
 from careflow.runtime import Runtime
 from careflow.scheduler import plan

@@ -226,8 +226,8 @@ def test_the_sharded_summary_counts_deferred_and_expired_apart_from_earlier_runs
 ) -> None:
     from collections import Counter
 
+    from careflow.cli import print_sharded_summary
     from careflow.scheduler import PlanReport
-    from careflow.sharding import print_sharded_summary
 
     counts = Counter({"planned": 2, "deferred": 3, "expired": 1, "suppressed": 1, "already recorded": 5})
     print_sharded_summary(4, PlanReport(per_plugin={"birthday": counts}), as_json=True)

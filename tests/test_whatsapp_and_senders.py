@@ -12,7 +12,8 @@ from sqlalchemy import select
 
 from careflow.config import Settings
 from careflow.daily import run_day
-from careflow.delivery import Outcome, deliver
+from careflow.delivery.batch import deliver
+from careflow.delivery.results import Outcome
 from careflow.runtime import Runtime
 from careflow.scheduler import plan
 from careflow.storage.models import CareEvent, Customer, EventStatus

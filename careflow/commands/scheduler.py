@@ -30,10 +30,10 @@ def scheduler(holder: str | None, once: bool) -> None:
     """
     from dramatiq import Worker
 
-    from careflow.broker import LOCAL, make_broker
+    from careflow.delivery.actors import build_actors
+    from careflow.delivery.broker import LOCAL, make_broker
     from careflow.service import LEASE_NAME, SchedulerService
     from careflow.storage import leases
-    from careflow.tasks import build_actors
 
     with opened_runtime(long_running=True) as runtime:
         settings = runtime.settings

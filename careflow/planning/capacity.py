@@ -19,7 +19,7 @@ class PacedItem:
     item_id: int
 
 
-def pace(
+def pace_to_capacity(
     items: Iterable[PacedItem],
     *,
     today: date,

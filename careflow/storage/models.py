@@ -544,7 +544,7 @@ class ConsoleSession(Base):
 class EarlyStatus(Base):
     """A provider's final delivery report that arrived before careflow recorded its message.
 
-    Applied to the event once the message id is recorded (see ``careflow.provider_status``).
+    Applied to the event once the message id is recorded (see ``careflow.delivery.provider_status``).
     """
 
     __tablename__ = "early_statuses"

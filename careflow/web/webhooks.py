@@ -25,6 +25,7 @@ from twilio.request_validator import RequestValidator
 
 from careflow.care import InboundReply
 from careflow.channels.twilio_sms import INBOUND_PATH, STATUS_CALLBACK_PATH
+from careflow.delivery.provider_status import STATUS_MAP, apply_parked, apply_report
 from careflow.policies.consent import (
     REPLY_START,
     REPLY_STOP,
@@ -35,7 +36,6 @@ from careflow.policies.consent import (
     record_consent,
     remember_by_address,
 )
-from careflow.provider_status import STATUS_MAP, apply_parked, apply_report
 from careflow.runtime import Runtime
 from careflow.storage.models import Customer, Reply, utcnow
 from careflow.web.body_limit import BodyTooLarge, capped, too_large
@@ -106,7 +106,7 @@ def apply_status_callback(runtime: Runtime, form: dict[str, str]) -> str:
     """Move the event to what the provider reports, forwards only; returns what happened.
 
     A final report that arrives before careflow recorded the message on its event is parked
-    and applied once it is (``careflow.provider_status``).
+    and applied once it is (``careflow.delivery.provider_status``).
     """
     sid, reported = _required(form, "MessageSid", "MessageStatus")
     if reported.lower() not in STATUS_MAP:

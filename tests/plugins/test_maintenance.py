@@ -13,7 +13,7 @@ from sqlalchemy import event, select
 
 from careflow.customers.service_due import VisitFact, add_months, km_per_day, next_service
 from careflow.daily import run_day
-from careflow.planning.capacity import PacedItem, pace
+from careflow.planning.capacity import PacedItem, pace_to_capacity
 from careflow.runtime import Runtime
 from careflow.scheduler import plan
 from careflow.storage.models import CareEvent, Customer, Vehicle
@@ -394,7 +394,7 @@ def test_overdue_settings_are_validated(tmp_path: Path) -> None:
 def test_pace_spreads_earliest_due_first_and_keeps_everyone() -> None:
     today = date(2026, 3, 1)
     items = [PacedItem(date(2026, 3, 10), i) for i in range(1, 6)] + [PacedItem(date(2026, 3, 11), 6)]
-    plan_ = pace(items, today=today, capacity=2, max_advance_days=14)
+    plan_ = pace_to_capacity(items, today=today, capacity=2, max_advance_days=14)
     # Never later than its natural day; the lowest ids (earliest in order) pushed earliest.
     assert plan_ == {
         6: date(2026, 3, 11),
@@ -406,11 +406,11 @@ def test_pace_spreads_earliest_due_first_and_keeps_everyone() -> None:
     }
     # More than the window can take: the rest keep their natural day rather than being dropped.
     crowd = [PacedItem(date(2026, 3, 3), i) for i in range(10)]
-    crowded = pace(crowd, today=today, capacity=1, max_advance_days=5)
+    crowded = pace_to_capacity(crowd, today=today, capacity=1, max_advance_days=5)
     assert sorted(crowded) == list(range(10))
     assert all(today <= d <= date(2026, 3, 3) for d in crowded.values())
     # Deterministic: the same input gives the same plan in any order.
-    assert pace(list(reversed(items)), today=today, capacity=2, max_advance_days=14) == plan_
+    assert pace_to_capacity(list(reversed(items)), today=today, capacity=2, max_advance_days=14) == plan_
 
 
 def test_capacity_pacing_spreads_reminders_stably_and_reminds_everyone(tmp_path: Path) -> None:

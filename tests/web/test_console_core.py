@@ -12,7 +12,7 @@ from sqlalchemy import select
 from starlette.testclient import TestClient
 
 from careflow.center_plugins import plugin_runs
-from careflow.delivery import deliver
+from careflow.delivery.batch import deliver
 from careflow.rendering.lint import lint_draft
 from careflow.rendering.sms_segments import count_segments
 from careflow.scheduler import plan

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, insert, select
 from starlette.testclient import TestClient
 
-from careflow.delivery import deliver
+from careflow.delivery.batch import deliver
 from careflow.storage.models import CareEvent, EventStatus, TemplateVersion
 from tests.web.conftest import World, csrf_of, sign_in
 

@@ -1,4 +1,4 @@
-"""Render an unsaved template exactly as a send would: careflow.delivery's render path, one name swapped."""
+"""Render an unsaved template exactly as a send would (careflow.rendering.event), one name swapped."""
 
 from __future__ import annotations
 

@@ -12,11 +12,12 @@ from sqlalchemy import or_, select
 from starlette.datastructures import UploadFile
 from starlette.responses import Response
 
-from careflow.broker import LOCAL, make_broker
 from careflow.center_plugins import center_settings, load_overrides
 from careflow.config import CHANNEL_NAMES
 from careflow.customers.import_customers import CUSTOMER_COLUMNS, CustomerImporter
 from careflow.daily import retry_events
+from careflow.delivery.actors import build_actors
+from careflow.delivery.broker import LOCAL, make_broker
 from careflow.errors import ImportDataError, TemplateError
 from careflow.policies.consent import (
     ALL_PURPOSES,
@@ -37,7 +38,6 @@ from careflow.storage.models import (
     ServiceVisit,
     Vehicle,
 )
-from careflow.tasks import build_actors
 from careflow.web.console import reports
 from careflow.web.console.app import Ctx, NotFound, guarded
 from careflow.web.console.charts import line_chart, stacked_bars

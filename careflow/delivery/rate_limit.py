@@ -19,14 +19,16 @@ import math
 import random
 import threading
 import time
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
-from careflow.runtime import Runtime
 from careflow.storage.models import CareEvent, EventStatus, SenderPace
+
+if TYPE_CHECKING:
+    from careflow.runtime import Runtime
 
 # Twilio keeps a message in a sender's queue for at most this long (its validity period).
 PROVIDER_QUEUE_VALIDITY_SECONDS = 10 * 60 * 60
@@ -128,7 +130,7 @@ def sender_of(runtime: Runtime, channel: str) -> tuple[str, float] | None:
     return f"twilio:{prefix}{sender}", twilio.messages_per_second
 
 
-def pace(runtime: Runtime, channel: str) -> None:
+def wait_for_send_slot(runtime: Runtime, channel: str) -> None:
     """Wait for this send's slot on its sender; returns at once for unlimited channels."""
     found = sender_of(runtime, channel)
     if found is None:

@@ -13,19 +13,22 @@ a poison event, its dead-lettering concern nobody else.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dramatiq
 from dramatiq import Broker
 from dramatiq.common import compute_backoff
 
 from careflow import metrics
-from careflow.delivery import BatchResult, Outcome, deliver, deliver_many
-from careflow.enqueue import enqueue_many
-from careflow.runtime import Runtime
-from careflow.sharding import build_shard_actor
+from careflow.delivery.batch import deliver, deliver_many
+from careflow.delivery.enqueue import enqueue_many
+from careflow.delivery.results import BatchResult, Outcome
+from careflow.sharding import plan_shard
+
+if TYPE_CHECKING:
+    from careflow.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +99,24 @@ def build_actors(broker: Broker, runtime: Runtime) -> Actors:
     )
     actors.plan_shard = build_shard_actor(broker, runtime, actors.enqueue_deliveries)
     return actors
+
+
+def build_shard_actor(broker: Broker, runtime: Runtime, enqueue: Callable[[Sequence[int]], None]) -> Any:
+    """The ``careflow_plan_shard`` actor on the delivery queue, so every worker can plan shards."""
+
+    def plan_one_shard(shard_id: int) -> None:
+        plan_shard(runtime, shard_id, enqueue)
+
+    return dramatiq.actor(
+        broker=broker,
+        actor_name="careflow_plan_shard",
+        queue_name=runtime.settings.broker.queue,
+        max_retries=10,
+        min_backoff=1_000,
+        max_backoff=60_000,
+        time_limit=60 * 60 * 1000,  # a shard of a busy day may take minutes, never an hour
+        max_age=None,
+    )(plan_one_shard)
 
 
 def _follow_up(single: Any, batch: Any, result: BatchResult, min_backoff: int, max_backoff: int) -> None:

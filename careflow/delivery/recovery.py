@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select, update
 
 from careflow.config import Settings
-from careflow.runtime import Runtime
 from careflow.storage.models import CareEvent, EventStatus, utcnow
+
+if TYPE_CHECKING:
+    from careflow.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -71,3 +74,19 @@ def lost_planned_ids(runtime: Runtime, *, older_than: timedelta, now: datetime |
                 .execution_options(synchronize_session=False)
             )
     return ids
+
+
+def stale_event_ids(
+    runtime: Runtime, *, now: datetime, stuck_after: timedelta, day: date | None = None
+) -> list[int]:
+    """Events to (re)queue: planned ones, and ones stuck in ``sending`` by a worker that died.
+
+    A stuck event goes back to ``planned`` flagged for reconciliation, so the provider is
+    asked whether it already has the message before anything is sent again.
+    """
+    recover_stuck_sends(runtime, older_than=stuck_after)
+    with runtime.sessions() as session:
+        query = select(CareEvent.id).where(CareEvent.status == EventStatus.PLANNED)
+        if day is not None:
+            query = query.where(CareEvent.due_date <= day)
+        return list(session.scalars(query.order_by(CareEvent.id)))
