@@ -5,7 +5,7 @@
 
 Uses the data of ``bench/run.py`` (generated there first). Part one plans the day ``--runs``
 times in one process, as ``careflow run`` does (heap settled after start-up), and times each
-step of ``careflow.scheduler`` (the plugins in their threads, consents, channel choice,
+step of ``careflow.planning.plan`` (the plugins in their threads, consents, channel choice,
 timing and caps, the outbox insert) and the garbage collector. Part two does, through the
 database driver alone, the work any planner must do for the same due set: the floor's query,
 each due customer's consents and the insert of the outbox rows, with foreign keys checked,
@@ -33,9 +33,9 @@ sys.path.insert(0, str(BENCH))
 import run as bench  # noqa: E402
 from sqlalchemy import create_engine  # noqa: E402
 
-import careflow.scheduler as scheduler  # noqa: E402
+import careflow.planning.plan as scheduler  # noqa: E402
 
-# The scheduler's steps, by the names it calls them under (module careflow.scheduler).
+# The scheduler's steps, by the names it calls them under (module careflow.planning.plan).
 STEPS = (
     "run_plugin_batch",
     "load_consents",

@@ -268,7 +268,7 @@ def planning_runtime(config: Path) -> Iterator[tuple[Any, Callable[[Sequence[int
 
 def plan_child(config: Path) -> None:
     """Plan one day in this fresh process and print the figures as JSON (peak RSS included)."""
-    from careflow.scheduler import plan
+    from careflow.planning.plan import plan
 
     with planning_runtime(config) as (runtime, enqueue):
         started = time.perf_counter()
@@ -729,7 +729,7 @@ def deliver(
     with fake_twilio() as twilio:
         config = write_config(data_dir, url, "local", "unused", scenario="storm", twilio=twilio)
         reset_events(url)
-        from careflow.scheduler import plan
+        from careflow.planning.plan import plan
         from careflow.testing import build_runtime
 
         secret = {"CAREFLOW_TWILIO__AUTH_TOKEN": twilio["auth_token"]}

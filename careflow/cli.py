@@ -30,7 +30,7 @@ from careflow.version import __version__
 
 if TYPE_CHECKING:
     from careflow.dry_run import FirstPerPlugin
-    from careflow.scheduler import PlanReport
+    from careflow.planning.plan import PlanReport
 
 # soft_wrap: a problem line stays one line when output goes to a file or a pipe; tables there
 # keep their full width too (careflow.terminal).
@@ -301,10 +301,10 @@ def run(
     shard_timeout: float,
 ) -> None:
     """Plan today's care and deliver it (local broker) or queue it (Redis/RabbitMQ)."""
-    from careflow.daily import run_day
     from careflow.dry_run import FirstPerPlugin, print_messages, render_rows
+    from careflow.planning.shards import ShardsUnfinished
     from careflow.run_summary import carried_line, run_tables
-    from careflow.sharding import ShardsUnfinished
+    from careflow.service.care_run import run_day
 
     now = _parse_now(now_text)
     plan_day = day.date() if day else None
@@ -587,8 +587,8 @@ def worker(threads: int | None, metrics_port: int | None) -> None:
 def plugins() -> None:
     """List care plugins and channel providers, where they come from, and whether each is enabled."""
     from careflow.care import priority_of
+    from careflow.planning.run_records import last_run_of
     from careflow.plugin_manager import load_plugins
-    from careflow.plugin_runs import last_run_of
 
     settings = load_settings()
     registry = load_plugins()

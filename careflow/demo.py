@@ -18,13 +18,13 @@ from sqlalchemy.orm import Session
 from careflow.config import Settings, load_settings
 from careflow.customers.import_customers import CUSTOMER_COLUMNS, CustomerImporter
 from careflow.customers.points import points_rules
-from careflow.daily import run_day
 from careflow.demo_records import import_sample_records
 from careflow.invocation import careflow_command
+from careflow.planning.plan import PlanReport
 from careflow.policies.quiet_hours import SendWindow
 from careflow.run_summary import new_keys, run_tables
 from careflow.runtime import Runtime
-from careflow.scheduler import PlanReport
+from careflow.service.care_run import run_day
 from careflow.storage.models import CareEvent, Center, Customer, ServiceVisit, utcnow
 
 DEMO_CONFIG = """\

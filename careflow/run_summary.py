@@ -13,8 +13,8 @@ from collections.abc import Iterable, Sequence
 from rich.table import Table
 from sqlalchemy import func, select
 
+from careflow.planning.plan import PlanReport
 from careflow.runtime import Runtime
-from careflow.scheduler import PlanReport
 from careflow.storage.models import CareEvent, EventStatus
 
 _CHUNK = 1_000  # keys per IN (...) list: well under every database's parameter limit

@@ -10,12 +10,12 @@ import pytest
 
 from careflow.care import Purpose
 from careflow.customers.points import PointsRules
-from careflow.daily import run_day
+from careflow.planning.plan import plan
 from careflow.policies.bundling import BUNDLE_SAMPLES, bundle_key
 from careflow.policies.consent import record_consent
 from careflow.rendering.lint import lint_refusal
 from careflow.runtime import Runtime
-from careflow.scheduler import plan
+from careflow.service.care_run import run_day
 from careflow.storage.models import CareEvent, EventStatus
 from careflow.testing import add_customer, build_runtime, center, make_settings, parse_instant
 from careflow.testing.records import add_vehicle, add_visit

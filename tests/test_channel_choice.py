@@ -13,8 +13,8 @@ from sqlalchemy import delete, select
 from careflow.cli import main
 from careflow.customers.import_customers import CustomerImporter
 from careflow.errors import ImportDataError
+from careflow.planning.plan import plan
 from careflow.runtime import Runtime
-from careflow.scheduler import plan
 from careflow.storage.models import CareEvent, Consent, Customer, EventStatus
 from careflow.testing import add_customer, build_runtime, center, make_settings, parse_instant
 

@@ -19,12 +19,12 @@ from careflow.care import Purpose
 from careflow.channels.base import OutgoingMessage, SendResult
 from careflow.cli import main
 from careflow.customers.import_customers import CustomerImporter
-from careflow.daily import run_day
 from careflow.delivery.batch import deliver_many
 from careflow.delivery.results import Outcome
+from careflow.planning.plan import plan
 from careflow.policies.consent import REPLY_STOP, history, record_consent
 from careflow.runtime import Runtime
-from careflow.scheduler import plan
+from careflow.service.care_run import run_day
 from careflow.storage.models import AddressOptOut, Center, Customer, EventStatus
 from careflow.testing import add_customer, parse_instant
 from careflow.testing.twilio_server import FakeTwilio

@@ -16,8 +16,8 @@ from careflow.delivery.batch import deliver, deliver_many
 from careflow.delivery.claims import claim_attempt
 from careflow.delivery.recovery import recover_stuck_sends
 from careflow.delivery.results import Outcome
+from careflow.planning.plan import plan
 from careflow.runtime import Runtime
-from careflow.scheduler import plan
 from careflow.storage.models import CareEvent, Consent, Customer, EventStatus, utcnow
 from careflow.testing.twilio_server import FakeTwilio, Fault
 from tests.test_delivery_e2e import NOW, runtime_for, seed_birthdays, write_config

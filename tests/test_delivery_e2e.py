@@ -21,10 +21,10 @@ import pytest
 from sqlalchemy import select
 
 from careflow.config import load_settings
-from careflow.daily import run_day
 from careflow.delivery.batch import deliver
 from careflow.delivery.results import Outcome
 from careflow.runtime import Runtime
+from careflow.service.care_run import run_day
 from careflow.storage.models import CareEvent, EventStatus
 from careflow.testing import add_customer, build_runtime, parse_instant
 from careflow.testing.twilio_server import FakeTwilio, Fault
@@ -215,7 +215,7 @@ def test_racing_deliveries_send_each_event_once(db_url: str, tmp_path: Path, fak
     fake_twilio.set_latency(0.02)
     with runtime_for(config, fake_twilio) as first, runtime_for(config, fake_twilio) as second:
         seed_birthdays(first, 20)
-        from careflow.scheduler import plan
+        from careflow.planning.plan import plan
 
         plan(first, now=NOW)
         with first.sessions() as session:

@@ -12,13 +12,13 @@ from sqlalchemy import select
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from careflow.daily import run_day
 from careflow.delivery.batch import deliver
 from careflow.delivery.results import Outcome
+from careflow.planning.plan import plan
 from careflow.policies.channel_choice import choose_channel, load_consents
 from careflow.rendering.unsubscribe_links import make_token
 from careflow.runtime import Runtime
-from careflow.scheduler import plan
+from careflow.service.care_run import run_day
 from careflow.storage.models import CareEvent, Consent, Customer, EventStatus
 from careflow.testing import add_customer, build_runtime, make_settings, parse_instant
 from careflow.web.unsubscribe import unsubscribe_routes

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 
-from careflow.daily import run_day
-from careflow.scheduler import plan
+from careflow.planning.plan import plan
+from careflow.service.care_run import run_day
 from careflow.storage.models import CareEvent, EventStatus
 from careflow.testing import add_customer, parse_instant
 from careflow.testing.twilio_server import FakeTwilio

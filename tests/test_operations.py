@@ -21,8 +21,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from careflow import metrics
 from careflow.cli import main
 from careflow.config import load_settings
-from careflow.daily import run_day
 from careflow.logs import JsonFormatter, mask
+from careflow.service.care_run import run_day
 from careflow.testing import add_customer, build_runtime, parse_instant
 from tests.conftest import REDIS_URL
 

@@ -9,12 +9,12 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from careflow.config import CenterSettings, load_settings
-from careflow.daily import run_day
 from careflow.delivery.rate_limit import backlog_warning
 from careflow.errors import ConfigError
+from careflow.planning.plan import plan
 from careflow.policies.consent import Keyword, keyword_of, mask_phone
 from careflow.policies.quiet_hours import SendWindow
-from careflow.scheduler import plan
+from careflow.service.care_run import run_day
 from careflow.storage.models import EventStatus
 from careflow.testing import add_customer, make_settings, parse_instant
 from careflow.testing.twilio_server import FakeTwilio, Fault

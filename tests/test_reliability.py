@@ -25,9 +25,9 @@ from careflow.delivery.recovery import lost_planned_ids, recover_stuck_sends
 from careflow.delivery.results import Outcome
 from careflow.delivery.rows import finish
 from careflow.hookspecs import hookimpl
+from careflow.planning.plan import plan
 from careflow.runtime import Runtime
-from careflow.scheduler import plan
-from careflow.service import LEASE_NAME, JobContext, SchedulerService, default_jobs
+from careflow.service.scheduler import LEASE_NAME, JobContext, SchedulerService, default_jobs
 from careflow.storage import leases
 from careflow.storage.models import CareEvent, Customer, EarlyStatus, EventStatus, SchedulerRun, utcnow
 from careflow.testing import build_runtime, parse_instant

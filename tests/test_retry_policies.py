@@ -16,12 +16,12 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from careflow.cli import main
-from careflow.daily import retry_events
 from careflow.delivery.batch import deliver_many
 from careflow.delivery.results import Outcome
+from careflow.planning.plan import plan
 from careflow.policies.quiet_hours import release_deferred
 from careflow.runtime import Runtime
-from careflow.scheduler import plan
+from careflow.service.care_run import retry_events
 from careflow.storage.models import CareEvent, EventStatus, utcnow
 from careflow.testing import add_customer, parse_instant
 from careflow.testing.twilio_server import FakeTwilio, Fault

@@ -20,8 +20,8 @@ from sqlalchemy import select
 from careflow.care import CarePlugin, Occasion, PlanContext
 from careflow.cli import main
 from careflow.config import load_settings
+from careflow.planning.plan import plan
 from careflow.runtime import Runtime
-from careflow.scheduler import plan
 from careflow.storage.models import CareEvent, Customer, EventStatus
 from careflow.testing import add_customer, parse_instant, run_care_day
 
@@ -176,7 +176,7 @@ def test_a_dry_run_hands_its_rows_over_batch_by_batch_and_keeps_none(tmp_path: P
 
 
 def test_a_backfill_is_planned_at_the_same_local_time_on_its_own_day() -> None:
-    from careflow.daily import planning_instant
+    from careflow.service.care_run import planning_instant
 
     settings = load_settings(None, {})
     at = planning_instant(settings, parse_instant("2026-05-20T07:30:00+08:00"), date(2026, 5, 11))
@@ -227,7 +227,7 @@ def test_the_sharded_summary_counts_deferred_and_expired_apart_from_earlier_runs
     from collections import Counter
 
     from careflow.cli import print_sharded_summary
-    from careflow.scheduler import PlanReport
+    from careflow.planning.plan import PlanReport
 
     counts = Counter({"planned": 2, "deferred": 3, "expired": 1, "suppressed": 1, "already recorded": 5})
     print_sharded_summary(4, PlanReport(per_plugin={"birthday": counts}), as_json=True)

@@ -14,10 +14,11 @@ import pytest
 from sqlalchemy import func, select
 
 from careflow.config import load_settings
-from careflow.daily import run_day
+from careflow.planning.plan import plan
+from careflow.planning.shards import DONE, RUNNING, create_run, plan_shard
+from careflow.planning.windows import IdWindows
 from careflow.runtime import Runtime
-from careflow.scheduler import IdWindows, plan
-from careflow.sharding import DONE, RUNNING, create_run, plan_shard
+from careflow.service.care_run import run_day
 from careflow.storage.models import CareEvent, EventStatus, PlanShard
 from careflow.testing import build_runtime, parse_instant
 from tests.conftest import AMQP_URL, REDIS_URL

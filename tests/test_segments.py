@@ -10,10 +10,10 @@ import pytest
 from sqlalchemy import event, select
 
 from careflow.customers.segments import matches, refresh_segments
-from careflow.daily import run_day
 from careflow.errors import ConfigError
+from careflow.planning.plan import plan
 from careflow.runtime import Runtime
-from careflow.scheduler import plan
+from careflow.service.care_run import run_day
 from careflow.storage.models import Customer, CustomerSegment, Vehicle
 from careflow.testing import add_customer, add_visit, loaded_customers, parse_instant
 from tests.plugins.helpers import events, recipients, runtime_with
@@ -199,7 +199,7 @@ def test_segments_are_computed_once_a_day_unless_their_inputs_change(runtime: Ru
     customer, vehicle or visit is written, and a new day always computes them again."""
     from datetime import timedelta
 
-    from careflow.preplan import prepare_run
+    from careflow.planning.prepare import prepare_run
 
     customer_id = _customer(runtime, "S1", [(date(2026, 10, 1), 900), (date(2026, 9, 1), 900)])
 
@@ -235,7 +235,7 @@ def test_segments_are_computed_once_a_day_unless_their_inputs_change(runtime: Ru
 def test_the_scheduler_computes_segments_at_refresh_at_so_planning_finds_them_fresh(runtime: Runtime) -> None:
     """[segments] refresh_at (03:00 local by default) comes before plan_at (08:00): the day's
     planning reuses the segments the scheduler computed instead of computing them itself."""
-    from careflow.service import SchedulerService
+    from careflow.service.scheduler import SchedulerService
     from careflow.storage.models import SchedulerRun
 
     customer_id = _customer(runtime, "S1", [(date(2026, 10, 1), 900), (date(2026, 9, 1), 900)])

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from careflow.daily import run_day
 from careflow.rendering.lint import FindingKind, LintContext, lint_source, lint_store
 from careflow.rendering.sms_segments import count_segments
 from careflow.rendering.store import TemplateStore
+from careflow.service.care_run import run_day
 from careflow.storage.models import EventStatus
 from careflow.testing import add_customer, build_runtime, make_settings, parse_instant
 from careflow.testing.twilio_server import FakeTwilio

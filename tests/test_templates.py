@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from careflow.daily import run_day
 from careflow.errors import TemplateBudgetError, TemplateError
 from careflow.hookspecs import hookimpl
 from careflow.rendering.store import MAX_OUTPUT_CHARS, Rendered, TemplateStore
 from careflow.runtime import Runtime
+from careflow.service.care_run import run_day
 from careflow.storage.models import CareEvent, Customer, EventStatus
 from careflow.testing import add_customer, build_runtime, make_settings, parse_instant
 

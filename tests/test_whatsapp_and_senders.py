@@ -11,11 +11,11 @@ import pytest
 from sqlalchemy import select
 
 from careflow.config import Settings
-from careflow.daily import run_day
 from careflow.delivery.batch import deliver
 from careflow.delivery.results import Outcome
+from careflow.planning.plan import plan
 from careflow.runtime import Runtime
-from careflow.scheduler import plan
+from careflow.service.care_run import run_day
 from careflow.storage.models import CareEvent, Customer, EventStatus
 from careflow.testing import add_customer, build_runtime, make_settings, parse_instant
 from careflow.testing.twilio_server import FakeTwilio, Fault

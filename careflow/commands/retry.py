@@ -33,7 +33,7 @@ def retry(ids: tuple[int, ...], status: str | None, plugin: str | None, day: dat
     """
     if not (ids or status or plugin or day):
         raise CareflowError("say which events: give IDS, or --status failed (optionally --plugin/--date)")
-    from careflow.daily import queue_events, retry_events
+    from careflow.service.care_run import queue_events, retry_events
 
     with opened_runtime() as runtime:
         with runtime.sessions() as session:

@@ -32,7 +32,7 @@ def scheduler(holder: str | None, once: bool) -> None:
 
     from careflow.delivery.actors import build_actors
     from careflow.delivery.broker import LOCAL, make_broker
-    from careflow.service import LEASE_NAME, SchedulerService
+    from careflow.service.scheduler import LEASE_NAME, SchedulerService
     from careflow.storage import leases
 
     with opened_runtime(long_running=True) as runtime:

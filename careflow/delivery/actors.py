@@ -25,7 +25,7 @@ from careflow import metrics
 from careflow.delivery.batch import deliver, deliver_many
 from careflow.delivery.enqueue import enqueue_many
 from careflow.delivery.results import BatchResult, Outcome
-from careflow.sharding import plan_shard
+from careflow.planning.shards import plan_shard
 
 if TYPE_CHECKING:
     from careflow.runtime import Runtime
@@ -44,7 +44,7 @@ class Actors:
     deliver: Any  # dramatiq.Actor[[int], None]
     deliver_batch: Any = None  # dramatiq.Actor[[list[int]], None]
     batch_size: int = 1
-    plan_shard: Any = None  # dramatiq.Actor[[int], None], see careflow.sharding
+    plan_shard: Any = None  # dramatiq.Actor[[int], None], see careflow.planning.shards
 
     def enqueue_deliveries(self, event_ids: Sequence[int]) -> None:
         """Queue the events in messages of ``batch_size``; the outbox row decides whether each is sent."""

@@ -12,14 +12,17 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from careflow.config import CenterSettings
-from careflow.runtime import Runtime
 from careflow.storage.models import CareEvent, Center, Customer, EventStatus
+
+if TYPE_CHECKING:
+    from careflow.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

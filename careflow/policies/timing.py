@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
@@ -14,8 +14,10 @@ from careflow.config import CenterSettings
 from careflow.policies.bundling import bundle_rows
 from careflow.policies.frequency_cap import Cap, apply_frequency_cap
 from careflow.policies.quiet_hours import SendWindow
-from careflow.runtime import Runtime
 from careflow.storage.models import CareEvent, Customer, EventStatus
+
+if TYPE_CHECKING:
+    from careflow.runtime import Runtime
 
 
 def apply_timing_and_caps(

@@ -17,7 +17,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jinja2 import TemplateNotFound, TemplateSyntaxError, meta, nodes
 
@@ -27,8 +27,10 @@ from careflow.policies.bundling import BUNDLE, BUNDLE_SAMPLES, BUNDLE_VARIABLES
 from careflow.rendering.scope import may_use, refusal, scope_of
 from careflow.rendering.sms_segments import count_segments
 from careflow.rendering.store import TemplateStore
-from careflow.runtime import Runtime
 from careflow.storage.models import CareEvent, Center
+
+if TYPE_CHECKING:
+    from careflow.runtime import Runtime
 
 # Locales every care template should exist in (careflow's two shipped languages).
 REQUIRED_LOCALES = ("zh_CN", "en")

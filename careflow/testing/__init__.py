@@ -115,7 +115,7 @@ def loaded_customers() -> Iterator[list[str]]:
 
     def on_load(target: Customer, _context: Any) -> None:
         # Once per customer: plugins run in a session of their own and the scheduler then
-        # adopts their customers into its session (careflow.isolation), a second "load"
+        # adopts their customers into its session (careflow.planning.isolation), a second "load"
         # of the same row without a second query.
         if target.external_id not in seen:
             seen.append(target.external_id)

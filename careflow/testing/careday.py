@@ -10,11 +10,11 @@ from typing import Any
 from sqlalchemy import select
 
 from careflow.care import CarePlugin
-from careflow.daily import run_day
 from careflow.hookspecs import hookimpl
+from careflow.planning.plan import PlanReport
 from careflow.plugin_manager import PluginRegistry, make_plugin_manager, registry_from_manager
 from careflow.runtime import Runtime
-from careflow.scheduler import PlanReport
+from careflow.service.care_run import run_day
 from careflow.storage.models import CareEvent, Customer, EventStatus
 from careflow.testing.capture import CAPTURE_PROVIDER, CapturingProvider
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from careflow.daily import run_day
+from careflow.service.care_run import run_day
 from careflow.testing.twilio_server import FakeTwilio
 from tests.conftest import PG_ADMIN_URL
 from tests.faults.harness import (

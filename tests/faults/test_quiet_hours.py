@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from careflow.daily import run_day
 from careflow.policies.quiet_hours import release_deferred
+from careflow.service.care_run import run_day
 from careflow.storage.models import EventStatus
 from careflow.testing import add_customer, parse_instant
 from careflow.testing.twilio_server import FakeTwilio

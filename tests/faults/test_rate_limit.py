@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from careflow.config import load_settings
-from careflow.daily import run_day
 from careflow.runtime import Runtime
+from careflow.service.care_run import run_day
 from careflow.testing import add_customer, build_runtime, parse_instant
 from careflow.testing.twilio_server import FakeTwilio, Fault
 from tests.conftest import AMQP_URL, REDIS_URL

@@ -17,10 +17,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from careflow.care import InboundReply
-from careflow.daily import run_day
 from careflow.hookspecs import hookimpl
+from careflow.planning.plan import plan
 from careflow.runtime import Runtime
-from careflow.scheduler import plan
+from careflow.service.care_run import run_day
 from careflow.storage.models import CareEvent, EventStatus, Reply
 from careflow.testing import add_customer, parse_instant
 from careflow.testing.twilio_server import FakeTwilio

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from careflow.daily import run_day
 from careflow.delivery.claims import DEAD_LETTER
+from careflow.service.care_run import run_day
 from careflow.storage.models import CareEvent
 from careflow.testing.twilio_server import FakeTwilio, Fault
 from tests.faults.harness import (

@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import select
 
 from careflow.care import CarePlugin, Occasion, PlanContext, Purpose
-from careflow.daily import run_day
 from careflow.hookspecs import hookimpl
+from careflow.service.care_run import run_day
 from careflow.storage.models import Customer, ServiceVisit, Vehicle
 from careflow.testing import CapturingProvider, CareRunFailed, Factories, FrozenClock, run_care_day
 from careflow.testing.fixtures import RuntimeFactory

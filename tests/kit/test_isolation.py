@@ -14,11 +14,11 @@ from sqlalchemy import func, select
 
 from careflow.care import CarePlugin, Occasion, PlanContext
 from careflow.cli import main
-from careflow.daily import run_day
 from careflow.hookspecs import hookimpl
-from careflow.plugin_runs import last_run
+from careflow.planning.plan import plan
+from careflow.planning.run_records import last_run
 from careflow.runtime import Runtime
-from careflow.scheduler import plan
+from careflow.service.care_run import run_day
 from careflow.storage.models import CareEvent, Customer, EventStatus, PluginRun
 from careflow.testing import FrozenClock, add_customer, build_runtime, make_settings
 

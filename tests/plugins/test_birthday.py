@@ -10,10 +10,10 @@ import pytest
 from sqlalchemy import event, func, insert, select
 
 from careflow.care import PlanContext
-from careflow.daily import run_day
 from careflow.hookspecs import hookimpl
+from careflow.planning.plan import PlanReport, plan
 from careflow.runtime import Runtime
-from careflow.scheduler import PlanReport, plan
+from careflow.service.care_run import run_day
 from careflow.storage.models import CareEvent, Center, Customer, EventStatus
 from careflow.testing import add_customer, build_runtime, make_settings, parse_instant
 from careflow_plugins.birthday import BirthdayPlugin

@@ -10,10 +10,10 @@ import pytest
 from sqlalchemy import select
 
 from careflow.customers.import_customers import CustomerImporter
-from careflow.daily import run_day
 from careflow.errors import ImportDataError
+from careflow.planning.plan import plan
 from careflow.runtime import Runtime
-from careflow.scheduler import plan
+from careflow.service.care_run import run_day
 from careflow.storage.models import Customer
 from careflow.testing import add_customer, center, loaded_customers, parse_instant
 from careflow_plugins.holidays import HOLIDAY_DATES, holidays_on

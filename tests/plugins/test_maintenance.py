@@ -12,10 +12,10 @@ import pytest
 from sqlalchemy import event, select
 
 from careflow.customers.service_due import VisitFact, add_months, km_per_day, next_service
-from careflow.daily import run_day
 from careflow.planning.capacity import PacedItem, pace_to_capacity
+from careflow.planning.plan import plan
 from careflow.runtime import Runtime
-from careflow.scheduler import plan
+from careflow.service.care_run import run_day
 from careflow.storage.models import CareEvent, Customer, Vehicle
 from careflow.testing import add_customer, build_runtime, make_settings, parse_instant
 from careflow.testing.records import add_vehicle, add_visit

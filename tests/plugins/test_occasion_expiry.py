@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from careflow.daily import run_day
 from careflow.runtime import Runtime
+from careflow.service.care_run import run_day
 from careflow.storage.models import CareEvent, PointsEntry, Voucher
 from careflow.testing import add_customer, parse_instant
 from tests.plugins.helpers import events, runtime_with

@@ -22,10 +22,10 @@ from careflow.customers.points import (
     points_rules,
     redeem,
 )
-from careflow.daily import run_day
 from careflow.errors import ConfigError
+from careflow.planning.plan import plan
 from careflow.runtime import Runtime
-from careflow.scheduler import plan
+from careflow.service.care_run import run_day
 from careflow.storage.models import CareEvent, Customer, PointsEntry, Vehicle, Voucher
 from careflow.testing import add_customer, build_runtime, make_settings, parse_instant
 from careflow.testing.records import add_vehicle, add_visit

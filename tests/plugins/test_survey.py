@@ -15,10 +15,10 @@ from sqlalchemy import select
 from careflow.care import InboundReply
 from careflow.cli import main
 from careflow.customers.survey_report import survey_figures
-from careflow.daily import run_day
 from careflow.errors import ConfigError
+from careflow.planning.plan import plan
 from careflow.runtime import Runtime
-from careflow.scheduler import plan
+from careflow.service.care_run import run_day
 from careflow.storage.models import Customer, SurveyResponse
 from careflow.testing import add_customer, add_visit, loaded_customers, parse_instant
 from careflow_plugins.survey import STAFF_EXTERNAL_ID, parse_score

@@ -17,11 +17,11 @@ from careflow.care import PluginSettings
 from careflow.customers.cities import ambiguity, canonical_city
 from careflow.customers.import_customers import CustomerImporter
 from careflow.customers.segments import refresh_segments
-from careflow.daily import run_day
 from careflow.errors import ConfigError, ImportDataError
+from careflow.planning.plan import plan
 from careflow.runtime import Runtime
-from careflow.scheduler import plan
-from careflow.service import SchedulerService
+from careflow.service.care_run import run_day
+from careflow.service.scheduler import SchedulerService
 from careflow.storage.models import Customer, WeatherReport
 from careflow.testing import add_customer, center, loaded_customers, parse_instant
 from careflow.testing.openmeteo_server import FakeOpenMeteo

@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy import select
 
 from careflow.customers.segments import months_before
-from careflow.daily import run_day
+from careflow.planning.plan import plan
 from careflow.runtime import Runtime
-from careflow.scheduler import plan
+from careflow.service.care_run import run_day
 from careflow.storage.models import CareEvent, Customer
 from careflow.testing import add_customer, add_visit, loaded_customers, parse_instant
 from tests.plugins.helpers import events, recipients, runtime_with

@@ -13,7 +13,7 @@ import pytest
 import uvicorn
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from careflow.center_plugins import plugin_runs
+from careflow.planning.center_settings import plugin_passes
 from careflow.web.console import console_app
 from tests.web.conftest import PASSWORD, World
 
@@ -176,7 +176,7 @@ def test_toggle_a_plugin_for_one_center_changes_what_is_planned(
     row.get_by_role("button", name="Disable birthday").click()
     expect(page.locator("#plugin-birthday .state")).to_have_text("Disabled")
     with world.runtime.sessions() as session:
-        runs = plugin_runs(world.runtime.registry, world.runtime.settings, session)
+        runs = plugin_passes(world.runtime.registry, world.runtime.settings, session)
     north_id = next(c for c in world_center_ids(world) if c[1] == "north")[0]
     assert [r.plugin.name for r in runs] == ["birthday"]
     assert north_id not in (runs[0].center_ids or set())

@@ -11,11 +11,11 @@ import pytest
 from sqlalchemy import select
 from starlette.testclient import TestClient
 
-from careflow.center_plugins import plugin_runs
 from careflow.delivery.batch import deliver
+from careflow.planning.center_settings import plugin_passes
+from careflow.planning.plan import plan
 from careflow.rendering.lint import lint_draft
 from careflow.rendering.sms_segments import count_segments
-from careflow.scheduler import plan
 from careflow.storage.models import CareEvent, Center, CenterPluginSetting, ConsoleUser, EventStatus
 from careflow.web.console import console_app
 from careflow.web.console.preview import Draft
@@ -105,7 +105,7 @@ def test_a_centers_settings_win_over_careflow_toml_in_planning(world: World) -> 
             )
         )
     with world.runtime.sessions() as session:
-        runs = plugin_runs(world.runtime.registry, world.runtime.settings, session)
+        runs = plugin_passes(world.runtime.registry, world.runtime.settings, session)
     assert len(runs) == 1 and runs[0].center_ids is not None and south.id not in runs[0].center_ids
     bodies = _send_birthdays(world)
     assert set(bodies) == {"N-1"}

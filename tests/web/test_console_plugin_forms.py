@@ -12,8 +12,8 @@ from sqlalchemy import select
 from starlette.testclient import TestClient
 
 from careflow.care import CarePlugin, Occasion, PlanContext, PluginSettings
-from careflow.center_plugins import plugin_runs
 from careflow.hookspecs import hookimpl
+from careflow.planning.center_settings import plugin_passes
 from careflow.storage.models import Center, Role
 from careflow.testing import build_runtime, center
 from careflow.web.console import console_app
@@ -83,7 +83,7 @@ def test_invalid_values_are_shown_beside_their_fields_and_nothing_is_stored(
     assert 'id="e-days_before">Input should be greater than or equal to 1' in response.text
     assert 'id="e-tone">Input should be &#39;friendly&#39; or &#39;formal&#39;' in response.text
     with runtime.sessions() as session:  # type: ignore[attr-defined]
-        runs = plugin_runs(runtime.registry, runtime.settings, session)  # type: ignore[attr-defined]
+        runs = plugin_passes(runtime.registry, runtime.settings, session)  # type: ignore[attr-defined]
     assert "reminder" not in {r.plugin.name for r in runs}
 
 
@@ -105,7 +105,9 @@ def test_valid_settings_apply_to_that_center_only(client: tuple[TestClient, obje
     with runtime.sessions() as session:  # type: ignore[attr-defined]
         north = session.scalar(select(Center).where(Center.code == "north"))
         runs = [
-            r for r in plugin_runs(runtime.registry, runtime.settings, session) if r.plugin.name == "reminder"
+            r
+            for r in plugin_passes(runtime.registry, runtime.settings, session)
+            if r.plugin.name == "reminder"
         ]  # type: ignore[attr-defined]
     assert len(runs) == 1
     assert runs[0].center_ids == frozenset({north.id})

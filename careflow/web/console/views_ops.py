@@ -12,13 +12,13 @@ from sqlalchemy import or_, select
 from starlette.datastructures import UploadFile
 from starlette.responses import Response
 
-from careflow.center_plugins import center_settings, load_overrides
 from careflow.config import CHANNEL_NAMES
 from careflow.customers.import_customers import CUSTOMER_COLUMNS, CustomerImporter
-from careflow.daily import retry_events
 from careflow.delivery.actors import build_actors
 from careflow.delivery.broker import LOCAL, make_broker
 from careflow.errors import ImportDataError, TemplateError
+from careflow.planning.center_settings import center_settings, load_overrides
+from careflow.planning.plan import plan
 from careflow.policies.consent import (
     ALL_PURPOSES,
     CUSTOMER_REQUEST,
@@ -28,7 +28,7 @@ from careflow.policies.consent import (
     record_consent,
 )
 from careflow.rendering.event import render_event
-from careflow.scheduler import plan
+from careflow.service.care_run import retry_events
 from careflow.storage.models import (
     CareEvent,
     CenterPluginSetting,

@@ -6,32 +6,35 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, inspect, select
+from sqlalchemy import inspect, select
 from sqlalchemy.exc import InvalidRequestError
 from sqlalchemy.orm import Session, sessionmaker
 
 from careflow import metrics
-from careflow.bulk import insert_ignoring_duplicates
 from careflow.care import CarePlugin, Occasion, PlanContext, PluginSettings, priority_of
-from careflow.center_plugins import PluginRun, plugin_runs
 from careflow.customers.segments import load_labels, matches
-from careflow.isolation import PLANNING_READS, planning_sessions, run_plugin_batch
-from careflow.plugin_runs import record_run
+from careflow.planning.center_settings import PluginPass, plugin_passes
+from careflow.planning.isolation import PLANNING_READS, planning_sessions, run_plugin_batch
+from careflow.planning.outbox import idempotency_key, insert_ignoring_duplicates
+from careflow.planning.prepare import prepare_run
+from careflow.planning.run_records import record_run
+from careflow.planning.windows import IdWindows, customer_id_span
 from careflow.policies.channel_choice import choose_channel, load_consents
 from careflow.policies.timing import apply_timing_and_caps
-from careflow.preplan import prepare_run
-from careflow.runtime import Runtime
 from careflow.storage.models import CareEvent, Center, Customer, EventStatus
+
+if TYPE_CHECKING:
+    from careflow.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-# Outbox rows per bulk insert (careflow.bulk picks the fastest way per database).
+# Outbox rows per bulk insert (careflow.planning.outbox picks the fastest way per database).
 _INSERT_CHUNK = 2_000
 
 
@@ -82,60 +85,6 @@ class _Isolation:
         return cls(sessions, budget, commit=not dry_run, close=close)
 
 
-def idempotency_key(plugin: str, occasion: Occasion) -> str:
-    """``plugin:occasion:period:customer``: the same occasion always maps to the same key."""
-    return f"{plugin}:{occasion.key}:{occasion.period}:{occasion.customer.id}"
-
-
-def customer_id_span(session: Session) -> tuple[int, int] | None:
-    """The lowest and highest customer id, or None when there are no customers."""
-    # Two statements: SQLite answers a lone min() or max() from the index, not both in one select.
-    lo: int | None = session.scalar(select(func.min(Customer.id)))
-    hi: int | None = session.scalar(select(func.max(Customer.id)))
-    return None if lo is None or hi is None else (lo, hi)
-
-
-class IdWindows:
-    """Inclusive id windows over ``span``; with narrow plugins their width follows the due density.
-
-    Plugins that select only due customers in indexed SQL (``narrows_in_sql``) get windows
-    that widen while few occasions turn up and shrink when many do, so a quiet day over a
-    million customers costs a handful of indexed queries instead of one per ``batch_size``
-    ids, while a busy day still holds about ``batch_size`` occasions in memory at a time.
-    Other plugins keep fixed ``batch_size`` windows: they may load every customer of a window.
-    """
-
-    GROWTH = 8  # at most this factor wider per step, so one surprise costs little
-
-    def __init__(self, span: tuple[int, int], batch_size: int, *, adaptive: bool) -> None:
-        self.lo, self.hi = span
-        self.next = self.lo
-        self.batch_size = batch_size
-        # The first window is batch_size wide even when adaptive: on a day when everyone is due
-        # (a holiday) it holds no more occasions than a fixed window would. Since each window
-        # reads only its own index entries, a quiet day's few extra windows cost little.
-        self.width = self.last_width = batch_size
-        self.adaptive = adaptive
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        while self.next <= self.hi:
-            window = (self.next, min(self.next + self.width - 1, self.hi))
-            self.next = window[1] + 1
-            self.last_width = window[1] - window[0] + 1
-            yield window
-
-    def found(self, occasions: int) -> None:
-        """Size the next window so it should hold about half a batch of occasions."""
-        if not self.adaptive:
-            return
-        # Measured on the window just planned (the last one of a span may be cut short).
-        wanted = self.last_width * (self.batch_size / 2) / max(occasions, 1)
-        self.width = max(1, min(int(wanted), self.last_width * self.GROWTH))
-
-    def progress(self) -> tuple[int, int]:
-        return (min(self.next, self.hi + 1) - self.lo, self.hi - self.lo + 1)
-
-
 def plan(
     runtime: Runtime,
     *,
@@ -161,7 +110,7 @@ def plan(
     messages can really go out: what expires before it is recorded expired.
     ``on_preview`` takes a dry run's rows batch by batch instead of ``report.preview``, so a
     dry run over millions of customers never holds them all.
-    Each plugin runs isolated (see ``careflow.isolation``); its failures are in the report and,
+    Each plugin runs isolated (see ``careflow.planning.isolation``); its failures are in the report and,
     unless ``dry_run``, recorded for ``careflow plugins``.
     """
     report = PlanReport()
@@ -176,8 +125,8 @@ def plan(
             report.failures.append(PluginFailure(name, (0, 0), error))
         report.prepare_seconds = time.perf_counter() - started
     with runtime.sessions() as session:
-        # Each center's console settings win over careflow.toml (see careflow.center_plugins).
-        runs = plugin_runs(runtime.registry, runtime.settings, session)
+        # Each center's console settings win over careflow.toml (see careflow.planning.center_settings).
+        runs = plugin_passes(runtime.registry, runtime.settings, session)
         if plugins is not None:
             runs = [run for run in runs if run.plugin.name in plugins]
         span = id_span or customer_id_span(session)
@@ -334,7 +283,7 @@ def _malformed(occ: Any, lo: int, hi: int) -> str | None:
 def _plan_batch(
     runtime: Runtime,
     session: Session,
-    runs: list[PluginRun],
+    runs: list[PluginPass],
     report: PlanReport,
     *,
     now: datetime,

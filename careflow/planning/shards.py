@@ -16,14 +16,17 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select, update
 
-from careflow.preplan import prepare_run
-from careflow.runtime import Runtime
-from careflow.scheduler import PlanReport, PluginFailure, customer_id_span, plan
+from careflow.planning.plan import PlanReport, PluginFailure, plan
+from careflow.planning.prepare import prepare_run
+from careflow.planning.windows import customer_id_span
 from careflow.storage.models import CareEvent, EventStatus, PlanRun, PlanShard, utcnow
+
+if TYPE_CHECKING:
+    from careflow.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from datetime import date, datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
 from careflow.care import CarePlugin, PluginSettings, PrepareContext
 from careflow.customers.segments import refresh_segments
-from careflow.runtime import Runtime
 from careflow.storage.models import Center
+
+if TYPE_CHECKING:
+    from careflow.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

@@ -18,13 +18,13 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
-from careflow.center_plugins import plugin_runs
 from careflow.customers.segments import refresh_segments
 from careflow.delivery.provider_status import apply_parked
 from careflow.delivery.recovery import lost_planned_ids, recover_stuck_sends
+from careflow.planning.center_settings import plugin_passes
+from careflow.planning.plan import plan
 from careflow.policies.quiet_hours import release_deferred
 from careflow.runtime import Runtime
-from careflow.scheduler import plan
 from careflow.storage import leases
 from careflow.storage.job_runs import is_done, record_done
 from careflow.storage.models import Center, utcnow
@@ -114,7 +114,7 @@ class IntradayPlanning:
         with runtime.sessions() as session:
             runs = [
                 r
-                for r in plugin_runs(runtime.registry, runtime.settings, session)
+                for r in plugin_passes(runtime.registry, runtime.settings, session)
                 if r.plugin.replan_interval(r.settings)
             ]
             if not runs:

@@ -26,8 +26,8 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class PluginRun:
-    """One care plugin with one set of settings, for some centers (None: every center)."""
+class PluginPass:
+    """One care plugin with one set of settings, planned in one pass for some centers (None: all)."""
 
     plugin: CarePlugin
     settings: PluginSettings
@@ -75,11 +75,11 @@ def effective_settings(
     return result
 
 
-def plugin_runs(registry: PluginRegistry, settings: Settings, session: Session) -> list[PluginRun]:
+def plugin_passes(registry: PluginRegistry, settings: Settings, session: Session) -> list[PluginPass]:
     """The enabled (plugin, settings, centers) combinations to plan, highest priority first."""
     per_center = effective_settings(registry, settings, session)
     all_centers = frozenset(per_center)
-    runs: list[PluginRun] = []
+    runs: list[PluginPass] = []
     for name, plugin in registry.care_plugins.items():
         groups: dict[str, tuple[PluginSettings, set[int]]] = {}
         for center_id, chosen in per_center.items():
@@ -89,6 +89,6 @@ def plugin_runs(registry: PluginRegistry, settings: Settings, session: Session) 
             if not chosen_settings.enabled:
                 continue
             ids = frozenset(centers)
-            runs.append(PluginRun(plugin, chosen_settings, None if ids == all_centers else ids))
+            runs.append(PluginPass(plugin, chosen_settings, None if ids == all_centers else ids))
     runs.sort(key=lambda run: (-priority_of(run.plugin, run.settings), run.plugin.name))
     return runs

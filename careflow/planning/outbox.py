@@ -1,4 +1,6 @@
-"""Insert many outbox rows, skipping ones already recorded, in as few round trips as the database allows.
+"""The outbox: each occasion's idempotency key, and the insert of many rows, skipping ones already recorded.
+
+The insert takes as few round trips as the database allows.
 
 PostgreSQL: ``COPY`` into a session-local temporary table, then one
 ``INSERT … SELECT … ON CONFLICT DO NOTHING RETURNING``. A multi-row VALUES statement
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 import enum
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Row, Table, text
 from sqlalchemy.dialects import sqlite
@@ -20,7 +22,15 @@ from sqlalchemy.orm import Session
 
 from careflow.storage.models import CareEvent
 
+if TYPE_CHECKING:
+    from careflow.care import Occasion
+
 _STAGE = "careflow_new_care_events"
+
+
+def idempotency_key(plugin: str, occasion: Occasion) -> str:
+    """``plugin:occasion:period:customer``: the same occasion always maps to the same key."""
+    return f"{plugin}:{occasion.key}:{occasion.period}:{occasion.customer.id}"
 
 
 def insert_ignoring_duplicates(session: Session, rows: list[dict[str, Any]]) -> list[Row[Any]]:

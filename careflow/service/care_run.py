@@ -19,12 +19,13 @@ from careflow.delivery.actors import Actors, build_actors
 from careflow.delivery.broker import LOCAL, make_broker
 from careflow.delivery.enqueue import enqueue_many
 from careflow.delivery.recovery import stale_event_ids
+from careflow.planning.plan import PlanReport, plan
+from careflow.planning.shards import create_run, shard_count, wait_for_run
+from careflow.planning.windows import customer_id_span
 from careflow.policies.frequency_cap import Cap, apply_frequency_cap
 from careflow.policies.quiet_hours import release_deferred
 from careflow.policies.timing import customer_zone, send_timing
 from careflow.runtime import Runtime
-from careflow.scheduler import PlanReport, customer_id_span, plan
-from careflow.sharding import create_run, shard_count, wait_for_run
 from careflow.storage.models import CareEvent, EventStatus
 
 log = logging.getLogger(__name__)
