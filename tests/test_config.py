@@ -10,7 +10,7 @@ from textwrap import dedent
 import pytest
 from click.testing import CliRunner, Result
 
-from careflow import cli
+from careflow.cli import base as cli
 from careflow.cli import main
 from careflow.config import Settings, config_path, load_settings
 from careflow.errors import ConfigError

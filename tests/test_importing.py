@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy import func, select
 
-from careflow import cli
+from careflow.cli import base as cli
 from careflow.cli import main
 from careflow.config import load_settings
 from careflow.storage.db import make_engine, make_session_factory
@@ -646,7 +646,7 @@ def test_a_terminal_shows_progress_per_thousand_rows(
 ) -> None:
     from rich.console import Console
 
-    from careflow.commands import records
+    from careflow.cli.commands import records
     from careflow.customers.import_customers import Progress
 
     screen = io.StringIO()

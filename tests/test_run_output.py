@@ -226,7 +226,7 @@ def test_the_sharded_summary_counts_deferred_and_expired_apart_from_earlier_runs
 ) -> None:
     from collections import Counter
 
-    from careflow.cli import print_sharded_summary
+    from careflow.cli.commands.run import print_sharded_summary
     from careflow.planning.plan import PlanReport
 
     counts = Counter({"planned": 2, "deferred": 3, "expired": 1, "suppressed": 1, "already recorded": 5})

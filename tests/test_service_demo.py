@@ -14,9 +14,9 @@ from rich.console import Console
 from sqlalchemy import create_engine, text
 
 from careflow.cli import main
+from careflow.cli.demo_workspace import run_demo
+from careflow.cli.doctor_checks import run_checks
 from careflow.config import load_settings
-from careflow.demo import run_demo
-from careflow.doctor import run_checks
 from careflow.testing import parse_instant
 
 

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import click
 
-from careflow.cli import _friendly_errors, err, main, opened_runtime
+from careflow.cli.base import err, friendly_errors, opened_runtime
 
 
-@main.command()
+def register(main: click.Group) -> None:
+    main.add_command(serve)
+
+
+@click.command()
 @click.option("--host", help="Interface to listen on (default: [web] host).")
 @click.option("--port", type=int, help="Port to listen on (default: [web] port).")
 @click.option("--dev", is_flag=True, help="Serve the console without [web] secret_key (throwaway sessions).")
-@_friendly_errors
+@friendly_errors
 def serve(host: str | None, port: int | None, dev: bool) -> None:
     """Run the HTTP app: Twilio webhooks, unsubscribe links, the web console (/console) and /metrics."""
     import uvicorn

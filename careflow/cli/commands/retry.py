@@ -7,12 +7,16 @@ from datetime import datetime
 import click
 from sqlalchemy import select
 
-from careflow.cli import _friendly_errors, main, opened_runtime, out
+from careflow.cli.base import friendly_errors, opened_runtime, out
 from careflow.errors import CareflowError
 from careflow.storage.models import CareEvent, EventStatus
 
 
-@main.command()
+def register(main: click.Group) -> None:
+    main.add_command(retry)
+
+
+@click.command()
 @click.argument("ids", nargs=-1, type=int)
 @click.option(
     "--status",
@@ -21,7 +25,7 @@ from careflow.storage.models import CareEvent, EventStatus
 )
 @click.option("--plugin", help="Only events of this care plugin.")
 @click.option("--date", "day", type=click.DateTime(["%Y-%m-%d"]), help="Only events due on this day.")
-@_friendly_errors
+@friendly_errors
 def retry(ids: tuple[int, ...], status: str | None, plugin: str | None, day: datetime | None) -> None:
     """Re-queue failed events: by IDS, or all failed ones matching --status/--plugin/--date.
 

@@ -15,14 +15,14 @@ from rich.console import Console
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from careflow.cli.demo_records import import_sample_records
+from careflow.cli.invocation import careflow_command
+from careflow.cli.run_summary import new_keys, run_tables
 from careflow.config import Settings, load_settings
 from careflow.customers.import_customers import CUSTOMER_COLUMNS, CustomerImporter
 from careflow.customers.points import points_rules
-from careflow.demo_records import import_sample_records
-from careflow.invocation import careflow_command
 from careflow.planning.plan import PlanReport
 from careflow.policies.quiet_hours import SendWindow
-from careflow.run_summary import new_keys, run_tables
 from careflow.runtime import Runtime
 from careflow.service.care_run import run_day
 from careflow.storage.models import CareEvent, Center, Customer, ServiceVisit, utcnow

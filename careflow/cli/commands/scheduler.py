@@ -9,8 +9,12 @@ import threading
 
 import click
 
-from careflow.cli import _friendly_errors, main, opened_runtime
+from careflow.cli.base import friendly_errors, opened_runtime
 from careflow.storage.models import utcnow
+
+
+def register(main: click.Group) -> None:
+    main.add_command(scheduler)
 
 
 def _say(message: str) -> None:
@@ -18,10 +22,10 @@ def _say(message: str) -> None:
     click.echo(f"{utcnow().isoformat(timespec='milliseconds')} careflow scheduler: {message}", err=True)
 
 
-@main.command()
+@click.command()
 @click.option("--holder", help="Name in the lease (default: host:pid).")
 @click.option("--once", is_flag=True, help="One round (lease, plan, recover), then exit.")
-@_friendly_errors
+@friendly_errors
 def scheduler(holder: str | None, once: bool) -> None:
     """Run as a service: plan each center at its plan_at, recover stuck sends, re-queue lost ones.
 

@@ -13,10 +13,15 @@ import click
 from rich.table import Table
 
 from careflow.care import Purpose
-from careflow.cli import _center, _friendly_errors, customer_by_external_id, main, opened_runtime, out
+from careflow.cli.base import center_named, customer_by_external_id, friendly_errors, opened_runtime, out
 from careflow.config import CHANNEL_NAMES
 from careflow.policies.consent import ALL_PURPOSES, CUSTOMER_REQUEST, RE_CONSENT, history, record_consent
 from careflow.storage.models import Consent, Customer, utcnow
+
+
+def register(main: click.Group) -> None:
+    main.add_command(consent)
+
 
 _center_option = click.option(
     "--center", "center_code", help="Center code from careflow.toml (default: the first)."
@@ -51,7 +56,7 @@ def _given_at(customer: Customer, given: datetime) -> datetime:
     return now if given.date() == now.date() else datetime.combine(given.date(), time(0), tzinfo=zone)
 
 
-@main.group()
+@click.group()
 def consent() -> None:
     """Consents per channel and purpose, their history, and recording a customer's own re-consent."""
 
@@ -59,11 +64,11 @@ def consent() -> None:
 @consent.command(name="show")
 @click.argument("customer_id")
 @_center_option
-@_friendly_errors
+@friendly_errors
 def consent_show(customer_id: str, center_code: str | None) -> None:
     """Show CUSTOMER_ID's consents and every change to them (value, source, when, by whom)."""
     with opened_runtime() as runtime, runtime.sessions() as session:
-        center = _center(session, runtime.settings, center_code)
+        center = center_named(session, runtime.settings, center_code)
         customer = customer_by_external_id(session, center, customer_id)
         now = Table(title=f"{customer.name} ({customer.external_id}): consents")
         for column in ("channel", "purpose", "consent", "source"):
@@ -107,7 +112,7 @@ def _word(row: Consent) -> str:
 )
 @_by_option
 @_center_option
-@_friendly_errors
+@friendly_errors
 def consent_grant(
     customer_id: str,
     channel: str,
@@ -138,7 +143,7 @@ def consent_grant(
 @click.option("--note", help='How the customer asked, e.g. "phoned the service desk".')
 @_by_option
 @_center_option
-@_friendly_errors
+@friendly_errors
 def consent_withdraw(
     customer_id: str, channel: str, purpose: str, note: str | None, actor: str | None, center_code: str | None
 ) -> None:
@@ -169,7 +174,7 @@ def _record(
 ) -> None:
     """Record what the customer said, as of ``given`` (default: now), and say what changed."""
     with opened_runtime() as runtime, runtime.sessions.begin() as session:
-        center = _center(session, runtime.settings, center_code)
+        center = center_named(session, runtime.settings, center_code)
         customer = customer_by_external_id(session, center, customer_id)
         result = record_consent(
             session,

@@ -6,13 +6,15 @@ import sys
 
 import click
 
-from careflow.cli import main
+
+def register(main: click.Group) -> None:
+    main.add_command(doctor)
 
 
-@main.command()
+@click.command()
 def doctor() -> None:
     """Check config, database and migrations, broker, provider credentials and templates."""
-    from careflow.doctor import run_checks
+    from careflow.cli.doctor_checks import run_checks
 
     failed = 0
     # Plain lines, never wrapped: operators paste them into tickets and grep them in logs.

@@ -9,17 +9,21 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from careflow.cli import _friendly_errors, main, opened_runtime, out
+from careflow.cli.base import friendly_errors, opened_runtime, out
 
 
-@main.group()
+def register(main: click.Group) -> None:
+    main.add_command(templates)
+
+
+@click.group()
 def templates() -> None:
     """Check message templates."""
 
 
 @templates.command()
 @click.option("--json", "as_json", is_flag=True, help="One JSON finding per line.")
-@_friendly_errors
+@friendly_errors
 def lint(as_json: bool) -> None:
     """Lint every template: syntax, variables, unsafe constructs, other centers' templates, render
     budget, SMS segments with the footer, locales.

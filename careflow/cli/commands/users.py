@@ -9,14 +9,19 @@ import click
 from rich.table import Table
 from sqlalchemy import select
 
-from careflow.cli import _friendly_errors, main, opened_runtime, out
+from careflow.cli.base import friendly_errors, opened_runtime, out
 from careflow.errors import CareflowError
 from careflow.storage.models import Center, ConsoleUser, Role
+
+
+def register(main: click.Group) -> None:
+    main.add_command(users)
+
 
 PASSWORD_ENV = "CAREFLOW_USER_PASSWORD"
 
 
-@main.group()
+@click.group()
 def users() -> None:
     """Console users: admins, center managers and marketers."""
 
@@ -38,7 +43,7 @@ def _read_password(password_stdin: bool) -> str:
     is_flag=True,
     help=f"Read the password from standard input (else ${PASSWORD_ENV}, else a prompt).",
 )
-@_friendly_errors
+@friendly_errors
 def users_add(email: str, role: str, center_code: str | None, password_stdin: bool) -> None:
     """Create a console account for EMAIL."""
     from careflow.web.console.security import add_user
@@ -57,7 +62,7 @@ def users_add(email: str, role: str, center_code: str | None, password_stdin: bo
 
 
 @users.command(name="list")
-@_friendly_errors
+@friendly_errors
 def users_list() -> None:
     """List console accounts."""
     with opened_runtime() as runtime, runtime.sessions() as session:
@@ -76,7 +81,7 @@ def users_list() -> None:
 
 @users.command(name="disable")
 @click.argument("email")
-@_friendly_errors
+@friendly_errors
 def users_disable(email: str) -> None:
     """Disable an account; its sessions stop working at the next request."""
     from careflow.web.console.security import canonical_email

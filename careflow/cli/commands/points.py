@@ -9,7 +9,7 @@ from rich.table import Table
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from careflow.cli import _center, _friendly_errors, customer_by_external_id, main, opened_runtime, out
+from careflow.cli.base import center_named, customer_by_external_id, friendly_errors, opened_runtime, out
 from careflow.customers.import_customers import FieldProblem
 from careflow.customers.import_records import center_today, parse_plate
 from careflow.customers.points import (
@@ -27,6 +27,10 @@ from careflow.runtime import Runtime
 from careflow.storage.models import Customer, PointsEntry, ServiceVisit, Vehicle, Voucher
 
 
+def register(main: click.Group) -> None:
+    main.add_command(points)
+
+
 def _rules(runtime: Runtime) -> PointsRules:
     rules = points_rules(runtime.settings)
     if rules is None:
@@ -41,7 +45,7 @@ _center_option = click.option(
 )
 
 
-@main.group()
+@click.group()
 def points() -> None:
     """Loyalty points: balances, manual adjustments, and redeeming points for vouchers."""
 
@@ -49,11 +53,11 @@ def points() -> None:
 @points.command(name="show")
 @click.argument("customer_id")
 @_center_option
-@_friendly_errors
+@friendly_errors
 def points_show(customer_id: str, center_code: str | None) -> None:
     """Show CUSTOMER_ID's balance, ledger (with expiry) and vouchers."""
     with opened_runtime() as runtime, runtime.sessions() as session:
-        center = _center(session, runtime.settings, center_code)
+        center = center_named(session, runtime.settings, center_code)
         customer = customer_by_external_id(session, center, customer_id)
         today = center_today(center)
         entries = session.scalars(
@@ -103,12 +107,12 @@ def points_show(customer_id: str, center_code: str | None) -> None:
 @click.argument("amount", type=int)
 @click.option("--reason", required=True, help="Why (kept in the ledger).")
 @_center_option
-@_friendly_errors
+@friendly_errors
 def points_adjust(customer_id: str, amount: int, reason: str, center_code: str | None) -> None:
     """Add (+N) or remove (-N) points by hand; removals take the soonest-expiring points first."""
     with opened_runtime() as runtime, runtime.sessions() as session:
         rules = _rules(runtime)
-        center = _center(session, runtime.settings, center_code)
+        center = center_named(session, runtime.settings, center_code)
         customer = customer_by_external_id(session, center, customer_id)
         today = center_today(center)
         adjust(session, customer, amount, reason=reason, today=today, rules=rules)
@@ -131,7 +135,7 @@ def points_adjust(customer_id: str, amount: int, reason: str, center_code: str |
     help="Redeemed at the checkout of this vehicle's visit on --date (record the visit first).",
 )
 @_center_option
-@_friendly_errors
+@friendly_errors
 def points_redeem(
     customer_id: str,
     kind: str,
@@ -147,7 +151,7 @@ def points_redeem(
     """
     with opened_runtime() as runtime, runtime.sessions() as session:
         rules = _rules(runtime)
-        center = _center(session, runtime.settings, center_code)
+        center = center_named(session, runtime.settings, center_code)
         customer = customer_by_external_id(session, center, customer_id)
         today = center_today(center)
         on = day.date() if day else today

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import click
 
-from careflow.cli import _friendly_errors, err, main, opened_runtime
+from careflow.cli.base import err, friendly_errors, opened_runtime
 
 
-@main.command()
+def register(main: click.Group) -> None:
+    main.add_command(console)
+
+
+@click.command()
 @click.option("--host", help="Address to listen on (default: [web] host, 127.0.0.1).")
 @click.option("--port", type=int, help="Port (default: [web] port, 8000).")
 @click.option(
@@ -15,7 +19,7 @@ from careflow.cli import _friendly_errors, err, main, opened_runtime
     is_flag=True,
     help="Development mode: a throwaway secret key if none is set, and cookies over plain HTTP.",
 )
-@_friendly_errors
+@friendly_errors
 def console(host: str | None, port: int | None, dev: bool) -> None:
     """Serve the console for service centers and marketers until stopped."""
     import uvicorn

@@ -1,4 +1,4 @@
-"""``careflow import vehicles|visits`` and ``careflow visits add``: the service records care plugins read."""
+"""``careflow import customers|vehicles|visits`` and ``careflow visits add``: records plugins read."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsed
 from rich.progress import Progress as RichProgress
 from sqlalchemy.orm import Session
 
-from careflow.cli import _center, _friendly_errors, encoding_option, err, import_, main, opened_runtime, out
-from careflow.customers.import_customers import ImportReport, Progress
+from careflow.cli.base import center_named, err, friendly_errors, opened_runtime, out
+from careflow.customers.import_customers import CustomerImporter, ImportReport, Progress
 from careflow.customers.import_records import (
     VISIT_COLUMNS,
     VehicleImporter,
@@ -30,6 +30,44 @@ from careflow.runtime import Runtime
 from careflow.storage.models import Center
 
 
+def register(main: click.Group) -> None:
+    main.add_command(import_)
+    main.add_command(visits)
+
+
+@click.group(name="import")
+def import_() -> None:
+    """Import records from CSV files."""
+
+
+encoding_option = click.option(
+    "--encoding",
+    help="The file's text encoding, e.g. gb18030, utf-16, cp1252 [default: detected, and said which].",
+)
+
+
+@import_.command(name="customers")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--center", "center_code", help="Center code from careflow.toml (default: the first one).")
+@click.option("--skip-invalid", is_flag=True, help="Import the valid rows and report the invalid ones.")
+@encoding_option
+@friendly_errors
+def import_customers(file: Path, center_code: str | None, skip_invalid: bool, encoding: str | None) -> None:
+    """Import or update customers from FILE.csv (matched by external_id).
+
+    Columns: external_id,name,phone,email,birthday,locale,timezone,city,sms_consent,email_consent,
+    whatsapp,whatsapp_consent,preferred_channel (sms, whatsapp or email).
+    Only external_id and name are required; a column left out leaves that field unchanged.
+    """
+
+    run_import(
+        center_code,
+        lambda runtime, session, center, progress: CustomerImporter(
+            session, center, skip_invalid=skip_invalid, progress=progress
+        ).run(file, encoding),
+    )
+
+
 def run_import(
     center_code: str | None,
     work: Callable[[Runtime, Session, Center, Progress | None], ImportReport],
@@ -38,7 +76,7 @@ def run_import(
 ) -> None:
     """Run an importer in one transaction; on any problem print them all and write nothing."""
     with opened_runtime() as runtime, runtime.sessions() as session:
-        center = _center(session, runtime.settings, center_code)
+        center = center_named(session, runtime.settings, center_code)
         started = time.perf_counter()
         try:
             with _progress(enabled=not single) as progress:
@@ -110,7 +148,7 @@ _skip_option = click.option(
 @_center_option
 @_skip_option
 @encoding_option
-@_friendly_errors
+@friendly_errors
 def import_vehicles(file: Path, center_code: str | None, skip_invalid: bool, encoding: str | None) -> None:
     """Import or update vehicles from FILE.csv (matched by customer and plate).
 
@@ -130,7 +168,7 @@ def import_vehicles(file: Path, center_code: str | None, skip_invalid: bool, enc
 @_center_option
 @_skip_option
 @encoding_option
-@_friendly_errors
+@friendly_errors
 def import_visits(file: Path, center_code: str | None, skip_invalid: bool, encoding: str | None) -> None:
     """Import or update service visits from FILE.csv (matched by customer, plate, date and kind).
 
@@ -151,7 +189,7 @@ def import_visits(file: Path, center_code: str | None, skip_invalid: bool, encod
     )
 
 
-@main.group()
+@click.group()
 def visits() -> None:
     """Record service visits one at a time."""
 
@@ -165,7 +203,7 @@ def visits() -> None:
 @click.option("--amount", help="Amount spent, e.g. 680.50 (earns points).")
 @click.option("--voucher", "voucher_code", help="A points voucher used at this (maintenance) visit.")
 @_center_option
-@_friendly_errors
+@friendly_errors
 def visits_add(
     customer: str,
     plate: str,

@@ -7,12 +7,16 @@ import json
 import click
 from rich.table import Table
 
-from careflow.cli import _friendly_errors, main, opened_runtime, out
+from careflow.cli.base import friendly_errors, opened_runtime, out
 from careflow.customers.survey_report import survey_figures
 from careflow.errors import ConfigError
 
 
-@main.group()
+def register(main: click.Group) -> None:
+    main.add_command(report)
+
+
+@click.group()
 def report() -> None:
     """Reports for center managers."""
 
@@ -20,7 +24,7 @@ def report() -> None:
 @report.command(name="surveys")
 @click.option("--center", "center_code", help="Only this center (code from careflow.toml).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per center and month.")
-@_friendly_errors
+@friendly_errors
 def surveys(center_code: str | None, as_json: bool) -> None:
     """CSAT (share of 4-5) and NPS-style score (5s minus 1-3s) per center and month."""
     with opened_runtime() as runtime:
