@@ -16,9 +16,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.orm import selectinload
 
-from careflow.care import CarePlugin, Occasion, PlanContext, Purpose
-from careflow.hookspecs import hookimpl
-from careflow.storage.models import Customer
+from careflow import CarePlugin, Customer, Occasion, PlanContext, Purpose, hookimpl
 
 from .lunar import lunar_birthdays_on
 

@@ -9,9 +9,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 from sqlalchemy import ColumnElement, and_, false, func, or_, select
 
-from careflow.care import CarePlugin, Occasion, PlanContext, PluginSettings, Purpose
-from careflow.hookspecs import hookimpl
-from careflow.storage.models import Center, Customer
+from careflow import CarePlugin, Center, Customer, Occasion, PlanContext, PluginSettings, Purpose, hookimpl
 
 from .lunar import lunar_to_solar
 

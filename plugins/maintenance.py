@@ -12,11 +12,22 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from sqlalchemy import ColumnElement, String, and_, cast, exists, func, literal, or_, select
 from sqlalchemy.orm import selectinload
 
-from careflow.care import CarePlugin, Occasion, PlanContext, PluginSettings, Purpose
-from careflow.customers.points import voucher_lapsed
-from careflow.hookspecs import hookimpl
-from careflow.planning.capacity import PacedItem, pace_to_capacity
-from careflow.storage.models import CareEvent, Center, Customer, Vehicle, Voucher
+from careflow import (
+    CareEvent,
+    CarePlugin,
+    Center,
+    Customer,
+    Occasion,
+    PacedItem,
+    PlanContext,
+    PluginSettings,
+    Purpose,
+    Vehicle,
+    Voucher,
+    hookimpl,
+    pace_to_capacity,
+    voucher_lapsed,
+)
 
 SOON, DUE, OVERDUE, WARRANTY = "service-soon", "service-due", "service-overdue", "warranty-ending"
 # Reminders that invite a booking and so take a slot of a center's daily capacity; a

@@ -9,10 +9,19 @@ from typing import Any, ClassVar
 from pydantic import Field
 from sqlalchemy import and_, func, select
 
-from careflow.care import CarePlugin, Occasion, PlanContext, PluginSettings, Purpose
-from careflow.customers.points import PointsRules, voucher_lapsed
-from careflow.hookspecs import hookimpl
-from careflow.storage.models import Customer, PointsEntry, Voucher
+from careflow import (
+    CarePlugin,
+    Customer,
+    Occasion,
+    PlanContext,
+    PluginSettings,
+    PointsEntry,
+    PointsRules,
+    Purpose,
+    Voucher,
+    hookimpl,
+    voucher_lapsed,
+)
 
 THRESHOLD, POINTS_EXPIRING, VOUCHER_EXPIRING = "threshold", "points-expiring", "voucher-expiring"
 

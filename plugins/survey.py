@@ -21,25 +21,25 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import String, cast, exists, literal, select
 from sqlalchemy.orm import Session, aliased
 
-from careflow.care import (
+from careflow import (
+    CareEvent,
     CarePlugin,
+    Center,
+    Customer,
+    EventStatus,
+    FieldProblem,
     InboundReply,
     Occasion,
     PlanContext,
     PluginSettings,
     PrepareContext,
     Purpose,
-)
-from careflow.customers.import_customers import FieldProblem, parse_email, parse_phone
-from careflow.hookspecs import hookimpl
-from careflow.policies.consent import record_consent
-from careflow.storage.models import (
-    CareEvent,
-    Center,
-    Customer,
-    EventStatus,
     ServiceVisit,
     SurveyResponse,
+    hookimpl,
+    parse_email,
+    parse_phone,
+    record_consent,
     utcnow,
 )
 

@@ -24,18 +24,23 @@ from sqlalchemy import or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
-from careflow.care import (
+from careflow import (
     CarePlugin,
+    Center,
+    Customer,
     Occasion,
     PlanContext,
     PluginSettings,
     PrepareContext,
     Purpose,
     WeatherProvider,
+    WeatherReport,
+    canonical_city,
+    canonicalise_cards,
+    city_label,
+    display_name,
+    hookimpl,
 )
-from careflow.customers.cities import canonical_city, canonicalise_cards, display_name, label
-from careflow.hookspecs import hookimpl
-from careflow.storage.models import Center, Customer, WeatherReport
 
 from .weather_sources import (
     WEATHER_KINDS,
@@ -159,7 +164,7 @@ class WeatherPlugin(CarePlugin):
         problems = []
         if provider.name == OpenMeteoProvider.name:
             # One line for every city Open-Meteo cannot be asked about, not one per city and run.
-            unknown = sorted({label(city) for city, _ in wanted if city not in cfg.cities})
+            unknown = sorted({city_label(city) for city, _ in wanted if city not in cfg.cities})
             if unknown:
                 problems.append(
                     f"no weather care in {', '.join(unknown)}: no coordinates in [plugins.weather.cities]"
@@ -172,7 +177,7 @@ class WeatherPlugin(CarePlugin):
                 continue  # another process is asking, or has just asked
             problem = self._fetch(ctx, provider, city, day)
             if problem:
-                problems.append(f"weather for {label(city)} on {day.isoformat()} skipped: {problem}")
+                problems.append(f"weather for {city_label(city)} on {day.isoformat()} skipped: {problem}")
         return problems
 
     def _fetch(self, ctx: PrepareContext, provider: WeatherProvider, city: str, day: date) -> str | None:

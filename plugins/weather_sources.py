@@ -20,8 +20,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from careflow.care import PluginSettings, WeatherProvider
-from careflow.customers.cities import canonical_city, city_named
+from careflow import PluginSettings, WeatherProvider, canonical_city, city_named
 
 WEATHER_KINDS = ("typhoon", "rainstorm", "snow", "cold_wave", "heat", "hail", "strong_wind")
 DAILY_FIELDS = (

@@ -16,10 +16,19 @@ from typing import Any, ClassVar, Literal, get_args
 from pydantic import Field
 from sqlalchemy import ColumnElement, String, case, cast, exists, func, or_, select
 
-from careflow.care import CarePlugin, Occasion, PlanContext, PluginSettings, Purpose
-from careflow.customers.segments import months_before
-from careflow.hookspecs import hookimpl
-from careflow.storage.models import CareEvent, Customer, CustomerSegment, ServiceVisit
+from careflow import (
+    CareEvent,
+    CarePlugin,
+    Customer,
+    CustomerSegment,
+    Occasion,
+    PlanContext,
+    PluginSettings,
+    Purpose,
+    ServiceVisit,
+    hookimpl,
+    months_before,
+)
 
 Tier = Literal["A", "B", "C"]
 Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]

@@ -40,6 +40,7 @@ from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction, object_sess
 
 from careflow.care import SEGMENT_DIMENSIONS
 from careflow.config import SegmentSettings
+from careflow.customers.dates import months_before
 from careflow.hookspecs import hookimpl
 from careflow.storage.job_runs import is_done, record_done
 from careflow.storage.models import (
@@ -54,19 +55,6 @@ from careflow.storage.models import (
 
 # Labels a customer without a stored row has (a card created after tonight's refresh).
 DEFAULT_LABELS = frozenset({"C", "no_vehicle", "no_visits"})
-
-
-def months_before(day: date, months: int) -> date:
-    """The same day ``months`` earlier, clamped to the month's end (May 31 - 3 months = Feb 28/29)."""
-    index = day.year * 12 + day.month - 1 - months
-    year, month = divmod(index, 12)
-    month += 1
-    last = [31, 29 if _leap(year) else 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31][month - 1]
-    return date(year, month, min(day.day, last))
-
-
-def _leap(year: int) -> bool:
-    return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
 
 
 @dataclass(frozen=True)

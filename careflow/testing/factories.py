@@ -9,7 +9,7 @@ from decimal import Decimal
 from sqlalchemy.orm import Session, sessionmaker
 
 from careflow.storage.models import Customer, ServiceVisit, Vehicle
-from careflow.testing import add_customer
+from careflow.testing.helpers import add_customer
 
 Birthday = date | str | tuple[int | None, int, int]
 

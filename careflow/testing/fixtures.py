@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -10,10 +10,10 @@ import pytest
 
 from careflow.runtime import Runtime
 from careflow.storage.db import make_engine, make_session_factory, migrate
-from careflow.testing import build_runtime, make_settings
 from careflow.testing.capture import CapturingProvider
 from careflow.testing.clock import DEFAULT_INSTANT, FrozenClock
 from careflow.testing.factories import Factories
+from careflow.testing.helpers import RuntimeFactory, build_runtime, make_settings
 from careflow.testing.twilio_server import FakeTwilio
 
 CLOCK_MARKER = "careflow_now"
@@ -50,9 +50,6 @@ def careflow_runtime(careflow_db_url: str) -> Iterator[Runtime]:
     runtime = build_runtime(make_settings(careflow_db_url))
     yield runtime
     runtime.close()
-
-
-RuntimeFactory = Callable[..., Runtime]
 
 
 @pytest.fixture

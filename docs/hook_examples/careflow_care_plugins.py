@@ -3,9 +3,7 @@ from typing import ClassVar
 
 from sqlalchemy import extract, select, tuple_
 
-from careflow.care import CarePlugin, Occasion, PlanContext, PluginSettings, Purpose
-from careflow.hookspecs import hookimpl
-from careflow.storage.models import Customer, Vehicle
+from careflow import CarePlugin, Customer, Occasion, PlanContext, PluginSettings, Purpose, Vehicle, hookimpl
 
 
 class CarAnniversarySettings(PluginSettings):

@@ -4,10 +4,7 @@ import urllib.error
 import urllib.request
 from datetime import datetime
 
-from careflow.channels.base import Channel, OutgoingMessage, SendResult
-from careflow.config import Settings
-from careflow.errors import SendError
-from careflow.hookspecs import hookimpl
+from careflow import Channel, OutgoingMessage, SendError, SendResult, Settings, hookimpl
 
 
 class GatewayChannel:

@@ -1,7 +1,6 @@
 import logging
 
-from careflow.hookspecs import hookimpl
-from careflow.storage.models import CareEvent
+from careflow import CareEvent, hookimpl
 
 audit = logging.getLogger("acme.audit")
 

@@ -2,8 +2,7 @@ import logging
 
 from sqlalchemy.orm import Session
 
-from careflow.care import InboundReply
-from careflow.hookspecs import hookimpl
+from careflow import InboundReply, hookimpl
 
 log = logging.getLogger("acme.survey")
 

@@ -1,7 +1,6 @@
 from typing import Any
 
-from careflow.hookspecs import hookimpl
-from careflow.storage.models import CareEvent, Customer
+from careflow import CareEvent, Customer, hookimpl
 
 
 @hookimpl

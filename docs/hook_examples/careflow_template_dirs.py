@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from careflow.hookspecs import hookimpl
+from careflow import hookimpl
 
 
 @hookimpl

@@ -4,8 +4,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from careflow.care import PluginSettings, WeatherProvider
-from careflow.hookspecs import hookimpl
+from careflow import PluginSettings, WeatherProvider, hookimpl
 
 
 class BureauFileProvider(WeatherProvider):

@@ -8,7 +8,7 @@ from datetime import date
 import pytest
 from sqlalchemy import select
 
-from careflow.customers.segments import months_before
+from careflow.customers.dates import months_before
 from careflow.planning.plan import plan
 from careflow.runtime import Runtime
 from careflow.service.care_run import run_day

@@ -5,10 +5,8 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
-from careflow.errors import ConfigError
-from careflow.runtime import Runtime
-from careflow.testing import Factories, FrozenClock, run_care_day
-from careflow.testing.fixtures import RuntimeFactory
+from careflow import ConfigError
+from careflow.testing import Factories, FrozenClock, Runtime, RuntimeFactory, run_care_day
 
 CENTERS = {
     "harbin": {"name": "冰城汽车服务", "timezone": "Asia/Harbin", "locale": "zh_CN"},

@@ -6,9 +6,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import ClassVar
 
-from careflow.care import CarePlugin, Occasion, PlanContext, PluginSettings, Purpose
-from careflow.hookspecs import hookimpl
-from careflow.storage.models import Customer
+from careflow import CarePlugin, Customer, Occasion, PlanContext, PluginSettings, Purpose, hookimpl
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy import func, select
 
