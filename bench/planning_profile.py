@@ -33,9 +33,9 @@ sys.path.insert(0, str(BENCH))
 import run as bench  # noqa: E402
 from sqlalchemy import create_engine  # noqa: E402
 
-import careflow.planning.plan as scheduler  # noqa: E402
+import careflow.planning.plan as planner  # noqa: E402
 
-# The scheduler's steps, by the names it calls them under (module careflow.planning.plan).
+# The planner's steps, by the names it calls them under (module careflow.planning.plan).
 STEPS = (
     "run_plugin_batch",
     "load_consents",
@@ -69,7 +69,7 @@ def careflow_steps(url: str, broker_url: str, scenario: str, runs: int) -> dict[
     config = bench.write_config(Path("/tmp"), url, broker_url, queue, scenario=scenario)
     spent: dict[str, float] = defaultdict(float)
     for name in STEPS:
-        setattr(scheduler, name, timed(spent, name, getattr(scheduler, name)))
+        setattr(planner, name, timed(spent, name, getattr(planner, name)))
     collecting: dict[str, float] = {}
 
     def on_gc(phase: str, _info: dict[str, Any]) -> None:
@@ -87,7 +87,7 @@ def careflow_steps(url: str, broker_url: str, scenario: str, runs: int) -> dict[
                 bench.clean_queue(broker_url, queue)
                 spent.clear()
                 started = time.perf_counter()
-                scheduler.plan(runtime, now=bench.NOW, enqueue=enqueue)
+                planner.plan(runtime, now=bench.NOW, enqueue=enqueue)
                 total = time.perf_counter() - started
                 if index:
                     figures["planning, in all"].append(total)

@@ -44,7 +44,7 @@ class PluginSettings(BaseModel):
 
     enabled: bool = False
     # Limit the plugin to customers in these segments (A/B/C, "warranty", "lapsed", ...);
-    # None means everyone. Enforced by the scheduler, not by each plugin.
+    # None means everyone. Enforced by the planner, not by each plugin.
     segments: list[str] | None = None
     # Overrides the plugin's default priority (higher wins under the frequency cap); None keeps it.
     priority: int | None = Field(default=None, ge=0, le=1000)
@@ -94,7 +94,7 @@ class CarePlugin:
     # Example values of those variables, for template lint's segment count and previews.
     samples: ClassVar[Mapping[str, Any]] = {}
     # True when occasions() loads only (nearly) due customers through indexed SQL, never every
-    # customer of its batch: the scheduler may then hand it wide id ranges on quiet days.
+    # customer of its batch: the planner may then hand it wide id ranges on quiet days.
     narrows_in_sql: ClassVar[bool] = False
     # False for occasions that must stand alone (a survey awaits a reply to exactly that message).
     bundles: ClassVar[bool] = True

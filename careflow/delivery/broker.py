@@ -11,7 +11,7 @@ LOCAL = "local"
 
 
 def make_broker(url: str, settings: BrokerSettings | None = None) -> Broker:
-    """Build the broker; nothing is bound to Dramatiq's global broker (see tasks.py for why)."""
+    """Build the broker; nothing is bound to Dramatiq's global broker (see actors.py for why)."""
     if url == LOCAL:
         # In-memory only: the outbox is the durable record, and every run first re-queues
         # whatever is planned but unsent, so losing this queue with the process loses nothing.

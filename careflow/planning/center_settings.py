@@ -2,7 +2,7 @@
 
 Precedence, highest first: the center's row in ``center_plugin_settings`` (only the keys it
 sets), then ``[plugins.<name>]`` in careflow.toml / ``CAREFLOW_PLUGINS__…``, then the
-plugin's schema defaults. The scheduler plans each plugin once per distinct effective
+plugin's schema defaults. The planner plans each plugin once per distinct effective
 settings and keeps only the occasions of the centers those settings belong to.
 """
 

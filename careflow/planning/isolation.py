@@ -1,10 +1,10 @@
 """Run one care plugin over one batch in a worker thread, within a time budget, on its own session.
 
 Python cannot stop a thread that does not return, so a plugin that overruns its budget is
-*abandoned*: the scheduler stops waiting, reports it, and discards whatever it produces later
+*abandoned*: the planner stops waiting, reports it, and discards whatever it produces later
 (its session is rolled back and closed by its own thread whenever it does finish). The
 session never crosses threads: the worker opens, commits or rolls back, and closes it; the
-customers it loaded leave the thread detached, and the scheduler merges them into its own
+customers it loaded leave the thread detached, and the planner merges them into its own
 session. On SQLite the worker reads through a second engine whose transactions start
 deferred, so an abandoned plugin holds a read snapshot but never the database's write lock.
 """
@@ -33,7 +33,7 @@ from careflow.storage.models import Customer
 class BatchOutcome:
     """What one plugin produced for one batch: its occasions, or why there are none."""
 
-    occasions: list[Any] = field(default_factory=list)  # as yielded; the scheduler checks their shape
+    occasions: list[Any] = field(default_factory=list)  # as yielded; the planner checks their shape
     error: str | None = None
     customer: str | None = None  # external id of the customer it was working on, when that can be told
     timed_out: bool = False
@@ -71,7 +71,7 @@ def _deferred_transactions(engine: Engine) -> None:
 
 @dataclass
 class _Shared:
-    """State the worker and the waiting scheduler both touch, under ``lock``."""
+    """State the worker and the waiting planner both touch, under ``lock``."""
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     finished: bool = False
@@ -156,7 +156,7 @@ def _work(
         done.set()
 
 
-# What the scheduler reads from each occasion's customer after the plugin's session has closed.
+# What the planner reads from each occasion's customer after the plugin's session has closed.
 PLANNING_READS = frozenset(
     {
         "id",
@@ -175,7 +175,7 @@ PLANNING_READS = frozenset(
 
 
 def _load_what_planning_reads(found: list[Any]) -> None:
-    """Load, while the plugin's session is open, what the scheduler reads from each customer."""
+    """Load, while the plugin's session is open, what the planner reads from each customer."""
     for occ in found:
         customer = getattr(occ, "customer", None)
         if isinstance(customer, Customer):

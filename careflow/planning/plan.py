@@ -248,7 +248,7 @@ def _adopt(session: Session, customer: Customer) -> Customer:
     """The plugin's customer, fit for the batch: as is when it holds what planning reads, unchanged.
 
     A detached customer whose planning attributes (and center) were loaded in the plugin's
-    session is used as it is: the scheduler only reads it. Anything else becomes an object
+    session is used as it is: the planner only reads it. Anything else becomes an object
     of the batch's own session (merged), as does a customer the plugin changed.
     """
     state = inspect(customer)

@@ -26,7 +26,7 @@ KEEP_FOR = timedelta(days=90)
 
 
 class Failure(Protocol):
-    """What the scheduler reports about one plugin failure (``careflow.planning.plan.PluginFailure``)."""
+    """What the planner reports about one plugin failure (``careflow.planning.plan.PluginFailure``)."""
 
     @property
     def plugin(self) -> str: ...
