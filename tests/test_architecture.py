@@ -47,8 +47,9 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("web", ("careflow.web",)),
     ("devtools", ("careflow.devtools",)),
     ("cli", ("careflow.cli",)),
-    # What plugins import: re-exports from the layers below. Nothing in careflow imports it.
-    ("public API", ("careflow", "careflow.__main__")),
+    # What plugins import: re-exports from the layers below (careflow.models: the old place of
+    # the models, for plugins written before). Nothing in careflow imports them.
+    ("public API", ("careflow", "careflow.models", "careflow.__main__")),
 )
 
 

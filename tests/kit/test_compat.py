@@ -128,3 +128,45 @@ def test_a_misspelt_hook_is_reported_and_its_plugin_not_used() -> None:
     )
     assert misspelt.error.endswith("; the plugin is not used")
     assert "console" in registry.providers  # the other plugins still load
+
+
+OLD_STYLE_PLUGIN = """
+from careflow.care import CarePlugin, PlanContext
+from careflow.hookspecs import hookimpl
+from careflow.models import Customer, Purpose
+
+
+class OldStyle(CarePlugin):
+    name = "old_style"
+    purpose = Purpose.SERVICE
+
+    def occasions(self, ctx: PlanContext):
+        return []
+
+
+@hookimpl
+def careflow_care_plugins():
+    return [OldStyle()]
+"""
+
+
+def test_a_plugin_written_against_the_old_module_paths_still_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Plugins generated before the public API import careflow.care, careflow.hookspecs, careflow.models."""
+    import importlib.util
+    import sys
+
+    import careflow
+
+    monkeypatch.delitem(sys.modules, "careflow.models", raising=False)
+    path = tmp_path / "old_style_plugin.py"
+    path.write_text(OLD_STYLE_PLUGIN, "utf-8")
+    spec = importlib.util.spec_from_file_location(f"old_style_{uuid.uuid4().hex}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    with pytest.warns(DeprecationWarning, match="import the models and Purpose from careflow"):
+        spec.loader.exec_module(module)
+    assert module.Customer is careflow.Customer and module.Purpose is careflow.Purpose
+    registry = load_plugins([module], entry_points_too=False)
+    assert "old_style" in registry.care_plugins and not registry.failures
