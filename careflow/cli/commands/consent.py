@@ -20,6 +20,7 @@ from careflow.storage.models import Consent, Customer, utcnow
 
 
 def register(main: click.Group) -> None:
+    """Add this module's commands to the ``careflow`` group (see careflow.cli.app)."""
     main.add_command(consent)
 
 

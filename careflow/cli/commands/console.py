@@ -8,6 +8,7 @@ from careflow.cli.base import err, friendly_errors, opened_runtime
 
 
 def register(main: click.Group) -> None:
+    """Add this module's commands to the ``careflow`` group (see careflow.cli.app)."""
     main.add_command(console)
 
 

@@ -10,6 +10,7 @@ from careflow.cli.base import err, friendly_errors, out, parse_now
 
 
 def register(main: click.Group) -> None:
+    """Add this module's commands to the ``careflow`` group (see careflow.cli.app)."""
     main.add_command(demo)
 
 

@@ -8,6 +8,7 @@ import click
 
 
 def register(main: click.Group) -> None:
+    """Add this module's commands to the ``careflow`` group (see careflow.cli.app)."""
     main.add_command(doctor)
 
 

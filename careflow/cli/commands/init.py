@@ -12,6 +12,7 @@ from careflow.config import CONFIG_ENV, DEFAULT_FILE
 
 
 def register(main: click.Group) -> None:
+    """Add this module's commands to the ``careflow`` group (see careflow.cli.app)."""
     main.add_command(init)
 
 

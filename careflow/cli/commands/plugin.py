@@ -16,6 +16,7 @@ from careflow.errors import CareflowError
 
 
 def register(main: click.Group) -> None:
+    """Add this module's commands to the ``careflow`` group (see careflow.cli.app)."""
     main.add_command(plugin)
     main.add_command(plugins)
 

@@ -28,6 +28,7 @@ from careflow.storage.models import Customer, PointsEntry, ServiceVisit, Vehicle
 
 
 def register(main: click.Group) -> None:
+    """Add this module's commands to the ``careflow`` group (see careflow.cli.app)."""
     main.add_command(points)
 
 

@@ -31,6 +31,7 @@ from careflow.storage.models import Center
 
 
 def register(main: click.Group) -> None:
+    """Add this module's commands to the ``careflow`` group (see careflow.cli.app)."""
     main.add_command(import_)
     main.add_command(visits)
 

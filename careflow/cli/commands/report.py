@@ -13,6 +13,7 @@ from careflow.errors import ConfigError
 
 
 def register(main: click.Group) -> None:
+    """Add this module's commands to the ``careflow`` group (see careflow.cli.app)."""
     main.add_command(report)
 
 

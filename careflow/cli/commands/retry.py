@@ -13,6 +13,7 @@ from careflow.storage.models import CareEvent, EventStatus
 
 
 def register(main: click.Group) -> None:
+    """Add this module's commands to the ``careflow`` group (see careflow.cli.app)."""
     main.add_command(retry)
 
 

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 
 def register(main: click.Group) -> None:
+    """Add this module's commands to the ``careflow`` group (see careflow.cli.app)."""
     main.add_command(run)
 
 

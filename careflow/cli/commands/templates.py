@@ -13,6 +13,7 @@ from careflow.cli.base import friendly_errors, opened_runtime, out
 
 
 def register(main: click.Group) -> None:
+    """Add this module's commands to the ``careflow`` group (see careflow.cli.app)."""
     main.add_command(templates)
 
 

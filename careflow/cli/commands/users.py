@@ -15,6 +15,7 @@ from careflow.storage.models import Center, ConsoleUser, Role
 
 
 def register(main: click.Group) -> None:
+    """Add this module's commands to the ``careflow`` group (see careflow.cli.app)."""
     main.add_command(users)
 
 
