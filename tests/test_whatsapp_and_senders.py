@@ -13,6 +13,7 @@ from sqlalchemy import select
 from careflow.config import Settings
 from careflow.delivery.batch import deliver
 from careflow.delivery.results import Outcome
+from careflow.hookspecs import hookimpl
 from careflow.planning.plan import plan
 from careflow.runtime import Runtime
 from careflow.service.care_run import run_day
@@ -139,6 +140,52 @@ def test_broken_content_template_fails_the_event_naming_the_file(
             assert "birthday/whatsapp.en.toml: variable 1" in (event.status_reason or "")
             assert "nickname" in (event.status_reason or "")
         assert fake_twilio.messages == []
+    finally:
+        runtime.close()
+
+
+class CountingContextPlugin:
+    """A plugin whose template context is costly (a look-up per event): it counts its calls."""
+
+    def __init__(self) -> None:
+        self.calls: dict[int, int] = {}
+
+    @hookimpl
+    def careflow_template_context(self, event: CareEvent, customer: Customer) -> dict[str, object]:
+        self.calls[event.id] = self.calls.get(event.id, 0) + 1
+        return {"age": 18}  # the birthday plugin's own variable, as a plugin may refine it
+
+
+@pytest.mark.parametrize("approved_template", [True, False], ids=["content-template", "free-text"])
+def test_a_whatsapp_event_asks_the_plugins_for_its_template_context_once(
+    tmp_path: Path, fake_twilio: FakeTwilio, approved_template: bool
+) -> None:
+    """The body and the approved template's variables share one template context per event."""
+    overrides = tmp_path / "templates"
+    (overrides / "birthday").mkdir(parents=True)
+    (overrides / "birthday" / "whatsapp.en.j2").write_text("Happy {{ age }}th birthday!", encoding="utf-8")
+    if approved_template:
+        (overrides / "birthday" / "whatsapp.en.toml").write_text(
+            f'content_sid = "{CONTENT_SID}"\n[variables]\n1 = "{{{{ age }}}}"\n', encoding="utf-8"
+        )
+    body = "Happy 18th birthday! Reply STOP to opt out"  # the marketing footer added
+    counter = CountingContextPlugin()
+    settings = settings_for(f"sqlite:///{tmp_path / 'c.db'}", fake_twilio, templates={"dir": str(overrides)})
+    runtime = build_runtime(settings, extra_plugins=[counter])
+    try:
+        whatsapp_customer(runtime, "W1")
+        whatsapp_customer(runtime, "W2", whatsapp="+8613900139001", phone="+8613800138001")
+        run_day(runtime, now=NOW)
+        with runtime.sessions() as session:
+            events = session.scalars(select(CareEvent).order_by(CareEvent.id)).all()
+        assert [(e.channel, e.status, e.body) for e in events] == [("whatsapp", EventStatus.SENT, body)] * 2
+        assert counter.calls == {event.id: 1 for event in events}
+        sent = fake_twilio.messages
+        assert len(sent) == 2
+        if approved_template:
+            assert all(json.loads(m.content_variables or "") == {"1": "18"} for m in sent)
+        else:
+            assert all(m.body == body and m.content_sid is None for m in sent)
     finally:
         runtime.close()
 

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Integer, Text, select
@@ -27,7 +27,7 @@ from careflow.rendering.event import render_event_parts, template_variables
 from careflow.rendering.lint import lint_refusal
 from careflow.rendering.unsubscribe_links import unsubscribe_url
 from careflow.rendering.whatsapp_content import ContentTemplate, content_template
-from careflow.storage.models import CareEvent, Center, Customer, EventStatus
+from careflow.storage.models import CareEvent, Center, EventStatus
 
 if TYPE_CHECKING:
     from careflow.runtime import Runtime
@@ -180,8 +180,14 @@ def _prepare_event(
             )
             return Outcome.FAILED
     try:
+        # Once per event: the body and a WhatsApp content template's variables share them.
+        variables = (
+            template_variables(event, customer, center, runtime)
+            if event.body is None or event.channel == "whatsapp"
+            else None
+        )
         if event.body is None:
-            rendered = render_event_parts(runtime, event, customer, center)
+            rendered = render_event_parts(runtime, event, customer, center, variables=variables)
             # Stored before sending so that every retry and every reconciliation sends and
             # looks for exactly the same text, even if a marketer edits the template meanwhile.
             # (Written below for the whole batch at once, in _store_bodies.)
@@ -192,7 +198,7 @@ def _prepare_event(
             ):
                 set_committed_value(event, attribute, value)
             rendered_now = True
-        content = _whatsapp_content(runtime, event, customer, center)
+        content = _whatsapp_content(runtime, event, center, variables)
     except TemplateError as exc:
         set_status(
             session, event_id, attempt, EventStatus.FAILED, status_reason=str(exc), error_code="template"
@@ -227,16 +233,20 @@ def _prepare_event(
 
 
 def _whatsapp_content(
-    runtime: Runtime, event: CareEvent, customer: Customer, center: Center
+    runtime: Runtime, event: CareEvent, center: Center, variables: Mapping[str, Any] | None
 ) -> ContentTemplate | None:
-    """The approved WhatsApp template named by the care template's sidecar, if it has one."""
+    """The approved WhatsApp template named by the care template's sidecar, if it has one.
+
+    ``variables`` are the event's template variables, computed once for its body and this.
+    """
     if event.channel != "whatsapp":
         return None
+    assert variables is not None  # computed for every WhatsApp event
     return content_template(
         runtime.templates,
         event.template,
         locale=event.locale,
         center_code=center.code,
         center_locale=center.locale,
-        variables=template_variables(event, customer, center, runtime),
+        variables=variables,
     )

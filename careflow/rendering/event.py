@@ -6,6 +6,7 @@ and dry run call the very same functions, so what they show is what would be sen
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -58,15 +59,26 @@ def render_event(
     return rendered.body, rendered.subject
 
 
-def render_event_parts(runtime: Runtime, event: CareEvent, customer: Customer, center: Center) -> Rendered:
-    """Render the event's template; an e-mail also gets its HTML part and the center's footer."""
+def render_event_parts(
+    runtime: Runtime,
+    event: CareEvent,
+    customer: Customer,
+    center: Center,
+    *,
+    variables: Mapping[str, Any] | None = None,
+) -> Rendered:
+    """Render the event's template; an e-mail also gets its HTML part and the center's footer.
+
+    ``variables``: the event's ``template_variables``, when the caller needs them for more than
+    the body (a WhatsApp content template), so the plugins' context hook runs once per event.
+    """
     rendered = runtime.templates.render(
         event.template,
         event.channel or "sms",
         locale=event.locale,
         center_code=center.code,
         center_locale=center.locale,
-        variables=template_variables(event, customer, center, runtime),
+        variables=template_variables(event, customer, center, runtime) if variables is None else variables,
         marketing=event.purpose == Purpose.MARKETING,
     )
     center_cfg = runtime.settings.centers.get(center.code)
