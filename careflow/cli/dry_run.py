@@ -19,6 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from careflow.errors import TemplateError
+from careflow.policies.rows import PlannedRow
 from careflow.rendering.event import render_event_parts
 from careflow.rendering.lint import lint_refusal
 from careflow.runtime import Runtime
@@ -62,7 +63,7 @@ class WouldBe:
         }
 
 
-def render_rows(runtime: Runtime, rows: Sequence[dict[str, Any]]) -> Iterator[WouldBe]:
+def render_rows(runtime: Runtime, rows: Sequence[PlannedRow]) -> Iterator[WouldBe]:
     """Each planning row as the message it would be; a template that fails shows as ``failed``."""
     with runtime.sessions() as session:
         for start in range(0, len(rows), _CHUNK):
@@ -71,17 +72,17 @@ def render_rows(runtime: Runtime, rows: Sequence[dict[str, Any]]) -> Iterator[Wo
                 c.id: c
                 for c in session.scalars(
                     select(Customer)
-                    .where(Customer.id.in_({row["customer_id"] for row in chunk}))
+                    .where(Customer.id.in_({row.customer_id for row in chunk}))
                     .options(selectinload(Customer.center))
                 )
             }
             for row in chunk:
-                yield _would_be(runtime, row, customers[row["customer_id"]])
+                yield _would_be(runtime, row, customers[row.customer_id])
 
 
-def _would_be(runtime: Runtime, row: dict[str, Any], customer: Customer) -> WouldBe:
-    event = CareEvent(**row)
-    status, reason = str(row["status"]), row["status_reason"]
+def _would_be(runtime: Runtime, row: PlannedRow, customer: Customer) -> WouldBe:
+    event = CareEvent(**row.as_columns())
+    status, reason = str(row.status), row.status_reason
     subject = body = None
     if event.channel:
         refusal = lint_refusal(runtime, event, customer.center)
@@ -94,14 +95,14 @@ def _would_be(runtime: Runtime, row: dict[str, Any], customer: Customer) -> Woul
             except TemplateError as exc:
                 status, reason = "failed", str(exc)
     return WouldBe(
-        key=row["idempotency_key"],
-        plugin=row["plugin"],
+        key=row.idempotency_key,
+        plugin=row.plugin,
         customer=customer.external_id,
         name=customer.name,
-        due_date=row["due_date"].isoformat(),
-        channel=row["channel"],
-        to=row["recipient"],
-        channel_reason=row.get("channel_reason"),
+        due_date=row.due_date.isoformat(),
+        channel=row.channel,
+        to=row.recipient,
+        channel_reason=row.channel_reason,
         subject=subject,
         body=body,
         status=status,
@@ -114,13 +115,13 @@ class FirstPerPlugin:
     """Keeps the first ``limit`` rows of each plugin (all with ``limit`` None) and counts the rest."""
 
     limit: int | None
-    kept: list[dict[str, Any]] = field(default_factory=list)
+    kept: list[PlannedRow] = field(default_factory=list)
     left_out: Counter[str] = field(default_factory=Counter)
     _seen: Counter[str] = field(default_factory=Counter)
 
-    def __call__(self, rows: list[dict[str, Any]]) -> None:
+    def __call__(self, rows: list[PlannedRow]) -> None:
         for row in rows:
-            plugin = row["plugin"]
+            plugin = row.plugin
             self._seen[plugin] += 1
             if self.limit is None or self._seen[plugin] <= self.limit:
                 self.kept.append(row)

@@ -21,7 +21,7 @@ from careflow.delivery.results import Outcome, ids_text
 from careflow.delivery.rows import EVENTS, finish, set_status, update_each
 from careflow.errors import SendError
 from careflow.policies.consent import withdraw_for_carrier_opt_out
-from careflow.policies.timing import Timing
+from careflow.policies.rows import Decision
 from careflow.storage.models import CareEvent, EventStatus, utcnow
 
 if TYPE_CHECKING:
@@ -37,14 +37,14 @@ RECORD_PATIENCE_SECONDS = 30.0
 TIMING_OUTCOMES = {EventStatus.DEFERRED: Outcome.DEFERRED, EventStatus.EXPIRED: Outcome.EXPIRED}
 
 
-def not_now(timing: Timing, attempt: int) -> dict[str, Any]:
+def not_now(decision: Decision, attempt: int) -> dict[str, Any]:
     """An event that may not go out now (quiet hours, or its occasion passed): handed back uncounted.
 
     Not an attempt: a deferred one is released when its window opens, like a planned deferral.
     """
     return {
-        "status_reason": timing.reason,
-        "not_before": timing.not_before,
+        "status_reason": decision.reason,
+        "not_before": decision.not_before,
         "attempts": attempt - 1,
         "claimed_at": None,
     }

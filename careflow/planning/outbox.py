@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 import json
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Row, Table, text
@@ -24,6 +25,7 @@ from careflow.storage.models import CareEvent
 
 if TYPE_CHECKING:
     from careflow.care import Occasion
+    from careflow.policies.rows import PlannedRow
 
 _STAGE = "careflow_new_care_events"
 
@@ -33,10 +35,14 @@ def idempotency_key(plugin: str, occasion: Occasion) -> str:
     return f"{plugin}:{occasion.key}:{occasion.period}:{occasion.customer.id}"
 
 
-def insert_ignoring_duplicates(session: Session, rows: list[dict[str, Any]]) -> list[Row[Any]]:
-    """Insert ``rows`` unless their idempotency key is recorded; returns (id, key, status) of the new ones."""
-    if not rows:
+def insert_ignoring_duplicates(session: Session, planned: Sequence[PlannedRow]) -> list[Row[Any]]:
+    """Insert the rows unless their idempotency key is recorded; returns (id, key, status) of the new ones.
+
+    Each row becomes the column values the bulk insert takes once, here.
+    """
+    if not planned:
         return []
+    rows = [row.as_columns() for row in planned]
     table: Table = CareEvent.__table__  # type: ignore[assignment]
     if session.get_bind().dialect.name == "postgresql":
         return _copy_then_insert(session, table, rows)
@@ -74,14 +80,13 @@ def _copy_then_insert(session: Session, table: Table, rows: list[dict[str, Any]]
 
 
 def _with_defaults(table: Table, row: dict[str, Any]) -> dict[str, Any]:
-    """COPY bypasses SQLAlchemy, so apply the columns' Python-side defaults here."""
-    full = dict(row)
+    """COPY bypasses SQLAlchemy, so apply the columns' Python-side defaults here (to ``row``, ours)."""
     for column in table.columns:
-        if column.name in full or column.primary_key or column.default is None:
+        if column.name in row or column.primary_key or column.default is None:
             continue
         default: Any = column.default
-        full[column.name] = default.arg(None) if default.is_callable else default.arg
-    return full
+        row[column.name] = default.arg(None) if default.is_callable else default.arg
+    return row
 
 
 def _copy_value(value: Any) -> Any:

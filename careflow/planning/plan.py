@@ -26,6 +26,7 @@ from careflow.planning.prepare import prepare_run
 from careflow.planning.run_records import record_run
 from careflow.planning.windows import IdWindows, customer_id_span
 from careflow.policies.channel_choice import choose_channel, load_consents
+from careflow.policies.rows import PlannedRow
 from careflow.policies.timing import apply_timing_and_caps
 from careflow.storage.models import CareEvent, Center, Customer, EventStatus
 
@@ -62,7 +63,7 @@ class PlanReport:
     failures: list[PluginFailure] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)  # every occasion key seen, for reporting
     earlier_keys: list[str] = field(default_factory=list)  # of those, the ones earlier runs recorded
-    preview: list[dict[str, Any]] = field(default_factory=list)  # dry runs: what would be recorded
+    preview: list[PlannedRow] = field(default_factory=list)  # dry runs: what would be recorded
 
     def count(self, plugin: str, outcome: str) -> None:
         self.per_plugin.setdefault(plugin, Counter())[outcome] += 1
@@ -96,7 +97,7 @@ def plan(
     center_ids: Collection[int] | None = None,
     id_span: tuple[int, int] | None = None,
     clock: datetime | None = None,
-    on_preview: Callable[[list[dict[str, Any]]], None] | None = None,
+    on_preview: Callable[[list[PlannedRow]], None] | None = None,
     plugins: Collection[str] | None = None,
 ) -> PlanReport:
     """Plan every enabled care plugin over all customers; enqueue each new event after its commit.
@@ -329,7 +330,7 @@ def _plan_batch(
         channels=channels,
         purposes={str(plugin.purpose) for plugin, _, _ in audience},
     )
-    rows: list[dict[str, Any]] = []
+    rows: list[PlannedRow] = []
     seen: set[str] = set()
     center_code: dict[str, str] = {}  # for metrics, labelled like deliveries
     for plugin, occ, cfg in audience:
@@ -349,36 +350,36 @@ def _plan_batch(
             unavailable=unavailable,
         )
         rows.append(
-            {
-                "idempotency_key": key,
-                "center_id": customer.center_id,
-                "customer_id": customer.id,
-                "plugin": plugin.name,
-                "occasion": occ.key,
-                "period": occ.period,
-                "purpose": str(plugin.purpose),
-                "priority": priority_of(plugin, cfg),
-                "due_date": occ.due_date,
-                "channel": choice.channel,
-                "recipient": choice.recipient,
-                "channel_reason": choice.why,
-                "template": occ.template or plugin.name,
-                "locale": customer.locale or customer.center.locale,
-                "context": dict(occ.context),
-                "status": EventStatus.PLANNED if choice.channel else EventStatus.SUPPRESSED,
-                "status_reason": choice.reason,
-                "expires_at": occ.expires_at,
-                "not_before": None,
-            }
+            PlannedRow(
+                idempotency_key=key,
+                center_id=customer.center_id,
+                customer_id=customer.id,
+                plugin=plugin.name,
+                occasion=occ.key,
+                period=occ.period,
+                purpose=str(plugin.purpose),
+                priority=priority_of(plugin, cfg),
+                due_date=occ.due_date,
+                channel=choice.channel,
+                recipient=choice.recipient,
+                channel_reason=choice.why,
+                template=occ.template or plugin.name,
+                locale=customer.locale or customer.center.locale,
+                context=dict(occ.context),
+                status=EventStatus.PLANNED if choice.channel else EventStatus.SUPPRESSED,
+                status_reason=choice.reason,
+                expires_at=occ.expires_at,
+            )
         )
-    # Expiry, frequency cap (by priority) and quiet hours decide the final status of each row.
+    # Expiry, bundling, the frequency cap (by priority) and quiet hours, in that order, decide
+    # the final status of each row (careflow.policies.timing); bundle rows come out added.
     customers = {occ.customer.id: occ.customer for _, occ, _ in audience}
     standalone = {plugin.name for plugin, _, _ in audience if not plugin.bundles}
-    apply_timing_and_caps(runtime, session, rows, customers, now, standalone, clock=clock)
-    for row in rows:  # bundle rows, added above, count under their customer's center too
-        center_code.setdefault(row["idempotency_key"], customers[row["customer_id"]].center.code)
+    rows = apply_timing_and_caps(runtime, session, rows, customers, now, standalone, clock=clock)
+    for row in rows:  # bundle rows count under their customer's center too
+        center_code.setdefault(row.idempotency_key, customers[row.customer_id].center.code)
     report.occasions += len(rows)
-    report.keys.extend(r["idempotency_key"] for r in rows)
+    report.keys.extend(r.idempotency_key for r in rows)
     if dry_run:
         return _preview(session, rows, report)
     new_ids: list[int] = []
@@ -387,42 +388,42 @@ def _plan_batch(
         inserted = insert_ignoring_duplicates(session, chunk)
         by_key = {row.idempotency_key: row for row in inserted}
         for row in chunk:
-            hit = by_key.get(row["idempotency_key"])
+            hit = by_key.get(row.idempotency_key)
             if hit is None:
                 report.already_recorded += 1
-                report.earlier_keys.append(row["idempotency_key"])
-                report.count(row["plugin"], "already recorded")
+                report.earlier_keys.append(row.idempotency_key)
+                report.count(row.plugin, "already recorded")
             elif hit.status == EventStatus.SUPPRESSED:
                 report.new += 1
                 report.suppressed += 1
-                report.count(row["plugin"], "suppressed")
-                metrics.count_events(row["plugin"], center_code[row["idempotency_key"]], "suppressed")
+                report.count(row.plugin, "suppressed")
+                metrics.count_events(row.plugin, center_code[row.idempotency_key], "suppressed")
             elif hit.status != EventStatus.PLANNED:  # deferred or expired: nothing to queue now
                 report.new += 1
-                report.count(row["plugin"], str(hit.status))
-                metrics.count_events(row["plugin"], center_code[row["idempotency_key"]], str(hit.status))
+                report.count(row.plugin, str(hit.status))
+                metrics.count_events(row.plugin, center_code[row.idempotency_key], str(hit.status))
             else:
                 report.new += 1
-                report.count(row["plugin"], "planned")
-                metrics.count_events(row["plugin"], center_code[row["idempotency_key"]], "planned")
+                report.count(row.plugin, "planned")
+                metrics.count_events(row.plugin, center_code[row.idempotency_key], "planned")
                 new_ids.append(hit.id)
     return new_ids
 
 
-def _preview(session: Session, rows: list[dict[str, Any]], report: PlanReport) -> list[int]:
-    keys = [r["idempotency_key"] for r in rows]
+def _preview(session: Session, rows: list[PlannedRow], report: PlanReport) -> list[int]:
+    keys = [r.idempotency_key for r in rows]
     existing = set(
         session.scalars(select(CareEvent.idempotency_key).where(CareEvent.idempotency_key.in_(keys)))
     )
     for row in rows:
-        if row["idempotency_key"] in existing:
+        if row.idempotency_key in existing:
             report.already_recorded += 1
-            report.earlier_keys.append(row["idempotency_key"])
-            report.count(row["plugin"], "already recorded")
+            report.earlier_keys.append(row.idempotency_key)
+            report.count(row.plugin, "already recorded")
             continue
         report.new += 1
-        outcome = str(row["status"])
+        outcome = str(row.status)
         report.suppressed += outcome == "suppressed"
-        report.count(row["plugin"], outcome)
+        report.count(row.plugin, outcome)
         report.preview.append(row)
     return []

@@ -13,13 +13,15 @@ the frequency cap): the bundle has gone, and holding the part back would drop it
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from careflow.care import Purpose
+from careflow.policies.rows import Decision, PlannedRow
 from careflow.storage.models import CareEvent, EventStatus
 
 BUNDLE = "bundle"  # the bundle rows' plugin and template name
@@ -58,68 +60,79 @@ def bundle_key(channel: str, due_date: str, customer_id: int) -> str:
     return f"{BUNDLE}:{channel}:{due_date}:{customer_id}"
 
 
+@dataclass(frozen=True, slots=True)
+class Bundles:
+    """What bundling decided: each part's decision (``suppressed``, by key) and the bundle rows."""
+
+    parts: dict[str, Decision] = field(default_factory=dict)
+    rows: list[PlannedRow] = field(default_factory=list)
+
+
 def bundle_rows(
     session: Session,
-    rows: list[dict[str, Any]],
+    rows: Sequence[PlannedRow],
     *,
     enabled_for: Callable[[int], bool],
     existing_keys: Collection[str],
     standalone: Collection[str] = (),
-) -> None:
-    """Merge new planned rows per (customer, day, channel) into bundle rows appended to ``rows``.
+) -> Bundles:
+    """Merge new planned rows per (customer, day, channel) into bundle rows, to add to ``rows``.
 
     ``enabled_for(center_id)`` says whether the center bundles; ``standalone`` names plugins
-    whose occasions are never bundled. Groups of one are left alone.
+    whose occasions are never bundled. Groups of one are left alone. Each part is decided
+    ``suppressed``, "bundled into <bundle key>".
     """
-    groups: dict[tuple[int, str, str], list[dict[str, Any]]] = defaultdict(list)
+    groups: dict[tuple[int, str, str], list[PlannedRow]] = defaultdict(list)
     for row in rows:
         if (
-            row["status"] == EventStatus.PLANNED
-            and row["channel"]
-            and row["idempotency_key"] not in existing_keys
-            and row["plugin"] not in standalone
-            and enabled_for(row["center_id"])
+            row.status == EventStatus.PLANNED
+            and row.channel
+            and row.idempotency_key not in existing_keys
+            and row.plugin not in standalone
+            and enabled_for(row.center_id)
         ):
-            groups[(row["customer_id"], row["channel"], row["due_date"].isoformat())].append(row)
+            groups[(row.customer_id, row.channel, row.due_date.isoformat())].append(row)
     groups = {k: parts for k, parts in groups.items() if len(parts) > 1}
     if not groups:
-        return
+        return Bundles()
     keys = {group: bundle_key(group[1], group[2], group[0]) for group in groups}
     recorded = set(
         session.scalars(select(CareEvent.idempotency_key).where(CareEvent.idempotency_key.in_(keys.values())))
     )
+    bundles = Bundles()
     for group, parts in groups.items():
         key = keys[group]
         if key in recorded:  # a late occasion: today's bundle has already gone out
             continue
-        parts.sort(key=lambda r: (-r["priority"], r["plugin"], r["idempotency_key"]))
-        rows.append(_bundle_row(key, parts))
+        parts.sort(key=lambda r: (-r.priority, r.plugin, r.idempotency_key))
+        bundles.rows.append(_bundle_row(key, parts))
+        bundled = Decision(EventStatus.SUPPRESSED, f"bundled into {key}")
         for part in parts:
-            part["status"] = EventStatus.SUPPRESSED
-            part["status_reason"] = f"bundled into {key}"
+            bundles.parts[part.idempotency_key] = bundled
+    return bundles
 
 
-def _bundle_row(key: str, parts: list[dict[str, Any]]) -> dict[str, Any]:
+def _bundle_row(key: str, parts: list[PlannedRow]) -> PlannedRow:
     first = parts[0]
-    service = all(p["purpose"] == str(Purpose.SERVICE) for p in parts)
-    expiries = [p["expires_at"] for p in parts if p.get("expires_at") is not None]
-    return {
-        **first,
-        "idempotency_key": key,
-        "plugin": BUNDLE,
-        "occasion": BUNDLE,
-        "period": first["due_date"].isoformat(),
-        "purpose": str(Purpose.SERVICE if service else Purpose.MARKETING),
-        "priority": first["priority"],
-        "template": BUNDLE,
-        "context": {"parts": [_part(p) for p in parts]},
-        "status": EventStatus.PLANNED,
-        "status_reason": None,
+    service = all(p.purpose == str(Purpose.SERVICE) for p in parts)
+    expiries = [p.expires_at for p in parts if p.expires_at is not None]
+    return replace(
+        first,
+        idempotency_key=key,
+        plugin=BUNDLE,
+        occasion=BUNDLE,
+        period=first.due_date.isoformat(),
+        purpose=str(Purpose.SERVICE if service else Purpose.MARKETING),
+        priority=first.priority,
+        template=BUNDLE,
+        context={"parts": [_part(p) for p in parts]},
+        status=EventStatus.PLANNED,
+        status_reason=None,
         # Still worth sending while any part is: it expires only when every part has.
-        "expires_at": max(expiries) if len(expiries) == len(parts) else None,
-        "not_before": None,
-    }
+        expires_at=max(expiries) if len(expiries) == len(parts) else None,
+        not_before=None,
+    )
 
 
-def _part(row: dict[str, Any]) -> dict[str, Any]:
-    return {"plugin": row["plugin"], "occasion": row["occasion"], "context": row["context"]}
+def _part(row: PlannedRow) -> dict[str, Any]:
+    return {"plugin": row.plugin, "occasion": row.occasion, "context": row.context}

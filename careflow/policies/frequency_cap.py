@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Any
+from typing import Protocol
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from careflow.config import CenterSettings
+from careflow.policies.rows import Decision
 from careflow.storage.models import CareEvent, EventStatus
 
 # Statuses that mean "the customer got, or is about to get, a message": they use up the cap.
@@ -59,50 +60,72 @@ def already_counted(
     return counts
 
 
-def apply_frequency_cap(
+class Contender(Protocol):
+    """What the cap reads of an event: a ``PlannedRow`` at planning, a failed event being retried."""
+
+    @property
+    def idempotency_key(self) -> str: ...
+    @property
+    def customer_id(self) -> int: ...
+    @property
+    def center_id(self) -> int: ...
+    @property
+    def plugin(self) -> str: ...
+    @property
+    def priority(self) -> int: ...
+    @property
+    def due_date(self) -> date: ...
+    @property
+    def status(self) -> EventStatus: ...
+
+
+def cap_decisions(
     session: Session,
-    rows: list[dict[str, Any]],
+    rows: Sequence[Contender],
     *,
     cap_for: Callable[[int], Cap],
     existing_keys: set[str],
-) -> None:
-    """Suppress the lowest-priority new events of customers over their cap, recording why.
+) -> dict[str, Decision]:
+    """The lowest-priority new events of customers over their cap, each decided ``suppressed`` with why.
 
-    ``rows`` are care_events values about to be recorded; ``existing_keys`` those already in
+    ``rows`` are events about to be recorded (or retried); ``existing_keys`` those already in
     the outbox (re-runs insert nothing for them, so they neither compete nor count twice).
+    Returns a decision per suppressed event, by idempotency key; the others may go.
     """
-    contenders: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    contenders: dict[int, list[Contender]] = defaultdict(list)
     for row in rows:
-        if row["status"] in (EventStatus.PLANNED, EventStatus.DEFERRED) and (
-            row["idempotency_key"] not in existing_keys
+        if row.status in (EventStatus.PLANNED, EventStatus.DEFERRED) and (
+            row.idempotency_key not in existing_keys
         ):
-            contenders[row["customer_id"]].append(row)
+            contenders[row.customer_id].append(row)
     by_window: dict[tuple[date, int], list[int]] = defaultdict(list)
     for customer_id, mine in contenders.items():
-        cap = cap_for(mine[0]["center_id"])
+        cap = cap_for(mine[0].center_id)
         if cap.limit:
-            by_window[(max(r["due_date"] for r in mine), cap.days)].append(customer_id)
+            by_window[(max(r.due_date for r in mine), cap.days)].append(customer_id)
+    suppressed: dict[str, Decision] = {}
     for (day, days), customer_ids in by_window.items():
         counted = already_counted(session, customer_ids, day=day, days=days, exclude_keys=existing_keys)
         for customer_id in customer_ids:
             mine = contenders[customer_id]
-            cap = cap_for(mine[0]["center_id"])
+            cap = cap_for(mine[0].center_id)
             used = counted.get(customer_id, 0)
-            mine.sort(key=lambda r: (-r["priority"], r["plugin"], r["idempotency_key"]))
+            mine.sort(key=lambda r: (-r.priority, r.plugin, r.idempotency_key))
             allowed = max(cap.limit - used, 0)
             winners = mine[:allowed]
             for row in mine[allowed:]:
-                row["status"] = EventStatus.SUPPRESSED
-                row["not_before"] = None
-                row["status_reason"] = _reason(cap, used, winners, row)
+                suppressed[row.idempotency_key] = Decision(
+                    EventStatus.SUPPRESSED, _reason(cap, used, winners, row)
+                )
+    return suppressed
 
 
-def _reason(cap: Cap, used: int, winners: list[dict[str, Any]], row: dict[str, Any]) -> str:
+def _reason(cap: Cap, used: int, winners: list[Contender], row: Contender) -> str:
     reason = (
         f"frequency cap: at most {cap.limit} care message(s) per {cap.days} days; "
         f"{used} already recorded in the window"
     )
     if winners:
-        names = ", ".join(f"{w['plugin']} (priority {w['priority']})" for w in winners)
-        reason += f"; gave way to {names} (this: {row['plugin']}, priority {row['priority']})"
+        names = ", ".join(f"{w.plugin} (priority {w.priority})" for w in winners)
+        reason += f"; gave way to {names} (this: {row.plugin}, priority {row.priority})"
     return reason

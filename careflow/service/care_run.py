@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any, cast
+from typing import cast
 from zoneinfo import ZoneInfo
 
 from dramatiq import Worker
@@ -22,8 +22,9 @@ from careflow.delivery.recovery import stale_event_ids
 from careflow.planning.plan import PlanReport, plan
 from careflow.planning.shards import create_run, shard_count, wait_for_run
 from careflow.planning.windows import customer_id_span
-from careflow.policies.frequency_cap import Cap, apply_frequency_cap
+from careflow.policies.frequency_cap import Cap, cap_decisions
 from careflow.policies.quiet_hours import release_deferred
+from careflow.policies.rows import PlannedRow
 from careflow.policies.timing import customer_zone, send_timing
 from careflow.runtime import Runtime
 from careflow.storage.models import CareEvent, EventStatus
@@ -72,7 +73,7 @@ def run_day(
     on_batch: Callable[[int, int], None] | None = None,
     shards: int | None = None,
     shard_timeout: float = 3600.0,
-    on_preview: Callable[[list[dict[str, Any]]], None] | None = None,
+    on_preview: Callable[[list[PlannedRow]], None] | None = None,
 ) -> RunResult:
     """Plan (and with the ``local`` broker, deliver) one day of care.
 
@@ -186,6 +187,19 @@ class RetryResult:
         return ", ".join(parts) or "nothing to retry"
 
 
+@dataclass(frozen=True, slots=True)
+class _Retried:
+    """A failed event as the frequency cap sees it when retried: planned again, due today."""
+
+    idempotency_key: str
+    customer_id: int
+    center_id: int
+    plugin: str
+    priority: int
+    due_date: date
+    status: EventStatus = EventStatus.PLANNED
+
+
 def retry_events(runtime: Runtime, event_ids: Sequence[int], *, now: datetime | None = None) -> RetryResult:
     """Put failed events back (after a fix) through the same timing policies as planning.
 
@@ -206,20 +220,16 @@ def retry_events(runtime: Runtime, event_ids: Sequence[int], *, now: datetime | 
             .options(joinedload(CareEvent.customer))
             .order_by(CareEvent.id)
         ).all()
-        rows: list[dict[str, Any]] = [
-            {
-                "id": event.id,
-                "idempotency_key": event.idempotency_key,
-                "customer_id": event.customer_id,
-                "center_id": event.center_id,
-                "plugin": event.plugin,
-                "priority": event.priority,
-                # The cap counts the window ending on the day it would now be sent.
-                "due_date": now.astimezone(customer_zone(event.customer)).date(),
-                "status": EventStatus.PLANNED,
-                "status_reason": None,
-                "not_before": None,
-            }
+        # The cap counts the window ending on the day each would now be sent.
+        retried = [
+            _Retried(
+                idempotency_key=event.idempotency_key,
+                customer_id=event.customer_id,
+                center_id=event.center_id,
+                plugin=event.plugin,
+                priority=event.priority,
+                due_date=now.astimezone(customer_zone(event.customer)).date(),
+            )
             for event in events
         ]
 
@@ -228,21 +238,21 @@ def retry_events(runtime: Runtime, event_ids: Sequence[int], *, now: datetime | 
         def center_of(center_id: int) -> CenterSettings | None:
             return centers.get(codes[center_id])
 
-        apply_frequency_cap(session, rows, cap_for=lambda cid: Cap.of(center_of(cid)), existing_keys=set())
-        for event, row in zip(events, rows, strict=True):
-            if row["status"] == EventStatus.PLANNED:
-                timing = send_timing(
-                    now, customer_zone(event.customer), center_of(event.center_id), event.expires_at
-                )
-                row["status"], row["not_before"], row["status_reason"] = timing
-            status = EventStatus(row["status"])
-            reason = "retried by an operator" + (f"; {row['status_reason']}" if row["status_reason"] else "")
+        capped = cap_decisions(
+            session, retried, cap_for=lambda cid: Cap.of(center_of(cid)), existing_keys=set()
+        )
+        for event in events:
+            decision = capped.get(event.idempotency_key) or send_timing(
+                now, customer_zone(event.customer), center_of(event.center_id), event.expires_at
+            )
+            status = decision.status
+            reason = "retried by an operator" + (f"; {decision.reason}" if decision.reason else "")
             done = session.execute(
                 update(CareEvent)
                 .where(CareEvent.id == event.id, CareEvent.status == EventStatus.FAILED)
                 .values(
                     status=status,
-                    not_before=row["not_before"],
+                    not_before=decision.not_before,
                     attempts=0,
                     status_reason=reason,
                     error_code=None,
@@ -255,7 +265,8 @@ def retry_events(runtime: Runtime, event_ids: Sequence[int], *, now: datetime | 
             if status is EventStatus.PLANNED:
                 result.planned.append(event.id)
             elif status is EventStatus.DEFERRED:
-                result.deferred[event.id] = row["not_before"]
+                assert decision.not_before is not None  # a deferral names the window's opening
+                result.deferred[event.id] = decision.not_before
             elif status is EventStatus.SUPPRESSED:
                 result.suppressed.append(event.id)
             else:

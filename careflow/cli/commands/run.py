@@ -21,6 +21,7 @@ from careflow.errors import CareflowError
 if TYPE_CHECKING:
     from careflow.cli.dry_run import FirstPerPlugin
     from careflow.planning.plan import PlanReport
+    from careflow.policies.rows import PlannedRow
     from careflow.runtime import Runtime
 
 
@@ -80,7 +81,7 @@ def run(
         sample = FirstPerPlugin(shown or None)
         stream = dry_run and (as_json or not shown)
 
-        def on_preview(rows: list[dict[str, Any]]) -> None:
+        def on_preview(rows: list[PlannedRow]) -> None:
             if not stream:
                 sample(rows)
             elif as_json:

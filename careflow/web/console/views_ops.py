@@ -418,12 +418,12 @@ def dry_run(ctx: Ctx) -> Response:
     report = plan(ctx.runtime, now=ctx.console.clock(), day=tomorrow, dry_run=True)
     rows = []
     for row in report.preview:
-        if row["center_id"] != ctx.center.id:
+        if row.center_id != ctx.center.id:
             continue
-        customer = ctx.db.get(Customer, row["customer_id"])
+        customer = ctx.db.get(Customer, row.customer_id)
         assert customer is not None
-        event = CareEvent(**row)
-        body, status, reason = None, str(row["status"]), row["status_reason"]
+        event = CareEvent(**row.as_columns())
+        body, status, reason = None, str(row.status), row.status_reason
         if event.channel:
             try:
                 body, _ = render_event(ctx.runtime, event, customer, ctx.center)
