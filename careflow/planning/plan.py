@@ -339,8 +339,9 @@ def _plan_batch(
             continue
         seen.add(key)
         customer = occ.customer
-        center_code[key] = customer.center.code
-        order, unavailable = routes.get(customer.center.code) or runtime.channel_route(customer.center.code)
+        center = customer.center
+        center_code[key] = center.code
+        order, unavailable = routes.get(center.code) or runtime.channel_route(center.code)
         choice = choose_channel(
             customer,
             plugin.purpose,
@@ -364,7 +365,7 @@ def _plan_batch(
                 recipient=choice.recipient,
                 channel_reason=choice.why,
                 template=occ.template or plugin.name,
-                locale=customer.locale or customer.center.locale,
+                locale=customer.locale or center.locale,
                 context=dict(occ.context),
                 status=EventStatus.PLANNED if choice.channel else EventStatus.SUPPRESSED,
                 status_reason=choice.reason,
@@ -377,7 +378,8 @@ def _plan_batch(
     standalone = {plugin.name for plugin, _, _ in audience if not plugin.bundles}
     rows = apply_timing_and_caps(runtime, session, rows, customers, now, standalone, clock=clock)
     for row in rows:  # bundle rows count under their customer's center too
-        center_code.setdefault(row.idempotency_key, customers[row.customer_id].center.code)
+        if row.idempotency_key not in center_code:
+            center_code[row.idempotency_key] = customers[row.customer_id].center.code
     report.occasions += len(rows)
     report.keys.extend(r.idempotency_key for r in rows)
     if dry_run:
