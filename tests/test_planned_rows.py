@@ -78,8 +78,26 @@ def runtime(tmp_path: Path) -> Iterator[Runtime]:
         built.close()
 
 
-def test_a_row_is_frozen_and_a_decision_makes_a_new_row() -> None:
-    row = planned("birthday", 20)
+def test_a_row_is_frozen_and_a_decision_changes_only_status_reason_and_not_before() -> None:
+    row = planned(
+        "birthday",
+        20,
+        customer_id=7,
+        center_id=3,
+        occasion="birthday-2",
+        period="p2026",
+        purpose="service",
+        due_date=date(2026, 5, 12),
+        channel="whatsapp",
+        recipient="+8613900139000",
+        channel_reason="preferred whatsapp",
+        template="birthday_v2",
+        locale="zh_CN",
+        context={"age": 38},
+        status_reason="not yet decided",
+        expires_at=parse_instant("2026-05-12T20:00:00+08:00"),
+        not_before=parse_instant("2026-05-12T08:00:00+08:00"),
+    )
     with pytest.raises(dataclasses.FrozenInstanceError):
         row.status = EventStatus.SUPPRESSED  # type: ignore[misc]
     opening = parse_instant("2026-05-12T09:00:00+08:00")
@@ -89,8 +107,12 @@ def test_a_row_is_frozen_and_a_decision_makes_a_new_row() -> None:
         "quiet hours",
         opening,
     )
-    assert (row.status, row.status_reason, row.not_before) == (EventStatus.PLANNED, None, None)
-    assert dataclasses.replace(deferred, status=row.status, status_reason=None, not_before=None) == row
+    decided = {"status", "status_reason", "not_before"}
+    kept = [field.name for field in dataclasses.fields(PlannedRow) if field.name not in decided]
+    assert {name: getattr(deferred, name) for name in kept} == {name: getattr(row, name) for name in kept}
+    # Every other field is distinct, so a field carried into the wrong place would show.
+    assert len({repr(getattr(row, name)) for name in kept}) == len(kept)
+    assert (row.status, row.not_before) == (EventStatus.PLANNED, parse_instant("2026-05-12T08:00:00+08:00"))
 
 
 def test_expiry_decides_expired_with_the_reason_and_leaves_other_rows_alone() -> None:

@@ -10,7 +10,7 @@ decided is visible only in what it returned.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
@@ -58,9 +58,31 @@ class PlannedRow:
     not_before: datetime | None = None  # deferred: when the sending window opens
 
     def decided(self, decision: Decision) -> PlannedRow:
-        """This row with a policy's decision applied: status, reason and ``not_before``."""
-        return replace(
-            self, status=decision.status, status_reason=decision.reason, not_before=decision.not_before
+        """This row with a policy's decision applied: status, reason and ``not_before``.
+
+        Spelled out rather than ``dataclasses.replace``, which costs twice as much: a night's
+        run defers every row (tests/test_planned_rows.py checks that nothing else changes).
+        """
+        return PlannedRow(
+            self.idempotency_key,
+            self.center_id,
+            self.customer_id,
+            self.plugin,
+            self.occasion,
+            self.period,
+            self.purpose,
+            self.priority,
+            self.due_date,
+            self.channel,
+            self.recipient,
+            self.channel_reason,
+            self.template,
+            self.locale,
+            self.context,
+            decision.status,
+            decision.reason,
+            self.expires_at,
+            decision.not_before,
         )
 
     def as_columns(self) -> dict[str, Any]:
