@@ -80,7 +80,7 @@ def _copy_then_insert(session: Session, table: Table, rows: list[dict[str, Any]]
 
 
 def _with_defaults(table: Table, row: dict[str, Any]) -> dict[str, Any]:
-    """COPY bypasses SQLAlchemy, so apply the columns' Python-side defaults here (to ``row``, ours)."""
+    """COPY bypasses SQLAlchemy: fill the columns' Python-side defaults into ``row`` (made for the insert)."""
     for column in table.columns:
         if column.name in row or column.primary_key or column.default is None:
             continue
